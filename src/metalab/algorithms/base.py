@@ -1,0 +1,71 @@
+"""The MetaLearner interface shared by the gradient-, metric- and model-based families."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from metalab.data.task import Task
+
+
+@dataclass
+class LearnerOptions:
+    """Options every learner accepts; each learner extends this with its own fields."""
+
+    name: str = ""
+
+
+class MetaLearner(nn.Module):
+    """A learner that meta-trains on batches of tasks and adapts to a new task from its support set.
+
+    Subclasses set ``Options`` (a dataclass extending :class:`LearnerOptions`) and are built as
+    ``Learner(options, input_shape)`` where ``input_shape`` is one input's shape without the batch
+    dimension ((C, H, W) for images, (D,) for vectors).
+    """
+
+    Options: ClassVar[type[LearnerOptions]] = LearnerOptions
+    #: "classification" (logits, scored by accuracy) or "regression" (values, scored by MSE).
+    task_kind: ClassVar[str] = "classification"
+
+    def __init__(self, options: LearnerOptions, input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.options = options
+        self.input_shape = tuple(input_shape)
+
+    def meta_step(self, batch: Task) -> dict[str, Tensor]:
+        """Meta-train on a batch of tasks (leading task dim T).
+
+        Leaves the meta-gradient in the parameters' ``.grad`` (the trainer zeroes and steps) and
+        returns detached scalar metrics, at least ``loss`` (and ``accuracy`` for classification).
+        """
+        raise NotImplementedError
+
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
+        """Learn one task from its support set ([S, ...] inputs, [S] labels or [S, D] targets).
+
+        Returns a function mapping query inputs [Q, ...] to logits [Q, ways] (classification)
+        or predictions [Q, D] (regression).
+        """
+        raise NotImplementedError
+
+    def predict(self, batch: Task) -> Tensor:
+        """Predictions for the queries of every task in a batch: [T, Q, ways] logits or [T, Q, D].
+
+        The default adapts task by task; learners that can batch tasks override it.
+        """
+        return torch.stack([self.adapt(task.support_x, task.support_y)(task.query_x) for task in batch_tasks(batch)])
+
+
+def batch_tasks(batch: Task) -> list[Task]:
+    return [batch[i] for i in range(len(batch))]
+
+
+def classification_metrics(logits: Tensor, labels: Tensor, loss: Tensor) -> dict[str, Tensor]:
+    """Detached loss and accuracy from logits [..., ways] and labels [...]."""
+    return {
+        "loss": loss.detach(),
+        "accuracy": (logits.detach().argmax(-1) == labels).float().mean(),
+    }

@@ -1,0 +1,1 @@
+"""Gradient-based meta-learners, one algorithm per module."""

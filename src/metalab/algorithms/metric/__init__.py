@@ -1,0 +1,1 @@
+"""Metric-based meta-learners, one algorithm per module."""

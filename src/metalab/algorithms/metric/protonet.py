@@ -1,0 +1,96 @@
+"""Prototypical Networks (Snell et al. 2017): classify queries by distance to class-mean embeddings."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from metalab.algorithms.base import LearnerOptions, MetaLearner, classification_metrics
+from metalab.algorithms.registry import register
+from metalab.data.task import Task
+from metalab.nn.backbones import build_backbone
+
+
+@dataclass
+class ProtoNetOptions(LearnerOptions):
+    backbone: str = "conv4"
+    hidden: int = 64
+    #: "euclidean" (squared Euclidean, the paper's choice) or "cosine".
+    distance: str = "euclidean"
+    #: logits = cosine_scale * cos(query, prototype) when distance is "cosine".
+    cosine_scale: float = 10.0
+
+
+def prototypes(support_embeddings: Tensor, support_y: Tensor, ways: int) -> Tensor:
+    """Class means: embeddings [T, S, D], labels [T, S] (0..ways-1) -> prototypes [T, ways, D]."""
+    one_hot = F.one_hot(support_y, ways).to(support_embeddings.dtype)  # [T, S, W]
+    sums = one_hot.transpose(1, 2) @ support_embeddings  # [T, W, D]
+    counts = one_hot.sum(1).clamp_min(1).unsqueeze(-1)  # [T, W, 1]
+    return sums / counts
+
+
+def prototype_logits(query_embeddings: Tensor, protos: Tensor, distance: str, cosine_scale: float) -> Tensor:
+    """Queries [T, Q, D] against prototypes [T, W, D] -> logits [T, Q, W]."""
+    if distance == "euclidean":
+        return -squared_distances(query_embeddings, protos)
+    if distance == "cosine":
+        return cosine_scale * F.normalize(query_embeddings, dim=-1) @ F.normalize(protos, dim=-1).transpose(1, 2)
+    raise ValueError(f"unknown distance {distance!r}; use 'euclidean' or 'cosine'")
+
+
+def squared_distances(a: Tensor, b: Tensor) -> Tensor:
+    """Pairwise squared Euclidean distances: a [T, Q, D], b [T, W, D] -> [T, Q, W]."""
+    return (a.unsqueeze(2) - b.unsqueeze(1)).pow(2).sum(-1)
+
+
+@register("protonet")
+class ProtoNet(MetaLearner):
+    """Embeds support and query images of all tasks in one backbone pass; logits = -d(query, prototype)."""
+
+    Options = ProtoNetOptions
+
+    def __init__(self, options: ProtoNetOptions, input_shape: tuple[int, ...]) -> None:
+        super().__init__(options, input_shape)
+        if options.distance not in ("euclidean", "cosine"):
+            raise ValueError(f"learner.distance must be 'euclidean' or 'cosine', got {options.distance!r}")
+        self.backbone = build_backbone(options.backbone, input_shape, options.hidden)
+
+    def logits(self, batch: Task) -> Tensor:
+        """Query logits [T, Q, ways] for a batch of tasks, with one forward pass of the backbone."""
+        tasks, support_size = batch.support_y.shape
+        query_size = batch.query_x.shape[1]
+        images = torch.cat([batch.support_x.flatten(0, 1), batch.query_x.flatten(0, 1)])
+        embeddings = self.backbone(images)
+        support = embeddings[: tasks * support_size].view(tasks, support_size, -1)
+        query = embeddings[tasks * support_size :].view(tasks, query_size, -1)
+        ways = int(batch.support_y.max()) + 1
+        protos = prototypes(support, batch.support_y, ways)
+        return prototype_logits(query, protos, self.options.distance, self.options.cosine_scale)
+
+    def meta_step(self, batch: Task) -> dict[str, Tensor]:
+        logits = self.logits(batch)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
+        loss.backward()
+        return classification_metrics(logits, batch.query_y, loss)
+
+    @torch.no_grad()
+    def predict(self, batch: Task) -> Tensor:
+        return self.logits(batch)
+
+    @torch.no_grad()
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
+        ways = int(support_y.max()) + 1
+        missing = set(range(ways)) - set(support_y.tolist())
+        if missing:
+            raise ValueError(f"support labels must cover 0..{ways - 1}; labels {sorted(missing)} have no examples")
+        protos = prototypes(self.backbone(support_x).unsqueeze(0), support_y.unsqueeze(0), ways)
+
+        @torch.no_grad()
+        def classify(query_x: Tensor) -> Tensor:
+            query = self.backbone(query_x).unsqueeze(0)
+            return prototype_logits(query, protos, self.options.distance, self.options.cosine_scale)[0]
+
+        return classify

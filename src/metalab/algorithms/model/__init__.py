@@ -1,0 +1,1 @@
+"""Model-based meta-learners, one algorithm per module."""

@@ -1,0 +1,210 @@
+"""Recipes (named YAML configs) and their schema, with ``key=value`` overrides via OmegaConf.
+
+A config has fixed sections (data, task, eval, optim, train, run) checked against dataclasses, and
+a ``learner`` section checked against the chosen learner's own ``Options`` dataclass. Any unknown
+key, in a recipe file or an override, is an error that names the nearest valid key.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from metalab.algorithms.registry import learner_class
+
+
+@dataclass
+class DataConfig:
+    #: "omniglot", "miniimagenet", "folder" (split = a path) or a regression family ("sinusoid").
+    dataset: str = "omniglot"
+    #: data root; None -> --data-root, then $METALAB_DATA, then the per-user data dir.
+    root: Optional[str] = None
+    train_split: str = "vinyals-train"
+    val_split: Optional[str] = "vinyals-val"
+    test_split: str = "vinyals-test"
+    #: input size; None -> the data set's default (28 for Omniglot, 84 for mini-ImageNet).
+    image_size: Optional[int] = None
+    channels: Optional[int] = None
+    #: invert user images so that dark strokes on light paper look like the preprocessed Omniglot.
+    invert_user_images: bool = False
+
+
+@dataclass
+class TaskConfig:
+    """Meta-training episodes."""
+
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    meta_batch: int = 1
+    within_group: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """Validation and test episodes (the evaluation protocol)."""
+
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    episodes: int = 1000
+    seed: int = 0
+    val_episodes: int = 200
+    val_seed: int = 1
+    within_group: bool = False
+    #: episodes per forward batch in evaluation.
+    batch: int = 50
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    #: StepLR: multiply lr by lr_gamma every lr_step steps (0 = constant lr).
+    lr_step: int = 0
+    lr_gamma: float = 0.5
+    #: clip the global gradient norm (None = no clipping).
+    grad_clip: Optional[float] = None
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 10000
+    val_every: int = 500
+    ckpt_every: int = 500
+    log_every: int = 50
+    seed: int = 0
+    device: str = "cpu"
+    #: torch intra-op threads (None = PyTorch's default).
+    threads: Optional[int] = None
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    #: run directory (checkpoints, logs, results); None -> runs/<recipe name>.
+    dir: Optional[str] = None
+    tensorboard: bool = True
+
+
+@dataclass
+class BaseConfig:
+    name: str = "custom"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+class ConfigError(ValueError):
+    """A recipe or override that cannot be used; the message says how to fix it."""
+
+
+def recipe_dir() -> Path:
+    return Path(str(resources.files("metalab") / "recipes"))
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in recipe_dir().glob("*.yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    """A packaged recipe by name, or a path to a YAML file."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+        return candidate
+    path = recipe_dir() / f"{name}.yaml"
+    if not path.exists():
+        near = difflib.get_close_matches(name, recipe_names(), n=3)
+        hint = f" Did you mean {', '.join(near)}?" if near else ""
+        raise ConfigError(f"unknown recipe {name!r}.{hint} `metalab recipes` lists them all.")
+    return path
+
+
+def _key_paths(schema: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of every key of a dataclass schema."""
+    paths = []
+    for f in fields(schema):
+        path = f"{prefix}{f.name}"
+        paths.append(path)
+        default = f.default_factory() if callable(f.default_factory) else None  # type: ignore[misc]
+        if is_dataclass(default):
+            paths += _key_paths(default, path + ".")
+    return paths
+
+
+def _check_keys(given: Any, schema_paths: list[str], prefix: str, origin: str) -> None:
+    if not isinstance(given, (dict, DictConfig)):
+        return
+    for key, value in given.items():
+        path = f"{prefix}{key}"
+        if path not in schema_paths:
+            near = difflib.get_close_matches(path, schema_paths, n=1, cutoff=0.5)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"unknown config key {path!r} in {origin}.{hint}")
+        _check_keys(value, schema_paths, path + ".", origin)
+
+
+def _parse_overrides(overrides: list[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.steps=2000)")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"cannot parse overrides {overrides}: {error}") from None
+
+
+def compose(recipe: dict | DictConfig, overrides: list[str] = (), origin: str = "recipe") -> DictConfig:
+    """Validate a recipe plus ``key=value`` overrides against the schema; returns the full config."""
+    recipe = OmegaConf.create(recipe) if isinstance(recipe, dict) else recipe
+    override_cfg = _parse_overrides(list(overrides))
+    merged_raw = OmegaConf.merge(recipe, override_cfg)
+    name = OmegaConf.select(merged_raw, "learner.name")
+    if not name:
+        raise ConfigError(f"{origin} has no learner.name; set it to one of the registered learners")
+    options_cls = learner_class(str(name)).Options
+    paths = _key_paths(BaseConfig) + ["learner"] + [f"learner.{p}" for p in _key_paths(options_cls)]
+    _check_keys(recipe, paths, "", origin)
+    _check_keys(override_cfg, paths, "", "the command-line overrides")
+    schema = OmegaConf.structured(
+        make_dataclass("Config", [("learner", options_cls, field(default_factory=options_cls))], bases=(BaseConfig,))
+    )
+    try:
+        config = OmegaConf.merge(schema, recipe, override_cfg)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", "")
+        reason = str(error).splitlines()[0]
+        raise ConfigError(f"bad value for {key or 'a config key'} in {origin} or the overrides: {reason}") from None
+    OmegaConf.set_readonly(config, False)
+    OmegaConf.set_struct(config, True)
+    return config
+
+
+def load_recipe(name: str, overrides: list[str] = ()) -> DictConfig:
+    """A packaged recipe (or YAML path) with overrides applied and validated."""
+    path = recipe_path(name)
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as error:  # YAML syntax errors come in several types
+        raise ConfigError(f"recipe {path} is not valid YAML: {error}") from None
+    return compose(raw, overrides, origin=str(path))
+
+
+def learner_options(config: DictConfig) -> Any:
+    """The learner section as an instance of the learner's Options dataclass."""
+    return OmegaConf.to_object(config.learner)
+
+
+def to_yaml(config: DictConfig) -> str:
+    return OmegaConf.to_yaml(config)

@@ -1,0 +1,240 @@
+"""Omniglot (Lake et al.) from the official release layout, decoded once into cached uint8 tensors.
+
+Layout under the data root (each archive zipped or extracted)::
+
+    <root>/omniglot/images_background.zip         images_background/<Alphabet>/characterNN/XXXX_YY.png
+    <root>/omniglot/images_evaluation.zip         images_evaluation/...
+    <root>/omniglot/images_background_small1.zip  images_background_small1/...   (optional)
+    <root>/omniglot/images_background_small2.zip  images_background_small2/...   (optional)
+
+Images are grey-scale with strokes bright (255) on a black (0) background, [N, 1, S, S] uint8.
+Splits:
+
+- ``lake-background`` (964 characters), ``lake-evaluation`` (659), ``lake-background-small1``,
+  ``lake-background-small2``: characters as classes, group = alphabet, no rotations.
+- ``vinyals-train`` / ``-val`` / ``-test`` / ``-trainval`` (4112 / 688 / 1692 / 4800 classes): the
+  packaged Vinyals lists over both archives, each rotation by 90 degrees a separate class.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metalab.data.classes import ClassDataset
+from metalab.data.folders import preprocess_image
+from metalab.data.store import (
+    DATA_ENV,
+    OMNIGLOT_CHECKSUMS,
+    OMNIGLOT_URL,
+    DataNotFoundError,
+    cache_dir,
+    fingerprint,
+    omniglot_source,
+    resolve_data_root,
+    split_list,
+)
+from metalab.utils.io import atomic_torch_save
+
+LAKE_SPLITS: dict[str, str] = {
+    "lake-background": "images_background",
+    "lake-evaluation": "images_evaluation",
+    "lake-background-small1": "images_background_small1",
+    "lake-background-small2": "images_background_small2",
+}
+VINYALS_SPLITS = ("train", "val", "test", "trainval")
+SPLITS: tuple[str, ...] = tuple(f"vinyals-{s}" for s in VINYALS_SPLITS) + tuple(LAKE_SPLITS)
+
+_CACHE_VERSION = 1
+
+
+def load_omniglot(split: str, root: str | Path | None = None, image_size: int = 28) -> ClassDataset:
+    """Load an Omniglot split as a :class:`ClassDataset` of uint8 images [N, 1, image_size, image_size].
+
+    Args:
+        split: one of :data:`SPLITS` (``vinyals-train``, ``lake-background``, ...).
+        root: the data root (default: ``$METALAB_DATA`` or the user data dir); see :mod:`metalab.data.store`.
+        image_size: side of the square images after a Lanczos resize (the originals are 105x105).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown Omniglot split {split!r}; valid splits: {', '.join(SPLITS)}")
+    if image_size < 1:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    data_root = resolve_data_root(root)
+    if split in LAKE_SPLITS:
+        return load_archive(LAKE_SPLITS[split], data_root, image_size).subset_all(f"omniglot/{split}")
+    return _vinyals(split.removeprefix("vinyals-"), data_root, image_size)
+
+
+def load_archive(archive: str, root: Path, image_size: int) -> "_Archive":
+    """One Omniglot archive (``images_background``, ...) decoded (or read from the cache)."""
+    source = omniglot_source(root, archive)
+    if source is None:
+        raise _not_found(root, [archive])
+    cache_file = _cache_file(source, image_size)
+    if cache_file.is_file():
+        try:
+            payload = torch.load(cache_file, weights_only=True)
+            if payload.get("version") == _CACHE_VERSION:
+                return _Archive(payload)
+        except Exception:  # unreadable cache (e.g. written by another torch version): rebuild it
+            pass
+    payload = _decode(source, archive, image_size)
+    atomic_torch_save(payload, cache_file)
+    return _Archive(payload)
+
+
+def cached_sizes(source: Path) -> list[int]:
+    """Image sizes for which a cache of ``source`` (an archive zip or folder) exists and is current."""
+    key = _source_key(source)
+    sizes = []
+    for path in cache_dir().glob(f"omniglot-{_stem(source)}-*px-{key}.pt"):
+        size = path.name.split("-")[-2].removesuffix("px")
+        if size.isdigit():
+            sizes.append(int(size))
+    return sorted(sizes)
+
+
+class _Archive:
+    """The cached payload of one archive: images [N, 1, S, S] uint8, per-character item indices, names, groups."""
+
+    def __init__(self, payload: dict) -> None:
+        self.images: torch.Tensor = payload["images"]
+        self.class_items: list[list[int]] = payload["class_items"]
+        self.class_names: list[str] = payload["class_names"]
+        self.groups: list[str] = payload["groups"]
+
+    def subset_all(self, name: str) -> ClassDataset:
+        return ClassDataset(self.images, self.class_items, self.class_names, self.groups, name)
+
+
+def _vinyals(split: str, root: Path, image_size: int) -> ClassDataset:
+    """Vinyals split: base characters from both archives, rotated, ordered exactly as the packaged list."""
+    wanted = split_list("omniglot", "vinyals", f"{split}.txt")
+    bases = {line.rsplit("/", 1)[0] for line in wanted}
+    angles = sorted({int(line.rsplit("/rot", 1)[1]) for line in wanted})
+    missing = [a for a in ("images_background", "images_evaluation") if omniglot_source(root, a) is None]
+    if missing:
+        raise _not_found(root, missing)
+    images, class_items, names, groups = [], [], [], []
+    offset = 0
+    for archive in ("images_background", "images_evaluation"):
+        data = load_archive(archive, root, image_size)
+        keep: list[int] = []  # only the characters of this split: rotating copies the images 4x
+        for items, name, group in zip(data.class_items, data.class_names, data.groups, strict=True):
+            if name in bases:
+                keep.extend(items)
+                class_items.append(list(range(offset, offset + len(items))))
+                names.append(name)
+                groups.append(group)
+                offset += len(items)
+        # index_select, not images[index]: one gather, and no slow parallel advanced indexing
+        images.append(data.images.index_select(0, torch.as_tensor(keep, dtype=torch.long)))
+    absent = sorted(bases - set(names))
+    if absent:
+        raise ValueError(
+            f"the Vinyals {split} list names {len(absent)} characters that the Omniglot archives under "
+            f"{root / 'omniglot'} lack (e.g. {', '.join(absent[:3])}); the archives are incomplete: re-download them "
+            f"with `metalab data --download omniglot`"
+        )
+    base = ClassDataset(torch.cat(images), class_items, names, groups, f"omniglot/vinyals-{split}")
+    rotated = base.with_rotations(angles)
+    return rotated.subset([rotated.class_index(line) for line in wanted])
+
+
+def _decode(source: Path, archive: str, image_size: int) -> dict:
+    """Decode every PNG of an archive: {"images": [N, 1, S, S] uint8, "class_items", "class_names", "groups"}."""
+    by_class: dict[tuple[str, str], list[tuple[str, bytes | Path]]] = {}
+    for alphabet, character, label, data in _members(source, archive):
+        by_class.setdefault((alphabet, character), []).append((label, data))
+    if not by_class:
+        raise ValueError(
+            f"{source} holds no Omniglot images in the expected layout "
+            f"{archive}/<Alphabet>/characterNN/XXXX_YY.png; replace it with the official archive "
+            f"(`metalab data --download omniglot`)"
+        )
+    arrays: list[np.ndarray] = []
+    class_items: list[list[int]] = []
+    names: list[str] = []
+    groups: list[str] = []
+    for alphabet, character in sorted(by_class):
+        drawings = sorted(by_class[(alphabet, character)], key=lambda pair: pair[0])
+        start = len(arrays)
+        for label, data in drawings:
+            arrays.append(preprocess_image(data, image_size, channels=1, invert=True, label=label))
+        class_items.append(list(range(start, len(arrays))))
+        names.append(f"{alphabet}/{character}")
+        groups.append(alphabet)
+    images = torch.from_numpy(np.stack(arrays))
+    return {
+        "version": _CACHE_VERSION,
+        "images": images,
+        "class_items": class_items,
+        "class_names": names,
+        "groups": groups,
+        "image_size": image_size,
+        "source": str(source),
+    }
+
+
+def _members(source: Path, archive: str) -> Iterator[tuple[str, str, str, bytes | Path]]:
+    """(alphabet, character, label for errors, PNG bytes or path) for every drawing of the archive."""
+    if source.is_dir():
+        for alphabet_dir in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for character_dir in sorted(p for p in alphabet_dir.iterdir() if p.is_dir()):
+                for png in sorted(character_dir.glob("*.png")):
+                    yield alphabet_dir.name, character_dir.name, str(png), png
+        return
+    try:
+        with zipfile.ZipFile(source) as zipped:
+            for info in zipped.infolist():
+                parts = info.filename.split("/")
+                if info.is_dir() or len(parts) != 4 or parts[0] != archive or not parts[3].lower().endswith(".png"):
+                    continue
+                yield parts[1], parts[2], f"{source}:{info.filename}", zipped.read(info)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as error:
+        raise ValueError(
+            f"{source} is not a readable zip archive ({error}); it is corrupt or was only partly downloaded. "
+            f"Delete it and re-download it with `metalab data --download omniglot` (or replace it with a good copy)"
+        ) from error
+
+
+def _stem(source: Path) -> str:
+    return source.name.removesuffix(".zip")
+
+
+def _source_key(source: Path) -> str:
+    """Changes whenever the source changes: path + size + mtime of the zip, or of every file of the folder."""
+    if source.is_file():
+        stat = source.stat()
+        return fingerprint(str(source.resolve()), stat.st_size, stat.st_mtime_ns)
+    total, latest, count = 0, 0, 0
+    for directory, _, filenames in os.walk(source):
+        for filename in filenames:
+            stat = os.stat(os.path.join(directory, filename))
+            total, latest, count = total + stat.st_size, max(latest, stat.st_mtime_ns), count + 1
+    return fingerprint(str(source.resolve()), count, total, latest)
+
+
+def _cache_file(source: Path, image_size: int) -> Path:
+    return cache_dir() / f"omniglot-{_stem(source)}-{image_size}px-{_source_key(source)}.pt"
+
+
+def _not_found(root: Path, archives: list[str]) -> DataNotFoundError:
+    where = "\n".join(
+        f"  {root / 'omniglot' / (a + '.zip')}  (or the extracted folder {root / 'omniglot' / a}/)" for a in archives
+    )
+    downloadable = all(f"{a}.zip" in OMNIGLOT_CHECKSUMS for a in archives)
+    how = (
+        f"run `metalab data --download omniglot --data-root {root}`"
+        if downloadable
+        else f"download {', '.join(f'{OMNIGLOT_URL}/{a}.zip' for a in archives)} and place it there"
+    )
+    return DataNotFoundError(
+        f"Omniglot not found under the data root {root}; expected:\n{where}\n"
+        f"To fix: {how}, or point metalab at an existing copy with ${DATA_ENV} or --data-root."
+    )

@@ -1,0 +1,57 @@
+"""The unit of meta-learning: a task with a support set and a query set."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Task:
+    """A few-shot task, or a batch of tasks with a leading task dimension.
+
+    Classification (one task):
+        support_x: [ways * shots, C, H, W], support_y: [ways * shots] (int64, 0..ways-1)
+        query_x:   [ways * queries, C, H, W], query_y:  [ways * queries]
+    Regression (one task):
+        support_x: [K, D_in], support_y: [K, D_out]; query_x: [Q, D_in], query_y: [Q, D_out]
+    Batched: every field gains a leading dimension T (tasks).
+    """
+
+    support_x: Tensor
+    support_y: Tensor
+    query_x: Tensor
+    query_y: Tensor
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Task":
+        """Move all tensors to ``device``; ``dtype`` applies to the inputs (x) and float targets."""
+        moved = {}
+        for f in fields(self):
+            value: Tensor = getattr(self, f.name)
+            if dtype is not None and value.is_floating_point():
+                value = value.to(device=device, dtype=dtype)
+            else:
+                value = value.to(device)
+            moved[f.name] = value
+        return Task(**moved)
+
+    def __getitem__(self, index: int) -> "Task":
+        """The ``index``-th task of a batch."""
+        return Task(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    def __len__(self) -> int:
+        """Number of tasks in a batch."""
+        return self.support_x.shape[0]
+
+    @staticmethod
+    def stack(tasks: list["Task"]) -> "Task":
+        """Stack single tasks (same shapes) into a batch with a leading task dimension."""
+        if not tasks:
+            raise ValueError("Task.stack needs at least one task")
+        return Task(*(torch.stack([getattr(t, f.name) for t in tasks]) for f in fields(Task)))
+
+    @staticmethod
+    def cat(batches: list["Task"]) -> "Task":
+        """Concatenate batches of tasks along the task dimension."""
+        return Task(*(torch.cat([getattr(b, f.name) for b in batches]) for f in fields(Task)))

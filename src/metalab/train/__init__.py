@@ -1,0 +1,1 @@
+"""Meta-training, evaluation, checkpoints and logging: one trainer for every learner."""

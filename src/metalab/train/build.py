@@ -1,0 +1,44 @@
+"""Build learners and optimisers from configs, and load trained runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from metalab.algorithms.base import MetaLearner
+from metalab.algorithms.registry import learner_class
+from metalab.config import compose, learner_options
+from metalab.train.checkpoint import config_of, load_checkpoint, run_checkpoint
+
+
+def build_learner(config: DictConfig, input_shape: tuple[int, ...]) -> MetaLearner:
+    cls = learner_class(config.learner.name)
+    return cls(learner_options(config), tuple(input_shape))
+
+
+def build_optimizer(config: DictConfig, learner: MetaLearner) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    optim = config.optim
+    params = [p for p in learner.parameters() if p.requires_grad]
+    if optim.name == "adam":
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    elif optim.name == "sgd":
+        optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+    else:
+        raise ValueError(f"optim.name must be 'adam' or 'sgd', got {optim.name!r}")
+    if optim.lr_step > 0:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=optim.lr_step, gamma=optim.lr_gamma)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return optimizer, scheduler
+
+
+def load_run(run_dir: str | Path, checkpoint: str | None = None) -> tuple[MetaLearner, DictConfig, dict]:
+    """The trained learner of a run (best checkpoint by default), its config and the checkpoint state."""
+    path = Path(checkpoint) if checkpoint else run_checkpoint(run_dir)
+    state = load_checkpoint(path)
+    config = compose(config_of(state), origin=str(path))
+    learner = build_learner(config, tuple(state["input_shape"]))
+    learner.load_state_dict(state["model"])
+    learner.eval()
+    return learner, config, state

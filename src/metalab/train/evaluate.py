@@ -1,0 +1,105 @@
+"""The evaluation protocol: a learner scored on fixed episodes, mean +- 95% confidence interval.
+
+One evaluator for every learner: it only calls ``learner.predict(batch)``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metalab.algorithms.base import MetaLearner
+
+
+@dataclass
+class EvalResult:
+    """Per-episode scores and their summary. ``metric`` is "accuracy" or "mse"."""
+
+    metric: str
+    mean: float
+    ci95: float
+    episodes: int
+    ways: int | None
+    shots: int
+    queries: int
+    seed: int | None
+    seconds: float
+    scores: list[float] = field(repr=False, default_factory=list)
+
+    @property
+    def episodes_per_second(self) -> float:
+        return self.episodes / self.seconds if self.seconds > 0 else float("inf")
+
+    def as_dict(self, with_scores: bool = False) -> dict[str, Any]:
+        summary = asdict(self)
+        if not with_scores:
+            summary.pop("scores")
+        summary[self.metric] = self.mean
+        summary["episodes_per_second"] = self.episodes_per_second
+        return summary
+
+    def __str__(self) -> str:
+        if self.metric == "accuracy":
+            return (f"{self.ways}-way {self.shots}-shot accuracy {100 * self.mean:.2f} +- {100 * self.ci95:.2f} % "
+                    f"({self.episodes} episodes, seed {self.seed})")
+        return f"{self.shots}-shot MSE {self.mean:.4f} +- {self.ci95:.4f} ({self.episodes} tasks, seed {self.seed})"
+
+
+def mean_ci95(scores: Tensor | list[float]) -> tuple[float, float]:
+    """Mean and 95% confidence half-width 1.96 * s / sqrt(n), s the sample standard deviation."""
+    values = torch.as_tensor(scores, dtype=torch.float64)
+    n = values.numel()
+    if n == 0:
+        raise ValueError("cannot summarise zero episodes")
+    std = values.std(unbiased=True).item() if n > 1 else 0.0
+    return values.mean().item(), 1.96 * std / math.sqrt(n)
+
+
+def episode_scores(learner: MetaLearner, predictions: Tensor, query_y: Tensor) -> Tensor:
+    """One score per task: accuracy from logits [T, Q, W], or MSE from predictions [T, Q, D]."""
+    if learner.task_kind == "classification":
+        return (predictions.argmax(-1) == query_y).double().mean(1)
+    return (predictions.double() - query_y.double()).pow(2).flatten(1).mean(1)
+
+
+def evaluate(
+    learner: MetaLearner,
+    episodes: Any,
+    batch_size: int = 50,
+    device: torch.device | str = "cpu",
+) -> EvalResult:
+    """Score ``learner`` on fixed ``episodes`` (FixedEpisodes or a regression task set).
+
+    The learner is put in eval mode for the duration (each learner decides in ``predict`` what
+    eval mode means for it, e.g. transductive batch statistics for MAML) and restored afterwards.
+    """
+    was_training = learner.training
+    learner.eval()
+    scores = []
+    start = time.perf_counter()
+    try:
+        for batch in episodes.batches(batch_size):
+            batch = batch.to(device)
+            predictions = learner.predict(batch)
+            scores.append(episode_scores(learner, predictions.detach(), batch.query_y).cpu())
+    finally:
+        learner.train(was_training)
+    seconds = time.perf_counter() - start
+    values = torch.cat(scores)
+    mean, ci95 = mean_ci95(values)
+    return EvalResult(
+        metric="accuracy" if learner.task_kind == "classification" else "mse",
+        mean=mean,
+        ci95=ci95,
+        episodes=len(values),
+        ways=getattr(episodes, "ways", None) if learner.task_kind == "classification" else None,
+        shots=episodes.shots,
+        queries=episodes.queries,
+        seed=getattr(episodes, "seed", None),
+        seconds=seconds,
+        scores=values.tolist(),
+    )

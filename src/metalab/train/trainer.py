@@ -1,0 +1,213 @@
+"""The meta-training loop shared by every learner.
+
+The trainer zeroes gradients, asks the learner for a meta-step on the next meta-batch, checks the
+loss, steps the optimiser, and periodically validates on fixed episodes, checkpoints and logs.
+Tasks are a pure function of (seed, step), so a resumed run sees exactly the tasks it would have
+seen without the interruption.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from metalab.data.sources import input_shape, is_regression, load_split, task_source
+from metalab.train.build import build_learner, build_optimizer
+from metalab.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from metalab.train.evaluate import EvalResult, evaluate
+from metalab.train.logging import RunLogger, truncate_after
+from metalab.utils.io import atomic_write_text
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss or gradient; the last good checkpoint is kept."""
+
+
+class RunExistsError(FileExistsError):
+    """The run directory already holds a run and --resume was not given."""
+
+
+def default_run_dir(config: DictConfig) -> Path:
+    return Path(config.run.dir) if config.run.dir else Path("runs") / config.name
+
+
+class Trainer:
+    """Meta-trains ``config``'s learner; ``fit()`` returns the final test result as a dict.
+
+    Args:
+        config: a composed config (see :func:`metalab.config.load_recipe`).
+        data_root: overrides ``config.data.root`` (the ``--data-root`` flag).
+        resume: continue from ``<run.dir>/last.pt`` instead of starting afresh.
+    """
+
+    def __init__(self, config: DictConfig, data_root: str | None = None, resume: bool = False) -> None:
+        self.config = config
+        self.data_root = data_root
+        self.resume = resume
+        self.run_dir = default_run_dir(config)
+        self.device = torch.device(config.train.device)
+
+    # ----------------------------------------------------------------------------------- setup
+    def _prepare_run_dir(self) -> dict[str, Any] | None:
+        last = self.run_dir / LAST
+        if self.resume:
+            if not last.exists():
+                raise FileNotFoundError(f"cannot resume: {last} does not exist; start the run without --resume")
+            return load_checkpoint(last)
+        if last.exists() or (self.run_dir / BEST).exists():
+            raise RunExistsError(
+                f"{self.run_dir} already holds a run; continue it with --resume, or pick a new run.dir "
+                f"(nothing was overwritten)"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        return None
+
+    def _build(self) -> None:
+        config = self.config
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        torch.manual_seed(config.train.seed)
+        regression = is_regression(config)
+        self.train_data = None if regression else load_split(config, config.data.train_split, self.data_root)
+        self.input_shape = input_shape(config, self.data_root, self.train_data)
+        self.learner = build_learner(config, self.input_shape).to(self.device)
+        self.optimizer, self.scheduler = build_optimizer(config, self.learner)
+        self.train_tasks = task_source(
+            config, config.data.train_split, config.task.ways, config.task.shots, config.task.queries,
+            seed=config.train.seed, within_group=config.task.within_group, dataset=self.train_data,
+        )
+        self.val_episodes = None
+        if config.data.val_split and config.train.val_every > 0 and config.eval.val_episodes > 0:
+            self.val_episodes = task_source(
+                config, config.data.val_split, config.eval.ways, config.eval.shots, config.eval.queries,
+                seed=config.eval.val_seed, within_group=config.eval.within_group, data_root=self.data_root,
+            ).fixed(config.eval.val_episodes)
+
+    def _state(self, step: int) -> dict[str, Any]:
+        return {
+            "model": self.learner.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "step": step,
+            "config": OmegaConf.to_container(self.config),
+            "input_shape": list(self.input_shape),
+            "best": self.best,
+        }
+
+    def _restore(self, state: dict[str, Any]) -> int:
+        self.learner.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.best = state.get("best")
+        return int(state["step"])
+
+    # ------------------------------------------------------------------------------- the loop
+    def train_step(self, step: int) -> dict[str, float]:
+        """One meta-iteration on the meta-batch of ``step``; returns its metrics."""
+        size = self.config.task.meta_batch
+        batch = self.train_tasks.batch(step * size, size).to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        metrics = self.learner.meta_step(batch)
+        loss = float(metrics["loss"])
+        params = [p for p in self.learner.parameters() if p.grad is not None]
+        max_norm = self.config.optim.grad_clip or math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            raise NonFiniteLossError(
+                f"the {'loss' if not math.isfinite(loss) else 'gradient'} became {loss if not math.isfinite(loss) else grad_norm} "
+                f"at step {step}; training stopped and the last good checkpoint in {self.run_dir} was kept. "
+                f"Lower optim.lr or set optim.grad_clip, then resume with --resume."
+            )
+        self.optimizer.step()
+        self.scheduler.step()
+        return {**{k: float(v) for k, v in metrics.items()}, "grad_norm": grad_norm}
+
+    def validate(self) -> EvalResult:
+        return evaluate(self.learner, self.val_episodes, self.config.eval.batch, self.device)
+
+    def _better(self, result: EvalResult) -> bool:
+        if self.best is None:
+            return True
+        return result.mean > self.best["mean"] if result.metric == "accuracy" else result.mean < self.best["mean"]
+
+    def fit(self) -> dict[str, Any]:
+        """Meta-train to ``train.steps``, then score the best checkpoint on the test episodes."""
+        config = self.config
+        resumed = self._prepare_run_dir()
+        self._build()
+        self.best: dict[str, Any] | None = None
+        step = 0
+        if resumed is not None:
+            step = self._restore(resumed)
+            truncate_after(self.run_dir / "metrics.jsonl", step)
+        atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(config))
+        logger = RunLogger(self.run_dir, tensorboard=config.run.tensorboard)
+        total = config.train.steps
+        progress = tqdm(total=total, initial=step, desc=config.name, disable=not config.train.progress,
+                        dynamic_ncols=True, unit="step")
+        window: dict[str, float] = {}
+        window_start, window_steps = time.perf_counter(), 0
+        try:
+            while step < total:
+                metrics = self.train_step(step)
+                step += 1
+                window_steps += 1
+                for key, value in metrics.items():
+                    window[key] = window.get(key, 0.0) + value
+                progress.update(1)
+                if step % config.train.log_every == 0 or step == total:
+                    elapsed = time.perf_counter() - window_start
+                    averaged = {k: v / window_steps for k, v in window.items()}
+                    averaged["steps_per_second"] = window_steps / elapsed if elapsed > 0 else 0.0
+                    averaged["lr"] = self.scheduler.get_last_lr()[0]
+                    logger.log("train", step, averaged)
+                    progress.set_postfix({k: f"{averaged[k]:.3f}" for k in ("loss", "accuracy") if k in averaged})
+                    window, window_start, window_steps = {}, time.perf_counter(), 0
+                if self.val_episodes is not None and (step % config.train.val_every == 0 or step == total):
+                    result = self.validate()
+                    logger.log("val", step, {result.metric: result.mean, "ci95": result.ci95})
+                    if self._better(result):
+                        self.best = {"step": step, "metric": result.metric, "mean": result.mean, "ci95": result.ci95}
+                        save_checkpoint(self.run_dir / BEST, self._state(step))
+                    progress.write(f"step {step}: val {result}" + (" (best)" if self.best["step"] == step else ""))
+                if step % config.train.ckpt_every == 0 or step == total:
+                    save_checkpoint(self.run_dir / LAST, self._state(step))
+            results = self.test(step, logger)
+        finally:
+            progress.close()
+            logger.close()
+        return results
+
+    def test(self, step: int, logger: RunLogger) -> dict[str, Any]:
+        """Score the best checkpoint (or the final weights without validation) on the test episodes."""
+        config = self.config
+        checkpoint = LAST
+        if (self.run_dir / BEST).exists():
+            self.learner.load_state_dict(load_checkpoint(self.run_dir / BEST)["model"])
+            checkpoint = BEST
+        episodes = task_source(
+            config, config.data.test_split, config.eval.ways, config.eval.shots, config.eval.queries,
+            seed=config.eval.seed, within_group=config.eval.within_group, data_root=self.data_root,
+        ).fixed(config.eval.episodes)
+        result = evaluate(self.learner, episodes, config.eval.batch, self.device)
+        logger.log("test", step, {result.metric: result.mean, "ci95": result.ci95})
+        results = {
+            "recipe": config.name,
+            "learner": config.learner.name,
+            "steps": step,
+            "checkpoint": checkpoint,
+            "best_val": self.best,
+            "split": config.data.test_split,
+            "test": result.as_dict(),
+        }
+        atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))
+        print(f"test ({config.data.test_split}, {checkpoint}): {result}")
+        return results

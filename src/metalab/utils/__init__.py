@@ -1,0 +1,1 @@
+"""Small shared utilities (file I/O)."""
