@@ -75,14 +75,14 @@ class ClassDataset:
     def get(self, class_index: int, positions: Sequence[int] | Tensor) -> Tensor:
         """Items ``positions`` (0..items_in-1) of one class as float32 [k, C, H, W] in [0, 1]."""
         index = self.class_items[class_index][torch.as_tensor(positions, dtype=torch.long)]
-        return to_float(self.images[index])
+        return to_float(self.images.index_select(0, index))
 
     def gather(self, class_indices: Sequence[int], positions: Sequence[Sequence[int]]) -> Tensor:
         """Items of several classes at once: [sum of len(positions[i]), C, H, W] float32."""
         index = torch.cat(
             [self.class_items[c][torch.as_tensor(p, dtype=torch.long)] for c, p in zip(class_indices, positions)]
         )
-        return to_float(self.images[index])
+        return to_float(self.images.index_select(0, index))
 
     def subset(self, class_indices: Sequence[int], name: str | None = None) -> "ClassDataset":
         """A dataset of only ``class_indices`` (sharing the image tensor)."""

@@ -125,6 +125,7 @@ def episodes_batch(dataset: ClassDataset, episodes: list[Episode]) -> Task:
         labels.repeat_interleave(shots).expand(count, -1).contiguous(),
         query_x.view(count, ways * queries, *image),
         labels.repeat_interleave(queries).expand(count, -1).contiguous(),
+        torch.tensor([e.classes for e in episodes], dtype=torch.long),
     )
 
 

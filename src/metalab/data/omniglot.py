@@ -66,7 +66,7 @@ def load_omniglot(split: str, root: str | Path | None = None, image_size: int = 
         raise ValueError(f"image_size must be positive, got {image_size}")
     data_root = resolve_data_root(root)
     if split in LAKE_SPLITS:
-        return load_archive(LAKE_SPLITS[split], data_root, image_size).subset_all(f"omniglot/{split}")
+        return load_archive(LAKE_SPLITS[split], data_root, image_size).as_dataset(f"omniglot/{split}")
     return _vinyals(split.removeprefix("vinyals-"), data_root, image_size)
 
 
@@ -108,7 +108,7 @@ class _Archive:
         self.class_names: list[str] = payload["class_names"]
         self.groups: list[str] = payload["groups"]
 
-    def subset_all(self, name: str) -> ClassDataset:
+    def as_dataset(self, name: str) -> ClassDataset:
         return ClassDataset(self.images, self.class_items, self.class_names, self.groups, name)
 
 

@@ -38,6 +38,7 @@ def load_split(config: DictConfig, split: str, data_root: str | None = None) -> 
         root=data_root or config.data.root,
         image_size=config.data.image_size,
         channels=config.data.channels,
+        invert=config.data.invert_user_images and config.data.dataset == "folder",
     )
 
 

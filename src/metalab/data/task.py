@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -23,13 +24,18 @@ class Task:
     support_y: Tensor
     query_x: Tensor
     query_y: Tensor
+    #: optional global class index of each label ([ways], or [T, ways] batched), for learners that
+    #: pre-train over all training classes (e.g. the Baseline); None for regression and user data.
+    classes: Optional[Tensor] = None
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Task":
         """Move all tensors to ``device``; ``dtype`` applies to the inputs (x) and float targets."""
         moved = {}
         for f in fields(self):
-            value: Tensor = getattr(self, f.name)
-            if dtype is not None and value.is_floating_point():
+            value: Tensor | None = getattr(self, f.name)
+            if value is None:
+                moved[f.name] = None
+            elif dtype is not None and value.is_floating_point():
                 value = value.to(device=device, dtype=dtype)
             else:
                 value = value.to(device)
@@ -38,7 +44,7 @@ class Task:
 
     def __getitem__(self, index: int) -> "Task":
         """The ``index``-th task of a batch."""
-        return Task(*(getattr(self, f.name)[index] for f in fields(self)))
+        return Task(*(_map(getattr(self, f.name), lambda v: v[index]) for f in fields(self)))
 
     def __len__(self) -> int:
         """Number of tasks in a batch."""
@@ -49,9 +55,19 @@ class Task:
         """Stack single tasks (same shapes) into a batch with a leading task dimension."""
         if not tasks:
             raise ValueError("Task.stack needs at least one task")
-        return Task(*(torch.stack([getattr(t, f.name) for t in tasks]) for f in fields(Task)))
+        return Task(*(_join(torch.stack, [getattr(t, f.name) for t in tasks]) for f in fields(Task)))
 
     @staticmethod
     def cat(batches: list["Task"]) -> "Task":
         """Concatenate batches of tasks along the task dimension."""
-        return Task(*(torch.cat([getattr(b, f.name) for b in batches]) for f in fields(Task)))
+        return Task(*(_join(torch.cat, [getattr(b, f.name) for b in batches]) for f in fields(Task)))
+
+
+def _map(value: Tensor | None, function) -> Tensor | None:
+    return None if value is None else function(value)
+
+
+def _join(function, values: list[Tensor | None]) -> Tensor | None:
+    if any(v is None for v in values):
+        return None
+    return function(values)

@@ -1,0 +1,55 @@
+"""Recipes and overrides: every packaged recipe composes; unknown keys name the nearest valid one."""
+from __future__ import annotations
+
+import pytest
+
+from metalab.config import ConfigError, load_recipe, recipe_names
+
+
+def test_every_packaged_recipe_composes():
+    names = recipe_names()
+    assert {"omniglot-protonet-5w1s", "omniglot-protonet-5w5s", "omniglot-protonet-20w1s", "omniglot-protonet-20w5s"} <= set(names)
+    for name in names:
+        config = load_recipe(name)
+        assert config.name == name, f"{name}.yaml declares name {config.name}"
+
+
+def test_protonet_recipes_follow_the_paper():
+    for ways, shots in [(5, 1), (5, 5), (20, 1), (20, 5)]:
+        config = load_recipe(f"omniglot-protonet-{ways}w{shots}s")
+        assert (config.task.ways, config.task.shots, config.task.queries) == (60, shots, 5)
+        assert (config.eval.ways, config.eval.shots) == (ways, shots)
+        assert config.optim.lr == 1e-3 and config.optim.lr_step == 2000 and config.optim.lr_gamma == 0.5
+
+
+def test_overrides_apply_with_types():
+    config = load_recipe("omniglot-protonet-5w1s", ["train.steps=7", "learner.distance=cosine", "run.dir=runs/x"])
+    assert config.train.steps == 7 and config.learner.distance == "cosine" and config.run.dir == "runs/x"
+
+
+@pytest.mark.parametrize(
+    "override, nearest",
+    [("trian.steps=3", "train"), ("train.step=3", "train.steps"), ("learner.distnce=cosine", "learner.distance")],
+)
+def test_unknown_key_names_the_nearest(override, nearest):
+    with pytest.raises(ConfigError, match=f"unknown config key .*Did you mean '{nearest}'"):
+        load_recipe("omniglot-protonet-5w1s", [override])
+
+
+def test_bad_value_and_bad_syntax():
+    with pytest.raises(ConfigError, match="train.steps"):
+        load_recipe("omniglot-protonet-5w1s", ["train.steps=many"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_recipe("omniglot-protonet-5w1s", ["train.steps"])
+
+
+def test_unknown_recipe_suggests_names():
+    with pytest.raises(ConfigError, match="Did you mean omniglot-protonet-5w1s"):
+        load_recipe("omniglot-protonet-5w1")
+
+
+def test_unknown_learner_is_named():
+    from metalab.config import compose
+
+    with pytest.raises(ValueError, match="unknown learner 'protonett'.*protonet"):
+        compose({"learner": {"name": "protonett"}})

@@ -1,0 +1,92 @@
+"""Trainer: exact resume, best-checkpoint selection, NaN stop keeping the last good checkpoint."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from metalab.config import compose
+from metalab.train.checkpoint import load_checkpoint
+from metalab.train.trainer import NonFiniteLossError, RunExistsError, Trainer
+
+
+def folder_config(folders, run_dir, steps=6, **extra) -> "DictConfig":
+    recipe = {
+        "name": "test-protonet",
+        "data": {"dataset": "folder", "train_split": str(folders["train"]), "val_split": str(folders["val"]),
+                 "test_split": str(folders["test"]), "image_size": 28, "channels": 1},
+        "task": {"ways": 5, "shots": 1, "queries": 2, "meta_batch": 2},
+        "eval": {"ways": 5, "shots": 1, "queries": 3, "episodes": 20, "val_episodes": 10, "batch": 10},
+        "learner": {"name": "protonet", "hidden": 8},
+        "optim": {"lr": 0.01, "lr_step": 3, "lr_gamma": 0.5},
+        "train": {"steps": steps, "val_every": 2, "ckpt_every": 2, "log_every": 1, "progress": False},
+        "run": {"dir": str(run_dir), "tensorboard": False},
+    }
+    overrides = [f"{k}={v}" for k, v in extra.items()]
+    return compose(recipe, overrides)
+
+
+def test_fit_writes_checkpoints_logs_and_results(image_folders, tmp_path):
+    results = Trainer(folder_config(image_folders, tmp_path / "run", **{"run.tensorboard": True})).fit()
+    run = tmp_path / "run"
+    assert {"last.pt", "best.pt", "config.yaml", "metrics.jsonl", "results.json"} <= {p.name for p in run.iterdir()}
+    assert any((run / "tensorboard").iterdir())
+    saved = json.loads((run / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    assert saved["test"]["episodes"] == 20 and 0.0 <= saved["test"]["accuracy"] <= 1.0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "val"] == [2, 4, 6]
+    best = max((r for r in records if r["kind"] == "val"), key=lambda r: r["accuracy"])
+    assert load_checkpoint(run / "best.pt")["step"] == best["step"] == saved["best_val"]["step"]
+    state = load_checkpoint(run / "last.pt")
+    assert state["step"] == 6 and {"model", "optimizer", "scheduler", "torch_rng", "config"} <= set(state)
+
+
+def test_resume_continues_exactly(image_folders, tmp_path):
+    Trainer(folder_config(image_folders, tmp_path / "straight", steps=6)).fit()
+    Trainer(folder_config(image_folders, tmp_path / "split", steps=3)).fit()
+    Trainer(folder_config(image_folders, tmp_path / "split", steps=6), resume=True).fit()
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "split" / "last.pt")
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    assert straight["optimizer"]["state"].keys() == resumed["optimizer"]["state"].keys()
+    for key, state in straight["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg"], resumed["optimizer"]["state"][key]["exp_avg"])
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the logs of the resumed run read like one run
+
+
+def test_existing_run_is_not_overwritten(image_folders, tmp_path):
+    Trainer(folder_config(image_folders, tmp_path / "run", steps=2)).fit()
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(RunExistsError, match="--resume"):
+        Trainer(folder_config(image_folders, tmp_path / "run", steps=2)).fit()
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
+def test_resume_without_checkpoint_is_a_clear_error(image_folders, tmp_path):
+    with pytest.raises(FileNotFoundError, match="cannot resume"):
+        Trainer(folder_config(image_folders, tmp_path / "none"), resume=True).fit()
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(image_folders, tmp_path, monkeypatch):
+    trainer = Trainer(folder_config(image_folders, tmp_path / "run", steps=8))
+    original = trainer.train_step
+
+    def poisoned(step):
+        if step == 5:  # the 6th step's loss is NaN
+            with torch.no_grad():
+                for p in trainer.learner.parameters():
+                    p.fill_(float("nan"))
+        return original(step)
+
+    monkeypatch.setattr(trainer, "train_step", poisoned)
+    with pytest.raises(NonFiniteLossError, match="at step 5.*last good checkpoint"):
+        trainer.fit()
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["step"] == 4
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert not list((tmp_path / "run").glob("*.tmp"))
