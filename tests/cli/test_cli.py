@@ -104,3 +104,22 @@ def test_data_command_reports_what_is_found(tmp_path):
     if SHARED_DATA.exists():
         found = metalab("data", "--data-root", str(SHARED_DATA)).stdout
         assert "images_background.zip" in found
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "omniglot" / "images_background_small1.zip").exists(),
+                    reason="needs the official small Omniglot archives (../shared/data/omniglot)")
+def test_omniglot_run_scored_within_alphabets(tmp_path):
+    """A real Omniglot run (small official archives), scored on Lake splits inside one alphabet."""
+    run = tmp_path / "run"
+    metalab("train", "omniglot-protonet-5w1s", f"--data-root={SHARED_DATA}", "data.train_split=lake-background-small1",
+            "data.val_split=lake-background-small2", "data.test_split=lake-background-small2", "task.ways=10",
+            "learner.hidden=16", "train.steps=3", "train.val_every=3", "eval.val_episodes=10", "eval.episodes=20",
+            "train.progress=false", f"run.dir={run}")
+    result = json.loads(metalab("eval", str(run), "--data-root", str(SHARED_DATA), "--split", "lake-background-small2",
+                                "--within-group", "--ways", "5", "--episodes", "20", "--json").stdout)
+    assert result["split"] == "lake-background-small2" and result["episodes"] == 20 and result["ways"] == 5
+    manifest = tmp_path / "m.json"
+    metalab("eval", str(run), "--data-root", str(SHARED_DATA), "--split", "lake-background-small2", "--within-group",
+            "--episodes", "20", "--save-manifest", str(manifest))
+    episodes = json.loads(manifest.read_text())["episodes"]
+    assert all(len({name.split("/")[0] for name in e["classes"]}) == 1 for e in episodes)
