@@ -113,11 +113,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from metalab.data.store import describe_data, download_dataset, resolve_data_root
 
-    root = resolve_data_root(args.data_root)
     if args.download:
-        for path in download_dataset(args.download, root):
+        for path in download_dataset(args.download, resolve_data_root(args.data_root)):
             print(f"downloaded {path}")
-    print(describe_data(root))
+    print(describe_data(args.data_root))
     return 0
 
 

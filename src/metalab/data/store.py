@@ -249,7 +249,7 @@ def describe_data(root: Path | None = None) -> str:
         cached = f"; cached at {', '.join(f'{s}px' for s in sizes)}" if sizes else ""
         state = "complete" if found == len(names) else ("missing" if found == 0 else "incomplete")
         incomplete = incomplete or found < len(names)
-        lines.append(f"  {split:<5} (Ravi split, packaged): {found}/{len(names)} images {state}{cached}")
+        lines.append(f"  {split:<5} (Ravi split, packaged): {found}/{len(names)} images present ({state}){cached}")
     if incomplete:
         lines.append(f"  -> to get them: place the images as {images_dir}/<filename>.jpg (file names as in the split CSVs);")
         lines.append("     metalab cannot download mini-ImageNet (ImageNet licence)")
