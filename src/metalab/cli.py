@@ -173,6 +173,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from metalab.train.distributed import RankFailedError
     from metalab.train.trainer import NonFiniteLossError
 
     command_line = parser()
@@ -187,11 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("metalab: interrupted; the last checkpoint is intact (resume with --resume)", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError, KeyError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError, RankFailedError, KeyError) as error:
         if os.environ.get("METALAB_DEBUG"):
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"metalab: error: {message}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")
+        # Under torchrun every rank meets the same error: rank 0 reports it, unless a rank failed.
+        if rank == "0" or isinstance(error, RankFailedError):
+            prefix = f"[rank {rank}] " if "WORLD_SIZE" in os.environ else ""
+            print(f"metalab: error: {prefix}{message}", file=sys.stderr)
         return 1
 
 

@@ -4,12 +4,17 @@ The trainer zeroes gradients, asks the learner for a meta-step on the next meta-
 loss, steps the optimiser, and periodically validates on fixed episodes, checkpoints and logs.
 Tasks are a pure function of (seed, step), so a resumed run sees exactly the tasks it would have
 seen without the interruption.
+
+Under ``torchrun`` the same loop runs on every rank (see :mod:`metalab.train.distributed`): each rank
+meta-steps on its share of the meta-batch, gradients are averaged before the optimiser step,
+validation and test episodes are split across ranks, and only rank 0 touches the run directory.
 """
 from __future__ import annotations
 
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +25,14 @@ from tqdm import tqdm
 from metalab.data.sources import input_shape, is_regression, load_split, task_source
 from metalab.train.build import build_learner, build_optimizer
 from metalab.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
-from metalab.train.evaluate import EvalResult, evaluate
+from metalab.train.distributed import (
+    RankFailedError,
+    Ranks,
+    distributed_session,
+    evaluate_distributed,
+    sigterm_as_error,
+)
+from metalab.train.evaluate import EvalResult
 from metalab.train.logging import RunLogger, truncate_after
 from metalab.utils.io import atomic_write_text
 
@@ -31,6 +43,16 @@ class NonFiniteLossError(RuntimeError):
 
 class RunExistsError(FileExistsError):
     """The run directory already holds a run and --resume was not given."""
+
+
+class _NoLogger:
+    """What ranks other than 0 log to: nothing."""
+
+    def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def default_run_dir(config: DictConfig) -> Path:
@@ -52,6 +74,7 @@ class Trainer:
         self.resume = resume
         self.run_dir = default_run_dir(config)
         self.device = torch.device(config.train.device)
+        self.ranks = Ranks(device=self.device)
 
     # ----------------------------------------------------------------------------------- setup
     def _prepare_run_dir(self) -> dict[str, Any] | None:
@@ -77,6 +100,7 @@ class Trainer:
         self.train_data = None if regression else load_split(config, config.data.train_split, self.data_root)
         self.input_shape = input_shape(config, self.data_root, self.train_data)
         self.learner = build_learner(config, self.input_shape).to(self.device)
+        self.ranks.broadcast_module(self.learner)
         self.optimizer, self.scheduler = build_optimizer(config, self.learner)
         self.train_tasks = task_source(
             config, config.data.train_split, config.task.ways, config.task.shots, config.task.queries,
@@ -96,12 +120,14 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "step": step,
+            "world_size": self.ranks.world_size,
             "config": OmegaConf.to_container(self.config),
             "input_shape": list(self.input_shape),
             "best": self.best,
         }
 
     def _restore(self, state: dict[str, Any]) -> int:
+        self._check_resumable(state)
         self.learner.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -109,14 +135,29 @@ class Trainer:
         self.best = state.get("best")
         return int(state["step"])
 
+    def _check_resumable(self, state: dict[str, Any]) -> None:
+        """A checkpoint of any world size resumes into any other; a changed meta-batch is the user's call."""
+        saved = state.get("config", {}).get("task", {}).get("meta_batch")
+        if saved is not None and saved != self.config.task.meta_batch and self.ranks.is_main:
+            warnings.warn(
+                f"the checkpoint was trained with task.meta_batch={saved} and this run continues with "
+                f"task.meta_batch={self.config.task.meta_batch}: the later steps see other tasks than the original "
+                f"run would have. For the same run, resume with task.meta_batch={saved} on any number of processes "
+                f"that divides it", stacklevel=2)
+
     # ------------------------------------------------------------------------------- the loop
     def train_step(self, step: int) -> dict[str, float]:
-        """One meta-iteration on the meta-batch of ``step``; returns its metrics."""
-        size = self.config.task.meta_batch
-        batch = self.train_tasks.batch(step * size, size).to(self.device)
+        """One meta-iteration on the meta-batch of ``step`` (this rank's share of it); returns its metrics.
+
+        Metrics are the means over the whole meta-batch, the same on every rank.
+        """
+        start = step * self.config.task.meta_batch + self.rank_offset
+        batch = self.train_tasks.batch(start, self.rank_tasks).to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        metrics = self.learner.meta_step(batch)
-        loss = float(metrics["loss"])
+        metrics = {k: float(v) for k, v in self.learner.meta_step(batch).items()}
+        self.ranks.average_gradients([p for p in self.learner.parameters() if p.requires_grad])
+        metrics = self.ranks.average_metrics(metrics)
+        loss = metrics["loss"]
         params = [p for p in self.learner.parameters() if p.grad is not None]
         max_norm = self.config.optim.grad_clip or math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
@@ -128,10 +169,11 @@ class Trainer:
             )
         self.optimizer.step()
         self.scheduler.step()
-        return {**{k: float(v) for k, v in metrics.items()}, "grad_norm": grad_norm}
+        self.ranks.average_buffers(self.learner)
+        return {**metrics, "grad_norm": grad_norm}
 
     def validate(self) -> EvalResult:
-        return evaluate(self.learner, self.val_episodes, self.config.eval.batch, self.device)
+        return evaluate_distributed(self.learner, self.val_episodes, self.config.eval.batch, self.device, self.ranks)
 
     def _better(self, result: EvalResult) -> bool:
         if self.best is None:
@@ -139,26 +181,48 @@ class Trainer:
         return result.mean > self.best["mean"] if result.metric == "accuracy" else result.mean < self.best["mean"]
 
     def fit(self) -> dict[str, Any]:
-        """Meta-train to ``train.steps``, then score the best checkpoint on the test episodes."""
-        config = self.config
-        resumed = self._prepare_run_dir()
+        """Meta-train to ``train.steps``, then score the best checkpoint on the test episodes.
+
+        Under ``torchrun`` every rank calls this; every rank returns the same results.
+        """
+        with distributed_session(self.config.train.device) as ranks, sigterm_as_error(ranks):
+            self.ranks, self.device = ranks, ranks.device
+            self.step = 0
+            try:
+                return self._fit()
+            except RankFailedError as error:
+                raise RankFailedError(
+                    f"{error}; the run stopped after step {self.step}. Its last checkpoint "
+                    f"({self.run_dir / LAST}, written by rank 0 every train.ckpt_every={self.config.train.ckpt_every} "
+                    f"steps) is intact: find the failing rank's own error in the log, then continue with --resume on "
+                    f"any number of processes that divides task.meta_batch={self.config.task.meta_batch}"
+                ) from error
+
+    def _fit(self) -> dict[str, Any]:
+        config, ranks = self.config, self.ranks
+        self.rank_offset, self.rank_tasks = ranks.share(config.task.meta_batch)
+        resumed = ranks.on_main(self._prepare_run_dir)
         self._build()
         self.best: dict[str, Any] | None = None
         step = 0
         if resumed is not None:
             step = self._restore(resumed)
-            truncate_after(self.run_dir / "metrics.jsonl", step)
-        atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(config))
-        logger = RunLogger(self.run_dir, tensorboard=config.run.tensorboard)
+            if ranks.is_main:
+                truncate_after(self.run_dir / "metrics.jsonl", step)
+        self.step = step
+        if ranks.is_main:
+            atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(config))
+        logger = RunLogger(self.run_dir, tensorboard=config.run.tensorboard) if ranks.is_main else _NoLogger()
         total = config.train.steps
-        progress = tqdm(total=total, initial=step, desc=config.name, disable=not config.train.progress,
-                        dynamic_ncols=True, unit="step")
+        progress = tqdm(total=total, initial=step, desc=config.name, dynamic_ncols=True, unit="step",
+                        disable=not (config.train.progress and ranks.is_main))
         window: dict[str, float] = {}
         window_start, window_steps = time.perf_counter(), 0
         try:
             while step < total:
                 metrics = self.train_step(step)
                 step += 1
+                self.step = step
                 window_steps += 1
                 for key, value in metrics.items():
                     window[key] = window.get(key, 0.0) + value
@@ -176,28 +240,34 @@ class Trainer:
                     logger.log("val", step, {result.metric: result.mean, "ci95": result.ci95})
                     if self._better(result):
                         self.best = {"step": step, "metric": result.metric, "mean": result.mean, "ci95": result.ci95}
-                        save_checkpoint(self.run_dir / BEST, self._state(step))
-                    progress.write(f"step {step}: val {result}" + (" (best)" if self.best["step"] == step else ""))
+                        if ranks.is_main:
+                            save_checkpoint(self.run_dir / BEST, self._state(step))
+                    if ranks.is_main:
+                        progress.write(f"step {step}: val {result}" + (" (best)" if self.best["step"] == step else ""))
                 if step % config.train.ckpt_every == 0 or step == total:
-                    save_checkpoint(self.run_dir / LAST, self._state(step))
+                    ranks.check_identical(self.learner)
+                    if ranks.is_main:
+                        save_checkpoint(self.run_dir / LAST, self._state(step))
             results = self.test(step, logger)
         finally:
             progress.close()
             logger.close()
         return results
 
-    def test(self, step: int, logger: RunLogger) -> dict[str, Any]:
+    def test(self, step: int, logger: RunLogger | _NoLogger) -> dict[str, Any]:
         """Score the best checkpoint (or the final weights without validation) on the test episodes."""
-        config = self.config
+        config, ranks = self.config, self.ranks
         checkpoint = LAST
-        if (self.run_dir / BEST).exists():
-            self.learner.load_state_dict(load_checkpoint(self.run_dir / BEST)["model"])
+        best = self.run_dir / BEST
+        best_model = ranks.on_main(lambda: load_checkpoint(best)["model"] if best.exists() else None)
+        if best_model is not None:
+            self.learner.load_state_dict(best_model)
             checkpoint = BEST
         episodes = task_source(
             config, config.data.test_split, config.eval.ways, config.eval.shots, config.eval.queries,
             seed=config.eval.seed, within_group=config.eval.within_group, data_root=self.data_root,
         ).fixed(config.eval.episodes)
-        result = evaluate(self.learner, episodes, config.eval.batch, self.device)
+        result = evaluate_distributed(self.learner, episodes, config.eval.batch, self.device, ranks)
         logger.log("test", step, {result.metric: result.mean, "ci95": result.ci95})
         results = {
             "recipe": config.name,
@@ -208,6 +278,7 @@ class Trainer:
             "split": config.data.test_split,
             "test": result.as_dict(),
         }
-        atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))
-        print(f"test ({config.data.test_split}, {checkpoint}): {result}")
+        if ranks.is_main:
+            atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))
+            print(f"test ({config.data.test_split}, {checkpoint}): {result}")
         return results

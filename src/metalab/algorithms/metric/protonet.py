@@ -22,6 +22,10 @@ class ProtoNetOptions(LearnerOptions):
     distance: str = "euclidean"
     #: logits = cosine_scale * cos(query, prototype) when distance is "cosine".
     cosine_scale: float = 10.0
+    #: BatchNorm statistics per task (one backbone pass per task) instead of over the whole
+    #: meta-batch: slower, but the model no longer depends on how a meta-batch is split across
+    #: distributed ranks (see README, distributed training).
+    per_task_statistics: bool = False
 
 
 def prototypes(support_embeddings: Tensor, support_y: Tensor, ways: int) -> Tensor:
@@ -59,7 +63,10 @@ class ProtoNet(MetaLearner):
         self.backbone = build_backbone(options.backbone, input_shape, options.hidden)
 
     def logits(self, batch: Task) -> Tensor:
-        """Query logits [T, Q, ways] for a batch of tasks, with one forward pass of the backbone."""
+        """Query logits [T, Q, ways] for a batch of tasks, with one forward pass of the backbone
+        (one per task with ``per_task_statistics`` in training mode)."""
+        if self.options.per_task_statistics and self.training and len(batch) > 1:
+            return torch.cat([self.logits(batch[i : i + 1]) for i in range(len(batch))])
         tasks, support_size = batch.support_y.shape
         query_size = batch.query_x.shape[1]
         images = torch.cat([batch.support_x.flatten(0, 1), batch.query_x.flatten(0, 1)])
