@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA
+from testdata import SHARED_DATA
 
 
 def metalab(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:

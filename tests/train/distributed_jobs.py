@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import distributed_learners  # noqa: E402,F401  (registers the test-only learners)
-from conftest import make_class_dataset  # noqa: E402
+from testdata import make_class_dataset  # noqa: E402
 
 from metalab.algorithms.metric.protonet import ProtoNet, ProtoNetOptions  # noqa: E402
 from metalab.config import compose  # noqa: E402

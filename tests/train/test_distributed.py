@@ -39,7 +39,7 @@ import pytest
 import torch
 
 import distributed_learners  # noqa: F401  (registers the test-only ProtoNet variants)
-from conftest import make_class_dataset, write_image_folder
+from testdata import make_class_dataset, write_image_folder
 from metalab.algorithms.registry import learner_class, learner_names
 from metalab.config import compose
 from metalab.data.episodes import EpisodeSampler
