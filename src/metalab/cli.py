@@ -110,6 +110,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from metalab.train.plots import plot_run
+
+    path = plot_run(args.run, args.out, args.tasks)
+    if path is None:
+        raise ValueError(f"{args.run} has no plot: plots are drawn for regression runs (sinusoid, gp)")
+    print(path)
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from metalab.data.store import describe_data, download_dataset, resolve_data_root
 
@@ -164,6 +174,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("plot", help="plot a regression run's fits on test tasks (PNG)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--out", help="PNG path (default: in the run directory)")
+    p.add_argument("--tasks", type=int, default=4)
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("data", help="which data sets are found where, and how to get the missing ones")
     p.add_argument("--data-root")

@@ -7,6 +7,7 @@ or from Python, after training: ``plot_run(run_dir)`` (writes ``<run_dir>/sinuso
 from __future__ import annotations
 
 import argparse
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,18 +66,27 @@ def plot_sinusoid_fits(learner, tasks: RegressionTasks, indices: Sequence[int], 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None, tasks: int = 4,
              steps: Sequence[int] = (1, 10)) -> Path | None:
-    """Write the fit plot of a trained sinusoid run (best checkpoint) on its test tasks.
+    """Write the test-task plot of a trained regression run (best checkpoint) and return its path.
 
-    Returns the path, or None when the run is not a sinusoid run of a learner with inner steps.
+    Gradient-based learners on the sinusoid: pre-update and post-update fits against the true curve
+    (``<run>/sinusoid_fits.png``). Learners with a predictive distribution (neural processes):
+    predictive mean +- 2 std (``<run>/predictive.png``). None for runs that have no such plot.
     """
+    from metalab.data.sources import is_regression
     from metalab.train.build import load_run
 
     learner, config, _ = load_run(run_dir)
-    if config.data.dataset != "sinusoid" or "steps" not in learner.predict.__code__.co_varnames:
+    if not is_regression(config):
         return None
     source = regression_source(config.data.dataset, config.data.test_split, shots=config.eval.shots,
                                queries=config.eval.queries, seed=config.eval.seed)
-    return plot_sinusoid_fits(learner, source, list(range(tasks)), out or Path(run_dir) / "sinusoid_fits.png", steps)
+    if hasattr(learner, "predictive"):
+        from metalab.algorithms.model.np_plot import plot_predictions
+
+        return plot_predictions(learner, source, range(tasks), out or Path(run_dir) / "predictive.png")
+    if config.data.dataset == "sinusoid" and "steps" in inspect.signature(learner.predict).parameters:
+        return plot_sinusoid_fits(learner, source, list(range(tasks)), out or Path(run_dir) / "sinusoid_fits.png", steps)
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 10])
     args = parser.parse_args(argv)
     path = plot_run(args.run, args.out, args.tasks, args.steps)
-    print(path if path else f"{args.run} is not a sinusoid run of a gradient-based learner; nothing plotted")
+    print(path if path else f"{args.run} has no regression plot (a classification run?); nothing plotted")
 
 
 if __name__ == "__main__":

@@ -281,4 +281,10 @@ class Trainer:
         if ranks.is_main:
             atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))
             print(f"test ({config.data.test_split}, {checkpoint}): {result}")
+            if is_regression(config):
+                from metalab.train.plots import plot_run
+
+                plot = plot_run(self.run_dir)
+                if plot is not None:
+                    print(f"plot of test tasks: {plot}")
         return results

@@ -1,0 +1,218 @@
+"""What the gradient-based learners share: options, the network (body + head), adaptation, prediction.
+
+Every learner here adapts through the one inner loop of :mod:`metalab.nn.functional`; the
+algorithm files only say which parameters adapt, with which learning rates, and how the
+meta-gradient is formed.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from metalab.algorithms.base import LearnerOptions, MetaLearner, classification_metrics
+from metalab.data.task import Task
+from metalab.nn.backbones import MLP, Conv4, embedding_dim
+from metalab.nn.functional import (
+    BN_MODES,
+    InnerLoop,
+    classification_losses,
+    inner_loop,
+    regression_losses,
+    task_forward,
+    update_running_statistics,
+)
+
+
+@dataclass
+class GradientOptions(LearnerOptions):
+    #: "classification" (Conv-4 body, linear head over ``ways`` classes) or "regression" (MLP body, linear head).
+    kind: str = "classification"
+    backbone: str = "conv4"
+    #: Conv-4 channels.
+    hidden: int = 64
+    #: MLP hidden sizes (regression).
+    mlp_hidden: List[int] = field(default_factory=lambda: [40, 40])
+    #: output units of the head: classes per task (classification) or target size (regression).
+    ways: int = 5
+    inner_steps: int = 1
+    #: inner steps at evaluation and prediction (None = ``inner_steps``).
+    inner_steps_test: Optional[int] = None
+    inner_lr: float = 0.4
+    first_order: bool = False
+    #: "transductive" (batch statistics of the current set, as in the MAML paper) or "running".
+    bn_mode: str = "transductive"
+    #: recompute the query forward's block activations in the meta-backward (less memory, same result).
+    checkpoint: bool = False
+    #: tasks per batched computation (0 = the whole meta-batch at once; 1 = task by task, least memory).
+    task_chunk: int = 0
+    channels_last: bool = False
+    #: "fp32" (default) or "bf16" (autocast of the forward passes).
+    precision: str = "fp32"
+
+
+def check_options(options: GradientOptions) -> None:
+    if options.kind not in ("classification", "regression"):
+        raise ValueError(f"learner.kind must be 'classification' or 'regression', got {options.kind!r}")
+    if options.bn_mode not in BN_MODES:
+        raise ValueError(f"learner.bn_mode must be one of {', '.join(BN_MODES)}, got {options.bn_mode!r}")
+    if options.task_chunk < 0:
+        raise ValueError(f"learner.task_chunk must be >= 0 (0 = all tasks at once), got {options.task_chunk}")
+
+
+def build_network(options: GradientOptions, input_shape: tuple[int, ...]) -> nn.Sequential:
+    """body + head: Conv-4 + Linear(ways) for images, MLP + Linear(ways) for vectors."""
+    if options.backbone == "conv4":
+        if len(input_shape) != 3:
+            raise ValueError(f"backbone conv4 needs image inputs (C, H, W), got input shape {input_shape}")
+        body: nn.Module = Conv4(in_channels=input_shape[0], hidden=options.hidden)
+        features = embedding_dim(body, input_shape)
+    elif options.backbone == "mlp":
+        body = MLP(int(torch.Size(input_shape).numel()), list(options.mlp_hidden))
+        features = list(options.mlp_hidden)[-1]
+    else:
+        raise ValueError(f"learner.backbone must be 'conv4' or 'mlp', got {options.backbone!r}")
+    return nn.Sequential(OrderedDict(body=body, head=nn.Linear(features, options.ways)))
+
+
+def chunks(batch: Task, size: int) -> Iterator[Task]:
+    """Consecutive slices of ``size`` tasks (all of them when size is 0)."""
+    total = len(batch)
+    size = total if size <= 0 else size
+    for start in range(0, total, size):
+        yield Task(*(None if v is None else v[start:start + size]
+                     for v in (batch.support_x, batch.support_y, batch.query_x, batch.query_y, batch.classes)))
+
+
+class GradientLearner(MetaLearner):
+    """A network adapted per task by the shared inner loop; subclasses choose what adapts and how.
+
+    Subclasses may override :meth:`adapted_names`, :meth:`learning_rates` and :meth:`meta_step`.
+    """
+
+    Options = GradientOptions
+
+    def __init__(self, options: GradientOptions, input_shape: tuple[int, ...]) -> None:
+        super().__init__(options, input_shape)
+        check_options(options)
+        self.task_kind = options.kind  # instance attribute read by the evaluator
+        self.network = build_network(options, input_shape)
+        self._steps_override: int | None = None  # set by predict(batch, steps=...)
+        self.loss_fn = classification_losses if options.kind == "classification" else regression_losses
+        self.loop = InnerLoop(
+            steps=options.inner_steps, lr=options.inner_lr, first_order=options.first_order,
+            bn_mode=options.bn_mode, checkpoint=options.checkpoint, channels_last=options.channels_last,
+            precision=options.precision,
+        )
+
+    # ------------------------------------------------------------------------ what the algorithm sets
+    def adapted_names(self) -> list[str]:
+        """Parameters of ``self.network`` that adapt in the inner loop (all of them by default)."""
+        return [name for name, _ in self.network.named_parameters()]
+
+    def learning_rates(self) -> dict[str, Tensor] | None:
+        """Per-parameter inner learning rates (Meta-SGD), or None for the fixed ``inner_lr``."""
+        return None
+
+    # ---------------------------------------------------------------------------------- mechanics
+    def parameters_by_name(self) -> dict[str, Tensor]:
+        return dict(self.network.named_parameters())
+
+    def check_batch(self, batch: Task) -> None:
+        if self.task_kind == "classification":
+            ways = int(batch.support_y.max()) + 1
+            if ways > self.options.ways:
+                raise ValueError(f"tasks have {ways} classes but the learner's head has {self.options.ways} "
+                                 f"outputs; set learner.ways={ways} (or more) and retrain")
+
+    def inner_steps(self, training: bool) -> int:
+        """Inner steps in meta-training, or at evaluation (``inner_steps_test``, unless overridden)."""
+        if self._steps_override is not None:
+            return self._steps_override
+        if training or self.options.inner_steps_test is None:
+            return self.options.inner_steps
+        return self.options.inner_steps_test
+
+    def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool) -> dict[str, Tensor]:
+        """Adapted parameters for T tasks (leading task dimension on the adapted names)."""
+        steps = self.inner_steps(training)
+        return inner_loop(
+            self.network, self.parameters_by_name(), self.adapted_names(), support_x, support_y, self.loss_fn,
+            self.loop, steps=steps, lrs=self.learning_rates(), training=training,
+            create_graph=None if training else False,
+        )
+
+    def query_outputs(self, fast: dict[str, Tensor], query_x: Tensor, training: bool,
+                      record: dict | None = None) -> Tensor:
+        """Outputs [T, Q, ...] of the adapted networks on the queries."""
+        return task_forward(self.network, fast, query_x, self.adapted_names(), self.loop.settings(training, record))
+
+    def meta_step(self, batch: Task) -> dict[str, Tensor]:
+        """Mean query loss over the tasks of ``batch`` at the adapted weights, back-propagated."""
+        self.check_batch(batch)
+        record = {} if self.options.bn_mode == "running" else None
+        outputs, total = [], len(batch)
+        for chunk in chunks(batch, self.options.task_chunk):
+            fast = self.adapt_tasks(chunk.support_x, chunk.support_y, training=True)
+            chunk_outputs = self.query_outputs(fast, chunk.query_x, training=True, record=record)
+            loss = self.loss_fn(chunk_outputs, chunk.query_y).sum() / total
+            loss.backward()
+            outputs.append(chunk_outputs.detach())
+        if record:
+            update_running_statistics(self.network, record)
+        return self.metrics(torch.cat(outputs), batch.query_y)
+
+    def metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        loss = self.loss_fn(outputs, targets).mean()
+        if self.task_kind == "classification":
+            return classification_metrics(outputs, targets, loss)
+        return {"loss": loss.detach()}
+
+    def predict(self, batch: Task, steps: int | None = None) -> Tensor:
+        """Adapt to each task's support set (``inner_steps_test`` steps, or ``steps``) and predict its queries."""
+        self.check_batch(batch)
+        if steps is not None:
+            self._steps_override = steps
+            try:
+                return self.predict(batch)
+            finally:
+                self._steps_override = None
+        predictions = []
+        for chunk in chunks(batch, self.options.task_chunk):
+            with torch.enable_grad():
+                fast = self.adapt_tasks(chunk.support_x, chunk.support_y, training=False)
+            with torch.no_grad():
+                predictions.append(self.query_outputs(_detached(fast), chunk.query_x, training=False))
+        out = torch.cat(predictions)
+        if self.task_kind == "classification":
+            out = out[..., : int(batch.support_y.max()) + 1]
+        return out
+
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
+        """One task: the adapted network as a function of its query inputs [Q, ...] -> [Q, ways or D].
+
+        With ``bn_mode: transductive`` the queries given in one call are normalised together.
+        """
+        if self.task_kind == "classification":
+            ways = int(support_y.max()) + 1
+            missing = set(range(ways)) - set(support_y.tolist())
+            if missing:
+                raise ValueError(f"support labels must cover 0..{ways - 1}; labels {sorted(missing)} have no examples")
+            self.check_batch(Task(support_x[None], support_y[None], support_x[None], support_y[None]))
+        with torch.enable_grad():
+            fast = _detached(self.adapt_tasks(support_x.unsqueeze(0), support_y.unsqueeze(0), training=False))
+
+        @torch.no_grad()
+        def predict(query_x: Tensor) -> Tensor:
+            out = self.query_outputs(fast, query_x.unsqueeze(0), training=False)[0]
+            return out[..., :ways] if self.task_kind == "classification" else out
+
+        return predict
+
+
+def _detached(params: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {name: value.detach() for name, value in params.items()}

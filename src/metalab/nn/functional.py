@@ -1,0 +1,433 @@
+"""The one functional inner loop of the gradient-based learners (MAML, FOMAML, Reptile, ANIL, Meta-SGD).
+
+An unmodified ``nn.Module`` is run with parameters given as tensors, one set per task, so that a
+meta-batch of T tasks adapts in one computation and the meta-parameters stay leaves of the graph:
+no deep copies, no monkey-patching, no "meta layers".
+
+How a meta-batch runs (:func:`task_forward`): the T tasks' images travel *folded* into the channel
+dimension, [N, T*C, H, W], so that
+
+* a convolution whose weights differ per task is ONE grouped convolution (groups = T),
+* a convolution whose weights are shared (not adapted, e.g. the ANIL body) is one plain convolution
+  over the N*T images,
+* BatchNorm with per-task batch statistics is ONE batch norm over T*C channels,
+* ReLU / pooling / tanh work on the folded tensor unchanged,
+
+and feature vectors travel as [T, N, D] (a per-task linear layer is one batched matmul). Layer types
+without such a rule run through ``torch.func.functional_call`` task by task, so any module works;
+the rules are only a faster way to compute the same thing (tests compare against ``higher``).
+
+BatchNorm semantics are explicit (``bn_mode``):
+
+* ``transductive``: every forward normalises with the statistics of the set it is given (support
+  with support statistics, queries with query statistics), in training and evaluation (MAML paper).
+* ``running``: meta-training normalises with batch statistics and updates running estimates from the
+  queries at the adapted weights; evaluation normalises support and queries with the running
+  estimates, so no prediction depends on another query.
+
+The inner loop (:func:`inner_loop`) takes plain gradient steps with ``torch.autograd.grad``:
+``create_graph=True`` for second order, detached gradients for first order; learning rates are a
+float, or tensors (one per parameter tensor or per element: Meta-SGD) that receive meta-gradients.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
+
+from metalab.nn.backbones import MLP, Conv4
+
+BN_MODES = ("transductive", "running")
+PRECISIONS = ("fp32", "bf16")
+
+#: parameter-free layers that act per channel / per element, so they run on the folded layout as they are.
+_CHANNELWISE = (
+    nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Identity,
+    nn.MaxPool2d, nn.AvgPool2d, nn.Dropout,
+)
+
+
+@dataclass
+class ForwardSettings:
+    """How :func:`task_forward` runs the network.
+
+    ``statistics``: "batch" (normalise with the statistics of the current set) or "running" (the
+    module's running estimates). ``record``: when a dict, the per-layer batch statistics (averaged
+    over tasks, detached) are stored in it, to update running estimates. ``checkpoint``: recompute
+    each block's activations in the backward pass instead of storing them (same result, less memory).
+    """
+
+    statistics: str = "batch"
+    record: dict[str, tuple[Tensor, Tensor]] | None = None
+    checkpoint: bool = False
+    channels_last: bool = False
+    precision: str = "fp32"
+
+
+@dataclass
+class _State:
+    params: Mapping[str, Tensor]
+    buffers: Mapping[str, Tensor]
+    per_task: frozenset[str]
+    tasks: int
+    settings: ForwardSettings
+    names: dict[int, str] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ layouts
+def fold(x: Tensor, channels_last: bool = False) -> Tensor:
+    """Task-batched inputs [T, N, ...] -> the layout :func:`task_forward` runs on.
+
+    Images [T, N, C, H, W] -> [N, T*C, H, W]; vectors [T, N, D] stay as they are.
+    """
+    if x.dim() == 5:
+        tasks, n, c, h, w = x.shape
+        folded = x.transpose(0, 1).reshape(n, tasks * c, h, w)
+        return folded.contiguous(memory_format=torch.channels_last) if channels_last else folded
+    if x.dim() == 3:
+        return x
+    raise ValueError(f"task-batched inputs must be [T, N, C, H, W] images or [T, N, D] vectors, got shape {tuple(x.shape)}")
+
+
+def unfold(y: Tensor, tasks: int) -> Tensor:
+    """Outputs back to [T, N, ...]: [N, T*C, H, W] -> [T, N, C, H, W]; [T, N, D] unchanged."""
+    if y.dim() == 4:
+        n, tc, h, w = y.shape
+        return y.reshape(n, tasks, tc // tasks, h, w).transpose(0, 1)
+    return y
+
+
+def _flatten_images(x: Tensor, tasks: int) -> Tensor:
+    """[N, T*C, H, W] -> [T, N, C*H*W] (the order of ``Tensor.flatten(1)`` on each task's [N, C, H, W])."""
+    n, tc, h, w = x.shape
+    return x.reshape(n, tasks, tc // tasks * h * w).transpose(0, 1)
+
+
+# ------------------------------------------------------------------------------------------ layers
+def _param(state: _State, name: str) -> Tensor | None:
+    return state.params.get(name)
+
+
+def _conv2d(module: nn.Conv2d, prefix: str, x: Tensor, state: _State) -> Tensor:
+    if module.padding_mode != "zeros":
+        return _per_task_call(module, prefix, x, state)
+    weight, bias = _param(state, prefix + "weight"), _param(state, prefix + "bias")
+    tasks = state.tasks
+    args = (module.stride, module.padding, module.dilation)
+    n = x.shape[0]
+    if weight.dim() == 4 and (bias is None or bias.dim() == 1):
+        # shared weights: one plain convolution over the N*T images ([N, T*C] is [N*T, C] in memory).
+        c = x.shape[1] // tasks
+        out = F.conv2d(x.reshape(n * tasks, c, *x.shape[2:]), weight, bias, *args, module.groups)
+        return out.reshape(n, -1, *out.shape[2:])
+    if weight.dim() == 4:  # shared weight, per-task bias (or channels-last input): repeat for the grouped kernel
+        weight = weight.unsqueeze(0).expand(tasks, *weight.shape)
+    if bias is not None and bias.dim() == 1:
+        bias = bias.unsqueeze(0).expand(tasks, *bias.shape)
+    weight = weight.reshape(-1, *weight.shape[2:])
+    bias = None if bias is None else bias.reshape(-1)
+    return F.conv2d(x, weight, bias, *args, groups=tasks * module.groups)
+
+
+def _linear(module: nn.Linear, prefix: str, x: Tensor, state: _State) -> Tensor:
+    weight, bias = _param(state, prefix + "weight"), _param(state, prefix + "bias")
+    if weight.dim() == 2 and (bias is None or bias.dim() == 1):
+        return F.linear(x, weight, bias)
+    if weight.dim() == 2:
+        weight = weight.unsqueeze(0).expand(state.tasks, *weight.shape)
+    out = torch.bmm(x, weight.transpose(1, 2))  # [T, N, D] @ [T, D, O]
+    return out if bias is None else out + bias.reshape(-1, 1, bias.shape[-1])
+
+
+def _per_channel(value: Tensor | None, tasks: int) -> Tensor | None:
+    """A BatchNorm affine parameter [C] (shared) or [T, C] (per task) as [T*C]."""
+    if value is None:
+        return None
+    return value.repeat(tasks) if value.dim() == 1 else value.reshape(-1)
+
+
+def _batch_norm(module: nn.modules.batchnorm._BatchNorm, prefix: str, x: Tensor, state: _State) -> Tensor:
+    tasks = state.tasks
+    weight = _per_channel(_param(state, prefix + "weight"), tasks)
+    bias = _per_channel(_param(state, prefix + "bias"), tasks)
+    vectors = x.dim() == 3  # [T, N, D] -> [N, T*D] so that one batch norm covers every task
+    if vectors:
+        n = x.shape[1]
+        x = x.transpose(0, 1).reshape(n, -1)
+    if state.settings.statistics == "running":
+        mean, var = state.buffers.get(prefix + "running_mean"), state.buffers.get(prefix + "running_var")
+        if mean is None:
+            raise ValueError(f"bn_mode 'running' needs running statistics, but BatchNorm {prefix[:-1]!r} "
+                             f"was built with track_running_stats=False; use bn_mode: transductive")
+        out = F.batch_norm(x, mean.repeat(tasks), var.repeat(tasks), weight, bias, False, 0.0, module.eps)
+    else:
+        if state.settings.record is not None:
+            _record_statistics(x, tasks, prefix, state.settings.record)
+        out = F.batch_norm(x, None, None, weight, bias, True, 0.0, module.eps)
+    if vectors:
+        out = out.reshape(out.shape[0], tasks, -1).transpose(0, 1)
+    return out
+
+
+@torch.no_grad()
+def _record_statistics(x: Tensor, tasks: int, prefix: str, record: dict[str, tuple[Tensor, Tensor]]) -> None:
+    """Per-channel batch mean and unbiased variance of folded ``x``, averaged over the tasks."""
+    dims = [0] + list(range(2, x.dim()))
+    x = x.float()
+    mean = x.mean(dims).view(tasks, -1).mean(0)
+    var = x.var(dims, unbiased=True).view(tasks, -1).mean(0)
+    record[prefix] = (mean, var)
+
+
+def _per_task_call(module: nn.Module, prefix: str, x: Tensor, state: _State) -> Tensor:
+    """Fallback for layers without a folded rule: ``functional_call`` on each task's slice."""
+    tasks = state.tasks
+    local = {name: value for name, value in state.params.items() if name.startswith(prefix)}
+    local.update({name: value for name, value in state.buffers.items() if name.startswith(prefix)})
+    outputs = []
+    for t in range(tasks):
+        x_t = unfold(x, tasks)[t]
+        values = {
+            name[len(prefix):]: (value[t] if name in state.per_task else value) for name, value in local.items()
+        }
+        outputs.append(functional_call(module, values, (x_t,)))
+    if outputs[0].dim() == 4:
+        return fold(torch.stack(outputs), channels_last=state.settings.channels_last)
+    if outputs[0].dim() == 2:
+        return torch.stack(outputs)
+    raise ValueError(f"layer {prefix[:-1]!r} ({type(module).__name__}) returns shape {tuple(outputs[0].shape)}; "
+                     f"task_forward supports layers returning [N, C, H, W] or [N, D]")
+
+
+def _run(module: nn.Module, prefix: str, x: Tensor, state: _State) -> Tensor:
+    """Run ``module`` on folded ``x`` with the state's parameters (by qualified name)."""
+    if isinstance(module, nn.Sequential):
+        for name, child in module.named_children():
+            x = _run_child(child, f"{prefix}{name}.", x, state)
+        return x
+    if isinstance(module, Conv4):
+        x = _run(module.blocks, prefix + "blocks.", x, state)
+        return _flatten_images(x, state.tasks) if module.flatten and x.dim() == 4 else x
+    if isinstance(module, MLP):
+        return _run(module.net, prefix + "net.", x, state)
+    if isinstance(module, nn.Conv2d):
+        return _conv2d(module, prefix, x, state)
+    if isinstance(module, nn.Linear):
+        return _linear(module, prefix, x, state)
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return _batch_norm(module, prefix, x, state)
+    if isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
+        return _flatten_images(x, state.tasks) if x.dim() == 4 else x
+    if isinstance(module, _CHANNELWISE):
+        if isinstance(module, nn.Dropout) and module.p > 0 and module.training:
+            return _per_task_call(module, prefix, x, state)
+        return module(x)
+    return _per_task_call(module, prefix, x, state)
+
+
+def _run_child(child: nn.Module, prefix: str, x: Tensor, state: _State) -> Tensor:
+    """One child of a Sequential, optionally as a checkpointed (recomputed) block."""
+    if not state.settings.checkpoint or not any(True for _ in child.parameters()):
+        return _run(child, prefix, x, state)
+    return activation_checkpoint(_run, child, prefix, x, state, use_reentrant=False)
+
+
+def task_forward(
+    module: nn.Module,
+    params: Mapping[str, Tensor],
+    x: Tensor,
+    per_task: Iterable[str] = (),
+    settings: ForwardSettings | None = None,
+) -> Tensor:
+    """Run ``module`` on T tasks at once, each task with its own parameters.
+
+    Args:
+        module: an ordinary ``nn.Module`` (its own parameters are not used, its buffers are).
+        params: every parameter of ``module`` by qualified name; the names in ``per_task`` carry a
+            leading task dimension [T, ...], the others are shared by all tasks.
+        x: inputs [T, N, C, H, W] or [T, N, D].
+        settings: BatchNorm statistics, checkpointing, memory format, precision.
+    Returns:
+        outputs [T, N, ...] (e.g. logits [T, N, ways]).
+    """
+    settings = settings or ForwardSettings()
+    if settings.statistics not in ("batch", "running"):
+        raise ValueError(f"statistics must be 'batch' or 'running', got {settings.statistics!r}")
+    state = _State(params, dict(module.named_buffers()), frozenset(per_task), x.shape[0], settings)
+    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if settings.precision == "bf16" else nullcontext()
+    with autocast:
+        out = unfold(_run(module, "", fold(x, settings.channels_last), state), x.shape[0])
+    return out.to(x.dtype) if settings.precision == "bf16" else out
+
+
+@torch.no_grad()
+def update_running_statistics(module: nn.Module, record: Mapping[str, tuple[Tensor, Tensor]]) -> None:
+    """Move the running estimates of ``module``'s BatchNorm layers toward recorded batch statistics."""
+    for name, layer in module.named_modules():
+        prefix = f"{name}." if name else ""
+        if prefix not in record or not isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            continue
+        if layer.running_mean is None:
+            continue
+        mean, var = record[prefix]
+        momentum = layer.momentum if layer.momentum is not None else 1.0 / float(layer.num_batches_tracked + 1)
+        layer.running_mean.lerp_(mean.to(layer.running_mean.dtype), momentum)
+        layer.running_var.lerp_(var.to(layer.running_var.dtype), momentum)
+        layer.num_batches_tracked += 1
+
+
+# -------------------------------------------------------------------------------------- inner loop
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def classification_losses(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per-task mean cross-entropy: logits [T, N, W], labels [T, N] -> [T]."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 logits -> fp32 loss
+    losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+    return losses.view(labels.shape).mean(1)
+
+
+def regression_losses(predictions: Tensor, targets: Tensor) -> Tensor:
+    """Per-task mean squared error: predictions and targets [T, N, D] -> [T]."""
+    return (predictions.to(targets.dtype) - targets).pow(2).flatten(1).mean(1)
+
+
+@dataclass
+class InnerLoop:
+    """What one task's adaptation does; the learners combine these options.
+
+    Attributes:
+        steps: gradient steps on the support set.
+        lr: the inner learning rate (a float), unless per-parameter rates are passed to :func:`inner_loop`.
+        first_order: drop the second-order terms (the inner gradients are constants of the meta-graph).
+        bn_mode: "transductive" or "running" (see the module docstring).
+        checkpoint: recompute activations in the meta-backward instead of storing them (second order:
+            trades time for memory, same result).
+        channels_last: run convolutions in the channels-last memory format.
+        precision: "fp32" or "bf16" (bf16 autocast of the forward passes; the update is kept in fp32).
+        optimizer: "sgd" (plain gradient steps) or "adam" (Reptile's inner Adam, state per task).
+        betas, eps: Adam's (Reptile uses beta1 = 0).
+        minibatch: support examples per step (0 = the whole support set); batches follow a random
+            permutation of the support set, redrawn after every pass (Reptile).
+    """
+
+    steps: int = 1
+    lr: float = 0.4
+    first_order: bool = False
+    bn_mode: str = "transductive"
+    checkpoint: bool = False
+    channels_last: bool = False
+    precision: str = "fp32"
+    optimizer: str = "sgd"
+    betas: tuple[float, float] = (0.0, 0.999)
+    eps: float = 1e-8
+    minibatch: int = 0
+
+    def __post_init__(self) -> None:
+        if self.bn_mode not in BN_MODES:
+            raise ValueError(f"bn_mode must be one of {', '.join(BN_MODES)}, got {self.bn_mode!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"inner optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.steps < 0:
+            raise ValueError(f"inner steps must be >= 0, got {self.steps}")
+
+    def settings(self, training: bool, record: dict | None = None, inner: bool = False) -> ForwardSettings:
+        """Forward settings for meta-training (``training``) or evaluation.
+
+        ``inner``: a forward inside the inner loop. Those are never checkpointed: their activations
+        are needed by the double backward (and are few: support sets are small); the query forward,
+        which holds most of the activations, is.
+        """
+        statistics = "running" if (self.bn_mode == "running" and not training) else "batch"
+        checkpoint = self.checkpoint and training and not inner
+        return ForwardSettings(statistics, record, checkpoint, self.channels_last, self.precision)
+
+
+def expand_for_tasks(params: Mapping[str, Tensor], names: Iterable[str], tasks: int) -> dict[str, Tensor]:
+    """Give ``names`` a leading task dimension (a view: gradients flow back summed to the originals)."""
+    chosen = set(names)
+    return {n: (p.unsqueeze(0).expand(tasks, *p.shape) if n in chosen else p) for n, p in params.items()}
+
+
+def inner_loop(
+    module: nn.Module,
+    params: Mapping[str, Tensor],
+    adapted: Iterable[str],
+    support_x: Tensor,
+    support_y: Tensor,
+    loss_fn: LossFn,
+    loop: InnerLoop,
+    steps: int | None = None,
+    lrs: Mapping[str, Tensor] | None = None,
+    training: bool = True,
+    create_graph: bool | None = None,
+) -> dict[str, Tensor]:
+    """Adapt T tasks at once by gradient descent on their support sets.
+
+    Args:
+        module: the network (an ordinary ``nn.Module``).
+        params: its parameters by name, shared by the tasks (e.g. ``dict(module.named_parameters())``).
+        adapted: the names that adapt (all of them for MAML, the head for ANIL); the rest stay shared.
+        support_x: [T, S, ...]; support_y: [T, S] labels or [T, S, D] targets.
+        loss_fn: per-task losses [T] from outputs [T, S, ...] and targets.
+        steps: number of steps (default ``loop.steps``).
+        lrs: per-parameter learning rates (Meta-SGD): a tensor broadcastable to each parameter.
+        create_graph: keep the graph of the inner gradients (default: not ``loop.first_order``);
+            False in evaluation, where no meta-gradient is needed.
+    Returns:
+        the adapted parameters: ``adapted`` names with a leading task dimension [T, ...], others as given.
+    """
+    adapted = list(adapted)
+    tasks = support_x.shape[0]
+    create_graph = (not loop.first_order) if create_graph is None else create_graph
+    fast = expand_for_tasks(params, adapted, tasks)
+    settings = loop.settings(training, inner=True)
+    batches = _minibatches(support_x.shape[1], loop.minibatch, support_x.device)
+    adam = {name: (torch.zeros_like(fast[name]), torch.zeros_like(fast[name])) for name in adapted} \
+        if loop.optimizer == "adam" else None
+    for step in range(loop.steps if steps is None else steps):
+        x, y = support_x, support_y
+        if loop.minibatch:
+            index = next(batches)
+            x, y = support_x[:, index], support_y[:, index]
+        outputs = task_forward(module, fast, x, adapted, settings)
+        # the sum of per-task losses: its gradient w.r.t. task t's parameters is task t's own gradient.
+        loss = loss_fn(outputs, y).sum()
+        grads = torch.autograd.grad(loss, [fast[n] for n in adapted], create_graph=create_graph)
+        for name, grad in zip(adapted, grads):
+            if not create_graph:
+                grad = grad.detach()
+            rate = loop.lr if lrs is None else lrs[name]
+            if adam is not None:
+                grad = _adam_direction(adam, name, grad, step + 1, loop)
+            fast[name] = fast[name] - rate * grad
+    return fast
+
+
+def _adam_direction(state: dict[str, tuple[Tensor, Tensor]], name: str, grad: Tensor, step: int,
+                    loop: InnerLoop) -> Tensor:
+    """Adam's bias-corrected step direction m_hat / (sqrt(v_hat) + eps); updates the moments in ``state``."""
+    beta1, beta2 = loop.betas
+    first, second = state[name]
+    first = beta1 * first + (1 - beta1) * grad
+    second = beta2 * second + (1 - beta2) * grad * grad
+    state[name] = (first, second)
+    first_hat = first / (1 - beta1 ** step)
+    second_hat = second / (1 - beta2 ** step)
+    return first_hat / (second_hat.sqrt() + loop.eps)
+
+
+def _minibatches(size: int, batch: int, device: torch.device):
+    """Index tensors of ``batch`` support examples: passes over random permutations (global RNG)."""
+    while batch:
+        order = torch.randperm(size).to(device)
+        for start in range(0, size - batch + 1, batch) if batch <= size else [0]:
+            yield order[start:start + batch]
