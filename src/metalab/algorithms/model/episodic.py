@@ -1,0 +1,80 @@
+"""Shared machinery of the model-based classifiers: the image encoder (one pass per batch with
+the metric family's ``embed_batch``) and the train/predict/adapt plumbing around a learner's
+batched ``logits``.
+
+A model-based classifier reads a whole task at once, so it only has to implement
+``logits(support_x [T, S, ...], support_y [T, S], query_x [T, Q, ...], ways) -> [T, Q, ways]``.
+Support labels may come in any order and with unequal shots per class (user data).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metalab.algorithms.base import MetaLearner, classification_metrics
+from metalab.algorithms.metric.embedding import check_support_labels
+from metalab.data.task import Task
+from metalab.nn.backbones import build_backbone, embedding_dim
+
+
+def build_encoder(name: str, input_shape: tuple[int, ...], hidden: int) -> tuple[nn.Module, int]:
+    """An image encoder and its output size: "conv4" (the few-shot Conv-4) or "pixels" (flattened raw pixels)."""
+    if name == "pixels":
+        encoder: nn.Module = nn.Flatten()
+    else:
+        encoder = build_backbone(name, input_shape, hidden)
+    return encoder, embedding_dim(encoder, input_shape)
+
+
+def check_ways(ways: int, max_ways: int | None) -> None:
+    """Learners with a fixed-size label input/output handle at most ``learner.max_ways`` classes."""
+    if max_ways is not None and ways > max_ways:
+        raise ValueError(
+            f"this learner was built for at most {max_ways} ways (learner.max_ways) but the task has {ways}; "
+            f"evaluate with --ways <= {max_ways} or retrain with learner.max_ways={ways}"
+        )
+
+
+class EpisodicClassifier(MetaLearner):
+    """A classifier that maps a whole batch of tasks to query logits; subclasses implement ``logits``.
+
+    ``max_ways`` (None when the learner handles any number of classes) bounds the label space of
+    learners with one-hot label inputs or fixed output layers.
+    """
+
+    task_kind = "classification"
+
+    def max_ways(self) -> int | None:
+        return getattr(self.options, "max_ways", None)
+
+    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
+        """Query logits [T, Q, ways] from support [T, S, ...] with labels [T, S] and queries [T, Q, ...]."""
+        raise NotImplementedError
+
+    def _logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        ways = int(support_y.max()) + 1
+        check_ways(ways, self.max_ways())
+        return self.logits(support_x, support_y, query_x, ways)
+
+    def meta_step(self, batch: Task) -> dict[str, Tensor]:
+        logits = self._logits(batch.support_x, batch.support_y, batch.query_x)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
+        loss.backward()
+        return classification_metrics(logits, batch.query_y, loss)
+
+    @torch.no_grad()
+    def predict(self, batch: Task) -> Tensor:
+        return self._logits(batch.support_x, batch.support_y, batch.query_x)
+
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
+        check_support_labels(support_y)
+        check_ways(int(support_y.max()) + 1, self.max_ways())
+
+        @torch.no_grad()
+        def classify(query_x: Tensor) -> Tensor:
+            return self._logits(support_x.unsqueeze(0), support_y.unsqueeze(0), query_x.unsqueeze(0))[0]
+
+        return classify

@@ -1,0 +1,66 @@
+"""Hypernetwork learner: a permutation-invariant set encoder turns the support set into the
+weights of the task's classifier head, which then classifies the queries.
+
+    e_i = f(x_i)                              image embeddings (Conv-4)
+    c_k = mean_{i: y_i = k} phi(e_i)          class codes (DeepSets: invariant to support order)
+    g   = mean_k c_k                          the whole task's code
+    [w_k, b_k] = rho([c_k, g])                generated head weights of class k, [D] and [1]
+    logits(x) = scale * e(x) . w_k + b_k
+
+The head is generated, never trained by gradient steps on the support set; only f, phi and rho
+are meta-trained. Any number of ways and unequal shots per class work.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from metalab.algorithms.base import LearnerOptions
+from metalab.algorithms.metric.protonet import prototypes
+from metalab.algorithms.metric.embedding import embed_batch
+from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder
+from metalab.algorithms.registry import register
+from metalab.nn.backbones import MLP
+
+
+@dataclass
+class HyperNetOptions(LearnerOptions):
+    encoder: str = "conv4"
+    hidden: int = 64
+    #: width of the set encoder phi and the weight generator rho
+    set_size: int = 256
+    #: learned temperature's initial value (logits = scale * e . w + b)
+    initial_scale: float = 1.0
+
+
+class HeadGenerator(nn.Module):
+    """Set encoder + weight generator: support embeddings [T, S, D], labels [T, S] -> weights [T, W, D], bias [T, W]."""
+
+    def __init__(self, features: int, set_size: int) -> None:
+        super().__init__()
+        self.phi = MLP(features, [set_size], set_size)
+        self.rho = MLP(2 * set_size, [set_size], features + 1)
+
+    def forward(self, support: Tensor, labels: Tensor, ways: int) -> tuple[Tensor, Tensor]:
+        class_codes = prototypes(self.phi(support), labels, ways)  # [T, W, H]
+        task_code = class_codes.mean(1, keepdim=True).expand_as(class_codes)
+        generated = self.rho(torch.cat([class_codes, task_code], dim=-1))  # [T, W, D + 1]
+        return generated[..., :-1], generated[..., -1]
+
+
+@register("hypernet")
+class HyperNet(EpisodicClassifier):
+    Options = HyperNetOptions
+
+    def __init__(self, options: HyperNetOptions, input_shape: tuple[int, ...]) -> None:
+        super().__init__(options, input_shape)
+        self.encoder, features = build_encoder(options.encoder, input_shape, options.hidden)
+        self.generator = HeadGenerator(features, options.set_size)
+        self.log_scale = nn.Parameter(torch.tensor(float(options.initial_scale)).log())
+
+    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
+        support, query = embed_batch(self.encoder, support_x, query_x)
+        weights, bias = self.generator(support, support_y, ways)
+        return self.log_scale.exp() * query @ weights.transpose(1, 2) + bias.unsqueeze(1)

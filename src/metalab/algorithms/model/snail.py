@@ -1,0 +1,134 @@
+"""SNAIL (Mishra et al. 2018): a Simple Neural AttentIve meta-Learner.
+
+The episode is a sequence of (embedding, one-hot label) steps with the query last (label slot
+zero). Dense blocks of causal dilated temporal convolutions (TC blocks) alternate with causal
+soft-attention blocks; every block concatenates its output to its input. The Omniglot network of
+the paper: attention(64, 32), TC(128), attention(256, 128), TC(128), attention(512, 256), 1x1 conv.
+Each query is the last step of its own sequence (support prefix shared), so queries never see
+each other.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metalab.algorithms.base import LearnerOptions
+from metalab.algorithms.metric.embedding import embed_batch
+from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder
+from metalab.algorithms.model.sequence import labelled_steps, query_sequences, shuffle_support, unlabelled_steps
+from metalab.algorithms.registry import register
+
+
+class CausalConv1d(nn.Module):
+    """Kernel-2 dilated convolution over time that sees only the current and earlier steps.
+
+    [B, L, C_in] -> [B, L, C_out]; output t depends on inputs t and t - dilation.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, dilation: int) -> None:
+        super().__init__()
+        self.dilation = dilation
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size=2, dilation=dilation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        padded = F.pad(x.transpose(1, 2), (self.dilation, 0))  # left padding only: causal
+        return self.conv(padded).transpose(1, 2)
+
+
+class DenseBlock(nn.Module):
+    """[B, L, C] -> [B, L, C + filters]: concat(x, tanh(conv_f(x)) * sigmoid(conv_g(x)))."""
+
+    def __init__(self, in_channels: int, filters: int, dilation: int) -> None:
+        super().__init__()
+        self.features = CausalConv1d(in_channels, filters, dilation)
+        self.gate = CausalConv1d(in_channels, filters, dilation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([x, torch.tanh(self.features(x)) * torch.sigmoid(self.gate(x))], dim=-1)
+
+
+class TCBlock(nn.Module):
+    """Dense blocks with dilations 1, 2, 4, ... up to the sequence length: receptive field >= length.
+
+    [B, L, C] -> [B, L, C + blocks * filters], blocks = ceil(log2(sequence_length)).
+    """
+
+    def __init__(self, in_channels: int, sequence_length: int, filters: int) -> None:
+        super().__init__()
+        blocks = max(1, math.ceil(math.log2(sequence_length)))
+        self.blocks = nn.Sequential(*(DenseBlock(in_channels + i * filters, filters, 2**i) for i in range(blocks)))
+        self.out_channels = in_channels + blocks * filters
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.blocks(x)
+
+
+class AttentionBlock(nn.Module):
+    """Causal single-head soft attention: [B, L, C] -> [B, L, C + value_size]; step t attends to steps <= t."""
+
+    def __init__(self, in_channels: int, key_size: int, value_size: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(in_channels, key_size)
+        self.key = nn.Linear(in_channels, key_size)
+        self.value = nn.Linear(in_channels, value_size)
+        self.out_channels = in_channels + value_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        length = x.shape[1]
+        future = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
+        read = F.scaled_dot_product_attention(self.query(x), self.key(x), self.value(x), attn_mask=~future)
+        return torch.cat([x, read], dim=-1)
+
+
+class SNAILNet(nn.Module):
+    """The temporal part of SNAIL: steps [B, L, in_channels] -> outputs [B, L, out_size], causal."""
+
+    def __init__(self, in_channels: int, out_size: int, sequence_length: int, filters: int = 128,
+                 attention: tuple[tuple[int, int], ...] = ((64, 32), (256, 128), (512, 256))) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for i, (key_size, value_size) in enumerate(attention):
+            if i > 0:
+                layers.append(TCBlock(channels, sequence_length, filters))
+                channels = layers[-1].out_channels
+            layers.append(AttentionBlock(channels, key_size, value_size))
+            channels = layers[-1].out_channels
+        self.layers = nn.Sequential(*layers)
+        self.output = nn.Linear(channels, out_size)  # the paper's final 1x1 convolution
+
+    def forward(self, steps: Tensor) -> Tensor:
+        return self.output(self.layers(steps))
+
+
+@dataclass
+class SNAILOptions(LearnerOptions):
+    encoder: str = "conv4"
+    hidden: int = 64
+    #: size of the one-hot label input and of the output layer
+    max_ways: int = 5
+    #: longest sequence the TC blocks are sized for (ways * shots + 1); longer ones still run
+    sequence_length: int = 6
+    filters: int = 128
+
+
+@register("snail")
+class SNAIL(EpisodicClassifier):
+    Options = SNAILOptions
+
+    def __init__(self, options: SNAILOptions, input_shape: tuple[int, ...]) -> None:
+        super().__init__(options, input_shape)
+        self.encoder, features = build_encoder(options.encoder, input_shape, options.hidden)
+        self.temporal = SNAILNet(features + options.max_ways, options.max_ways, options.sequence_length, options.filters)
+
+    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
+        tasks, queries = query_x.shape[:2]
+        support, query = embed_batch(self.encoder, support_x, query_x)
+        support, labels = shuffle_support(support, support_y, self.training)
+        steps = query_sequences(labelled_steps(support, labels, self.options.max_ways),
+                                unlabelled_steps(query, self.options.max_ways))  # [T * Q, S + 1, F]
+        return self.temporal(steps)[:, -1, :ways].view(tasks, queries, ways)
