@@ -1,14 +1,14 @@
 """Prototypical Networks (Snell et al. 2017): classify queries by distance to class-mean embeddings."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from metalab.algorithms.base import LearnerOptions, MetaLearner, classification_metrics
+from metalab.algorithms.base import LearnerOptions
+from metalab.algorithms.metric.episodic import EpisodicMetricLearner
 from metalab.algorithms.registry import register
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone
@@ -51,7 +51,7 @@ def squared_distances(a: Tensor, b: Tensor) -> Tensor:
 
 
 @register("protonet")
-class ProtoNet(MetaLearner):
+class ProtoNet(EpisodicMetricLearner):
     """Embeds support and query images of all tasks in one backbone pass; logits = -d(query, prototype)."""
 
     Options = ProtoNetOptions
@@ -62,42 +62,14 @@ class ProtoNet(MetaLearner):
             raise ValueError(f"learner.distance must be 'euclidean' or 'cosine', got {options.distance!r}")
         self.backbone = build_backbone(options.backbone, input_shape, options.hidden)
 
+    def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
+        """Support [T, S, D], labels [T, S], query [T, Q, D] -> logits [T, Q, ways]."""
+        protos = prototypes(support, support_y, ways)
+        return prototype_logits(query, protos, self.options.distance, self.options.cosine_scale)
+
     def logits(self, batch: Task) -> Tensor:
         """Query logits [T, Q, ways] for a batch of tasks, with one forward pass of the backbone
         (one per task with ``per_task_statistics`` in training mode)."""
         if self.options.per_task_statistics and self.training and len(batch) > 1:
             return torch.cat([self.logits(batch[i : i + 1]) for i in range(len(batch))])
-        tasks, support_size = batch.support_y.shape
-        query_size = batch.query_x.shape[1]
-        images = torch.cat([batch.support_x.flatten(0, 1), batch.query_x.flatten(0, 1)])
-        embeddings = self.backbone(images)
-        support = embeddings[: tasks * support_size].view(tasks, support_size, -1)
-        query = embeddings[tasks * support_size :].view(tasks, query_size, -1)
-        ways = int(batch.support_y.max()) + 1
-        protos = prototypes(support, batch.support_y, ways)
-        return prototype_logits(query, protos, self.options.distance, self.options.cosine_scale)
-
-    def meta_step(self, batch: Task) -> dict[str, Tensor]:
-        logits = self.logits(batch)
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
-        loss.backward()
-        return classification_metrics(logits, batch.query_y, loss)
-
-    @torch.no_grad()
-    def predict(self, batch: Task) -> Tensor:
-        return self.logits(batch)
-
-    @torch.no_grad()
-    def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
-        ways = int(support_y.max()) + 1
-        missing = set(range(ways)) - set(support_y.tolist())
-        if missing:
-            raise ValueError(f"support labels must cover 0..{ways - 1}; labels {sorted(missing)} have no examples")
-        protos = prototypes(self.backbone(support_x).unsqueeze(0), support_y.unsqueeze(0), ways)
-
-        @torch.no_grad()
-        def classify(query_x: Tensor) -> Tensor:
-            query = self.backbone(query_x).unsqueeze(0)
-            return prototype_logits(query, protos, self.options.distance, self.options.cosine_scale)[0]
-
-        return classify
+        return super().logits(batch)
