@@ -57,8 +57,8 @@ class EvalConfig:
     val_episodes: int = 200
     val_seed: int = 1
     within_group: bool = False
-    #: episodes per forward batch in evaluation.
-    batch: int = 50
+    #: episodes per forward batch in evaluation (20-way Omniglot: 20 x 320 images per batch).
+    batch: int = 20
 
 
 @dataclass
