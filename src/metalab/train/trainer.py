@@ -248,6 +248,7 @@ class Trainer:
                     ranks.check_identical(self.learner)
                     if ranks.is_main:
                         save_checkpoint(self.run_dir / LAST, self._state(step))
+            progress.close()  # before the test's report, so the bar does not redraw after it
             results = self.test(step, logger)
         finally:
             progress.close()
