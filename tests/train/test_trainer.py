@@ -5,13 +5,14 @@ import json
 
 import pytest
 import torch
+from omegaconf import DictConfig
 
 from metalab.config import compose
 from metalab.train.checkpoint import load_checkpoint
 from metalab.train.trainer import NonFiniteLossError, RunExistsError, Trainer
 
 
-def folder_config(folders, run_dir, steps=6, **extra) -> "DictConfig":
+def folder_config(folders, run_dir, steps=6, **extra) -> DictConfig:
     recipe = {
         "name": "test-protonet",
         "data": {"dataset": "folder", "train_split": str(folders["train"]), "val_split": str(folders["val"]),

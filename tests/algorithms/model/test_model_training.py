@@ -30,13 +30,6 @@ def tiny_class_dataset(classes: int = 12, items: int = 8, size: int = 6) -> Clas
     return make_class_dataset(classes=classes, items=items, size=size)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))
 def test_meta_training_lowers_the_query_loss(name):

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pytest
 import torch
 
 from metalab.algorithms.model.neural_process import CNP, CNPOptions, NeuralProcess, NPOptions
@@ -12,14 +11,6 @@ from metalab.data.gp import GaussianProcessFamily
 from metalab.data.regression import RegressionTasks, Sinusoid
 from metalab.data.task import Task
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny networks here run fastest on one thread (and do not starve parallel jobs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def small_np(latent: bool, **options):

@@ -1,4 +1,4 @@
-"""Metric-learner tests run torch on one intra-op thread: on a shared, busy CPU two contending
+"""Learner tests run torch on one intra-op thread: on a shared, busy CPU two contending
 threads are many times slower than one, and these tests only use tiny tensors."""
 from __future__ import annotations
 
