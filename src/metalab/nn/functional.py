@@ -125,14 +125,20 @@ def _conv2d(module: nn.Conv2d, prefix: str, x: Tensor, state: _State) -> Tensor:
         # shared weights: one plain convolution over the N*T images ([N, T*C] is [N*T, C] in memory).
         c = x.shape[1] // tasks
         out = F.conv2d(x.reshape(n * tasks, c, *x.shape[2:]), weight, bias, *args, module.groups)
-        return out.reshape(n, -1, *out.shape[2:])
+        return _keep_layout(out.reshape(n, -1, *out.shape[2:]), state)
     if weight.dim() == 4:  # shared weight, per-task bias (or channels-last input): repeat for the grouped kernel
         weight = weight.unsqueeze(0).expand(tasks, *weight.shape)
     if bias is not None and bias.dim() == 1:
         bias = bias.unsqueeze(0).expand(tasks, *bias.shape)
     weight = weight.reshape(-1, *weight.shape[2:])
     bias = None if bias is None else bias.reshape(-1)
-    return F.conv2d(x, weight, bias, *args, groups=tasks * module.groups)
+    return _keep_layout(F.conv2d(x, weight, bias, *args, groups=tasks * module.groups), state)
+
+
+def _keep_layout(out: Tensor, state: _State) -> Tensor:
+    """Channels-last output when asked for: a convolution of a 1-channel input returns the default
+    layout, and the pooling and batch norm that follow are ~10x slower on it."""
+    return out.contiguous(memory_format=torch.channels_last) if state.settings.channels_last else out
 
 
 def _linear(module: nn.Linear, prefix: str, x: Tensor, state: _State) -> Tensor:
@@ -208,8 +214,18 @@ def _per_task_call(module: nn.Module, prefix: str, x: Tensor, state: _State) -> 
 def _run(module: nn.Module, prefix: str, x: Tensor, state: _State) -> Tensor:
     """Run ``module`` on folded ``x`` with the state's parameters (by qualified name)."""
     if isinstance(module, nn.Sequential):
-        for name, child in module.named_children():
+        children = list(module.named_children())
+        index = 0
+        while index < len(children):
+            name, child = children[index]
+            if index + 1 < len(children) and _commutes_with_max_pool(child, children[index + 1][1]):
+                # pool first: max(f(x)) = f(max(x)) for a non-decreasing f, so f runs on 1/4 of the values.
+                next_name, pool = children[index + 1]
+                x = _run_child(child, f"{prefix}{name}.", _run_child(pool, f"{prefix}{next_name}.", x, state), state)
+                index += 2
+                continue
             x = _run_child(child, f"{prefix}{name}.", x, state)
+            index += 1
         return x
     if isinstance(module, Conv4):
         x = _run(module.blocks, prefix + "blocks.", x, state)
@@ -229,6 +245,19 @@ def _run(module: nn.Module, prefix: str, x: Tensor, state: _State) -> Tensor:
             return _per_task_call(module, prefix, x, state)
         return module(x)
     return _per_task_call(module, prefix, x, state)
+
+
+def _commutes_with_max_pool(activation: nn.Module, following: nn.Module) -> bool:
+    """True for a non-decreasing elementwise activation followed by a max-pool that returns no indices.
+
+    Then pool(f(x)) = f(pool(x)) value for value, and the gradients agree wherever the maximum of a
+    window is unique (ties only occur where ReLU's gradient is zero anyway).
+    """
+    if not isinstance(following, nn.MaxPool2d) or following.return_indices:
+        return False
+    if isinstance(activation, nn.LeakyReLU):
+        return activation.negative_slope >= 0
+    return isinstance(activation, (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.ELU))
 
 
 def _run_child(child: nn.Module, prefix: str, x: Tensor, state: _State) -> Tensor:
@@ -410,6 +439,70 @@ def inner_loop(
                 grad = _adam_direction(adam, name, grad, step + 1, loop)
             fast[name] = fast[name] - rate * grad
     return fast
+
+
+def backward_through_adaptation(
+    fast: Mapping[str, Tensor],
+    adapted: Iterable[str],
+    query_loss: Callable[[dict[str, Tensor], int, int], tuple[Tensor, Tensor]],
+    tasks: int,
+    chunk: int = 1,
+) -> Tensor:
+    """Back-propagate the query loss at the adapted weights to the meta-parameters, in two stages.
+
+    1. Query stage: for each slice of ``chunk`` tasks, the adapted weights are taken as fresh leaves
+       and ``query_loss(params, start, stop)`` (the slice's loss and outputs) is back-propagated:
+       a plain first-order forward+backward that yields dL/dtheta'_t (shared, non-adapted
+       parameters such as ANIL's body receive their gradient directly).
+    2. Adaptation stage: ``torch.autograd.backward(theta', dL/dtheta')`` carries these gradients
+       through the inner loop's graph (theta'_t as a function of the meta-parameters and learned rates).
+
+    By the chain rule this equals back-propagating through one joint graph (tests compare it with
+    ``higher`` in float64), but the query stage holds one slice's activations at a time and runs
+    ordinary (ungrouped) kernels on each task's queries, the cache-sized work the CPU does best.
+
+    Args:
+        fast: parameters by name; ``adapted`` names carry a leading task dimension [T, ...].
+        query_loss: ``(params, start, stop) -> (loss, outputs)`` for tasks ``start:stop``, where
+            ``params`` holds the slice's adapted leaves [stop - start, ...] and the shared parameters.
+        tasks: T; chunk: tasks per query stage slice (>= 1).
+    Returns:
+        the detached query outputs of all tasks, concatenated [T, Q, ...].
+    """
+    adapted = list(adapted)
+    if chunk < 1:
+        raise ValueError(f"query chunk must be >= 1 task, got {chunk}")
+    grads: dict[str, list[Tensor]] = {name: [] for name in adapted}
+    outputs = []
+    for start in range(0, tasks, chunk):
+        stop = min(start + chunk, tasks)
+        leaves = {name: fast[name][start:stop].detach().requires_grad_() for name in adapted}
+        loss, slice_outputs = query_loss({**fast, **leaves}, start, stop)
+        loss.backward()
+        for name, leaf in leaves.items():
+            grads[name].append(torch.zeros_like(leaf) if leaf.grad is None else leaf.grad)
+        outputs.append(slice_outputs.detach())
+    connected = [name for name in adapted if fast[name].requires_grad]
+    if connected:
+        torch.autograd.backward([fast[name] for name in connected], [torch.cat(grads[name]) for name in connected])
+    return torch.cat(outputs)
+
+
+def merge_records(records: list[tuple[dict[str, tuple[Tensor, Tensor]], int]]) -> dict[str, tuple[Tensor, Tensor]]:
+    """Task-weighted mean of the batch statistics recorded by several slices of a meta-batch.
+
+    ``records``: (record, number of tasks in the slice) pairs, as filled by :func:`task_forward`.
+    """
+    total = sum(count for record, count in records if record)
+    merged: dict[str, tuple[Tensor, Tensor]] = {}
+    for record, count in records:
+        for name, (mean, var) in record.items():
+            weight = count / total
+            if name in merged:
+                merged[name] = (merged[name][0] + weight * mean, merged[name][1] + weight * var)
+            else:
+                merged[name] = (weight * mean, weight * var)
+    return merged
 
 
 def _adam_direction(state: dict[str, tuple[Tensor, Tensor]], name: str, grad: Tensor, step: int,

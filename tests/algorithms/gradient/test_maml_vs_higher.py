@@ -1,6 +1,6 @@
 """MAML's meta-gradient equals the one `higher` computes (unrolled autograd through a patched copy
 of the same nn.Module) on Conv-4 with the same weights and tasks, in float64, for every execution
-path: all tasks batched, task by task, checkpointed, channels-last."""
+path: inner loop and query pass folded over the tasks or task by task, checkpointed, channels-last."""
 from __future__ import annotations
 
 import pytest
@@ -56,10 +56,12 @@ def metalab_meta_gradient(learner: MAML, batch: Task) -> list[torch.Tensor]:
 
 
 PATHS = {
-    "batched": {},
-    "task-by-task": {"task_chunk": 1},
+    "default: task by task, channels-last": {},
+    "query pass folded over the tasks": {"query_chunk": TASKS},
+    "inner loop folded over all tasks": {"task_chunk": 0},
+    "everything folded": {"task_chunk": 0, "query_chunk": TASKS},
+    "default layout (not channels-last)": {"channels_last": False},
     "checkpointed": {"checkpoint": True},
-    "channels-last": {"channels_last": True},
 }
 
 

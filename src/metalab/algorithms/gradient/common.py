@@ -20,8 +20,10 @@ from metalab.nn.backbones import MLP, Conv4, embedding_dim
 from metalab.nn.functional import (
     BN_MODES,
     InnerLoop,
+    backward_through_adaptation,
     classification_losses,
     inner_loop,
+    merge_records,
     regression_losses,
     task_forward,
     update_running_statistics,
@@ -46,11 +48,15 @@ class GradientOptions(LearnerOptions):
     first_order: bool = False
     #: "transductive" (batch statistics of the current set, as in the MAML paper) or "running".
     bn_mode: str = "transductive"
-    #: recompute the query forward's block activations in the meta-backward (less memory, same result).
+    #: recompute the query forward's block activations in its backward (less memory, same result).
     checkpoint: bool = False
-    #: tasks per batched computation (0 = the whole meta-batch at once; 1 = task by task, least memory).
-    task_chunk: int = 0
-    channels_last: bool = False
+    #: tasks per inner-loop computation (1 = task by task: least memory and, on CPU, fastest; 0 = the
+    #: whole meta-batch folded into grouped kernels).
+    task_chunk: int = 1
+    #: tasks per query forward+backward (1 = each task's queries alone: ordinary kernels, least memory).
+    query_chunk: int = 1
+    #: channels-last memory format for the convolutions (faster pooling and batch norm on CPU).
+    channels_last: bool = True
     #: "fp32" (default) or "bf16" (autocast of the forward passes).
     precision: str = "fp32"
 
@@ -62,6 +68,8 @@ def check_options(options: GradientOptions) -> None:
         raise ValueError(f"learner.bn_mode must be one of {', '.join(BN_MODES)}, got {options.bn_mode!r}")
     if options.task_chunk < 0:
         raise ValueError(f"learner.task_chunk must be >= 0 (0 = all tasks at once), got {options.task_chunk}")
+    if options.query_chunk < 1:
+        raise ValueError(f"learner.query_chunk must be >= 1 (tasks per query pass), got {options.query_chunk}")
 
 
 def build_network(options: GradientOptions, input_shape: tuple[int, ...]) -> nn.Sequential:
@@ -152,19 +160,48 @@ class GradientLearner(MetaLearner):
         return task_forward(self.network, fast, query_x, self.adapted_names(), self.loop.settings(training, record))
 
     def meta_step(self, batch: Task) -> dict[str, Tensor]:
-        """Mean query loss over the tasks of ``batch`` at the adapted weights, back-propagated."""
+        """Mean query loss over the tasks of ``batch`` at the adapted weights, back-propagated.
+
+        The inner loop runs on slices of ``task_chunk`` tasks; the query loss is back-propagated in
+        two stages (:func:`~metalab.nn.functional.backward_through_adaptation`), ``query_chunk``
+        tasks at a time.
+        """
         self.check_batch(batch)
-        record = {} if self.options.bn_mode == "running" else None
+        running = self.options.bn_mode == "running"
+        records: list[tuple[dict, int]] = []
         outputs, total = [], len(batch)
         for chunk in chunks(batch, self.options.task_chunk):
             fast = self.adapt_tasks(chunk.support_x, chunk.support_y, training=True)
-            chunk_outputs = self.query_outputs(fast, chunk.query_x, training=True, record=record)
-            loss = self.loss_fn(chunk_outputs, chunk.query_y).sum() / total
-            loss.backward()
-            outputs.append(chunk_outputs.detach())
-        if record:
-            update_running_statistics(self.network, record)
+
+            def query_loss(params: dict[str, Tensor], start: int, stop: int, chunk: Task = chunk):
+                record = {} if running else None
+                out = self.query_outputs(params, chunk.query_x[start:stop], training=True, record=record)
+                if record is not None:
+                    records.append((record, stop - start))
+                return self.loss_fn(out, chunk.query_y[start:stop]).sum() / total, out
+
+            outputs.append(backward_through_adaptation(fast, self.adapted_names(), query_loss, len(chunk),
+                                                       self.options.query_chunk))
+        if records:
+            update_running_statistics(self.network, merge_records(records))
         return self.metrics(torch.cat(outputs), batch.query_y)
+
+    def query_outputs_in_chunks(self, fast: dict[str, Tensor], query_x: Tensor, training: bool,
+                                records: list[tuple[dict, int]] | None = None) -> Tensor:
+        """:meth:`query_outputs` on ``query_chunk`` tasks at a time (no meta-gradient): [T, Q, ...].
+
+        ``records``: when a list, each slice's batch statistics are appended to it (running BatchNorm).
+        """
+        adapted, size = set(self.adapted_names()), self.options.query_chunk
+        outputs = []
+        for start in range(0, query_x.shape[0], size):
+            stop = min(start + size, query_x.shape[0])
+            params = {n: (v[start:stop] if n in adapted else v) for n, v in fast.items()}
+            record = {} if records is not None else None
+            outputs.append(self.query_outputs(params, query_x[start:stop], training=training, record=record))
+            if records is not None:
+                records.append((record, stop - start))
+        return torch.cat(outputs)
 
     def metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
         loss = self.loss_fn(outputs, targets).mean()
@@ -186,7 +223,7 @@ class GradientLearner(MetaLearner):
             with torch.enable_grad():
                 fast = self.adapt_tasks(chunk.support_x, chunk.support_y, training=False)
             with torch.no_grad():
-                predictions.append(self.query_outputs(_detached(fast), chunk.query_x, training=False))
+                predictions.append(self.query_outputs_in_chunks(_detached(fast), chunk.query_x, training=False))
         out = torch.cat(predictions)
         if self.task_kind == "classification":
             out = out[..., : int(batch.support_y.max()) + 1]

@@ -17,7 +17,7 @@ from torch import Tensor
 from metalab.algorithms.gradient.common import GradientLearner, GradientOptions, chunks
 from metalab.algorithms.registry import register
 from metalab.data.task import Task
-from metalab.nn.functional import inner_loop, update_running_statistics
+from metalab.nn.functional import inner_loop, merge_records, update_running_statistics
 
 
 @dataclass
@@ -62,15 +62,15 @@ class Reptile(GradientLearner):
         total = len(batch)
         moved = {name: torch.zeros_like(p) for name, p in params.items()}
         outputs = []
-        record = {} if self.options.bn_mode == "running" else None
+        records: list[tuple[dict, int]] | None = [] if self.options.bn_mode == "running" else None
         for chunk in chunks(batch, self.options.task_chunk):
             fast = self.adapt_tasks(chunk.support_x, chunk.support_y, training=True)
             for name in self.adapted_names():
                 moved[name] += (params[name].detach() - fast[name]).sum(0) / total
             with torch.no_grad():
-                outputs.append(self.query_outputs(fast, chunk.query_x, training=True, record=record))
-        if record:
-            update_running_statistics(self.network, record)
+                outputs.append(self.query_outputs_in_chunks(fast, chunk.query_x, training=True, records=records))
+        if records:
+            update_running_statistics(self.network, merge_records(records))
         for name, p in params.items():
             p.grad = moved[name] if p.grad is None else p.grad + moved[name]
         return self.metrics(torch.cat(outputs), batch.query_y)

@@ -37,6 +37,9 @@ class MANNOptions(LearnerOptions):
     read_heads: int = 4
     #: usage decay gamma
     gamma: float = 0.95
+    #: write the read keys themselves (the paper's equation) instead of separate vectors a_t from the
+    #: controller (the public implementations; see metalab.algorithms.model.memory)
+    write_keys: bool = False
     #: size of the one-hot label input and of the output layer
     max_ways: int = 5
 
@@ -57,6 +60,7 @@ class MANN(EpisodicClassifier):
         else:
             self.controller = nn.Sequential(nn.Linear(controller_in, options.controller_size), nn.Tanh())
         self.keys = nn.Linear(options.controller_size, reads)
+        self.written = None if options.write_keys else nn.Linear(options.controller_size, reads)
         self.write_gate = nn.Linear(options.controller_size, options.read_heads)
         self.output = nn.Linear(options.controller_size + reads, options.max_ways)
 
@@ -78,8 +82,10 @@ class MANN(EpisodicClassifier):
             controller_state = (hidden, cell)
         else:
             hidden = self.controller(controller_in)
-        keys = torch.tanh(self.keys(hidden)).view(hidden.shape[0], self.options.read_heads, self.options.memory_size)
-        memory, reads = lrua_step(memory, keys, self.write_gate(hidden), self.options.gamma)
+        heads = (hidden.shape[0], self.options.read_heads, self.options.memory_size)
+        keys = torch.tanh(self.keys(hidden)).view(heads)
+        written = None if self.written is None else torch.tanh(self.written(hidden)).view(heads)
+        memory, reads = lrua_step(memory, keys, self.write_gate(hidden), self.options.gamma, written)
         logits = self.output(torch.cat([hidden, reads.flatten(1)], dim=-1))
         return logits, (controller_state, memory)
 

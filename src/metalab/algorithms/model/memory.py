@@ -3,13 +3,20 @@
 Santoro et al. 2016, "Meta-Learning with Memory-Augmented Neural Networks", section 3.1.
 Per step, with read/write keys k_t^h from the controller (h = 1..H heads):
 
+    w_r_t^h(i) = softmax_i(cosine(k_t^h, M_{t-1}(i)))            (addressed before this step's write)
     w_lu_{t-1}(i) = 1 if w_u_{t-1}(i) is among the H smallest usages, else 0
     M_{t-1}(argmin_i w_u_{t-1}(i)) <- 0                          (the least-used slot is erased)
     w_w_t^h = sigmoid(alpha^h) w_r_{t-1}^h + (1 - sigmoid(alpha^h)) w_lu_{t-1}
-    M_t(i) = M_{t-1}(i) + sum_h w_w_t^h(i) k_t^h
-    w_r_t^h(i) = softmax_i(cosine(k_t^h, M_t(i)))
+    M_t(i) = M_{t-1}(i) + sum_h w_w_t^h(i) a_t^h                   (a_t^h: the written vector)
     r_t^h = sum_i w_r_t^h(i) M_t(i)
     w_u_t = gamma w_u_{t-1} + sum_h (w_r_t^h + w_w_t^h)
+
+The read weights are addressed on the memory as it was before this step's write, as in the
+public implementations of the paper. Addressing after the write (a literal reading of the
+paper's "M_t") makes every key find its own fresh copy (cosine 1), so a read returns mostly the
+key just written instead of what earlier steps stored: the memory cannot bind an input to a label.
+The paper writes the key itself (a_t = k_t); the public implementations write a separate vector
+a_t from the controller. ``MANN`` offers both (``learner.write_keys``).
 """
 from __future__ import annotations
 
@@ -57,19 +64,21 @@ def content_weights(keys: Tensor, memory: Tensor) -> Tensor:
     return similarity.softmax(dim=-1)
 
 
-def lrua_step(state: MemoryState, keys: Tensor, write_gate: Tensor, gamma: float) -> tuple[MemoryState, Tensor]:
-    """One write-then-read step. keys [B, H, M], write_gate [B, H] (logits of sigmoid(alpha)).
+def lrua_step(state: MemoryState, keys: Tensor, write_gate: Tensor, gamma: float,
+              written: Tensor | None = None) -> tuple[MemoryState, Tensor]:
+    """One step: address the reads on the old memory, erase, write, read the new memory.
 
-    Returns the new state and the read vectors [B, H, M].
+    keys [B, H, M], write_gate [B, H] (logits of sigmoid(alpha)), written [B, H, M] (the vectors
+    added to memory; the keys when None). Returns the new state and the read vectors [B, H, M].
     """
     heads = keys.shape[1]
+    read_weights = content_weights(keys, state.memory)  # [B, H, N], before the write: see the module docstring
     least_used = least_used_weights(state.usage, heads)  # [B, N]
     erase = F.one_hot(state.usage.argmin(dim=-1), state.usage.shape[-1]).to(keys.dtype)  # [B, N]
     memory = state.memory * (1.0 - erase).unsqueeze(-1)
     gate = torch.sigmoid(write_gate).unsqueeze(-1)  # [B, H, 1]
     write_weights = gate * state.read_weights + (1.0 - gate) * least_used.unsqueeze(1)  # [B, H, N]
-    memory = memory + write_weights.transpose(1, 2) @ keys  # [B, N, M]
-    read_weights = content_weights(keys, memory)
+    memory = memory + write_weights.transpose(1, 2) @ (keys if written is None else written)  # [B, N, M]
     reads = read_weights @ memory  # [B, H, M]
     usage = gamma * state.usage + read_weights.sum(1) + write_weights.sum(1)
     return MemoryState(memory, usage, read_weights, reads), reads

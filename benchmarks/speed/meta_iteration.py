@@ -22,7 +22,16 @@ import time
 from collections import OrderedDict
 
 CONFIGS = {"so1": (1, False), "so5": (5, False), "fo5": (5, True)}  # inner steps, first order
-LIBRARIES = ["plain", "metalab", "metalab-cl", "metalab-bf16", "metalab-serial", "metalab-ckpt", "higher", "torchopt"]
+#: metalab's execution paths (learner options); all give the same meta-gradient (tests compare with higher).
+METALAB_PATHS = {
+    "metalab": {},  # default: task by task (inner loop, then a two-stage query backward), channels-last
+    "metalab-nchw": {"channels_last": False},
+    "metalab-ckpt": {"checkpoint": True},
+    "metalab-folded-inner": {"task_chunk": 0},  # inner loop of all tasks folded into grouped kernels
+    "metalab-folded": {"task_chunk": 0, "query_chunk": 32},  # inner loop and query pass folded
+    "metalab-bf16": {"precision": "bf16"},  # bf16 autocast of the forward passes
+}
+LIBRARIES = ["plain", "plain-tasks", "plain-tasks-cl", *METALAB_PATHS, "higher", "torchopt", "learn2learn"]
 TASKS, SHOTS, QUERIES = 32, 1, 15
 
 
@@ -46,6 +55,35 @@ def setup(ways: int):
     return network, support_x, support_y, query_x, query_y
 
 
+def learn2learn_maml():
+    """learn2learn's MAML class. learn2learn 0.2.0 imports torchvision at package import, and no
+    torchvision wheel on PyPI loads with the CPU build of torch 2.13 ("operator torchvision::nms does
+    not exist"), so when the package import fails, its (unmodified) ``utils`` and ``algorithms.maml``
+    modules are loaded under empty parent packages, without running the package ``__init__``s."""
+    import importlib
+    import importlib.util
+    import types
+
+    if "learn2learn.algorithms.maml" in sys.modules:
+        return sys.modules["learn2learn.algorithms.maml"].MAML
+    try:
+        import learn2learn
+
+        return learn2learn.algorithms.MAML
+    except (ImportError, RuntimeError):
+        for name in [n for n in sys.modules if n.startswith("learn2learn")]:
+            del sys.modules[name]
+    spec = importlib.util.find_spec("learn2learn")
+    if spec is None:
+        raise ImportError("learn2learn is not installed (see benchmarks/speed/README.md)")
+    root = spec.submodule_search_locations[0]
+    for package, path in (("learn2learn", root), ("learn2learn.algorithms", f"{root}/algorithms")):
+        module = types.ModuleType(package)
+        module.__path__ = [path]
+        sys.modules[package] = module
+    return importlib.import_module("learn2learn.algorithms.maml").MAML
+
+
 def step_function(library: str, ways: int, steps: int, first_order: bool):
     """A closure doing one meta-iteration, for ``library``."""
     import torch
@@ -56,9 +94,7 @@ def step_function(library: str, ways: int, steps: int, first_order: bool):
     if library.startswith("metalab"):
         from metalab.algorithms.gradient.maml import MAML
 
-        options = {"metalab": {}, "metalab-cl": {"channels_last": True},
-                   "metalab-bf16": {"channels_last": True, "precision": "bf16"},
-                   "metalab-serial": {"task_chunk": 1}, "metalab-ckpt": {"checkpoint": True}}[library]
+        options = METALAB_PATHS[library]
         learner = MAML(MAML.Options(name="maml", ways=ways, inner_steps=steps, inner_lr=lr,
                                     first_order=first_order, **options), (1, 28, 28))
         learner.network.load_state_dict(network.state_dict())
@@ -71,6 +107,7 @@ def step_function(library: str, ways: int, steps: int, first_order: bool):
             optimizer.zero_grad(set_to_none=True)
             learner.meta_step(batch)
             optimizer.step()
+        run.parameters = list(learner.network.parameters())
         return run
 
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
@@ -82,6 +119,24 @@ def step_function(library: str, ways: int, steps: int, first_order: bool):
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(network(images), labels).backward()
             optimizer.step()
+        run.parameters = list(network.parameters())
+        return run
+
+    if library in ("plain-tasks", "plain-tasks-cl"):  # one forward+backward per task (support + queries)
+        memory = torch.channels_last if library.endswith("-cl") else torch.contiguous_format
+        network.to(memory_format=memory)
+        if library.endswith("-cl"):  # a 1-channel input's convolution returns the default layout: convert
+            network.body.blocks[0][0].register_forward_hook(lambda module, inputs, out: out.contiguous(memory_format=memory))
+        images = torch.cat([sx, qx], 1).contiguous()
+        labels = torch.cat([sy, qy], 1)
+
+        def run():
+            optimizer.zero_grad(set_to_none=True)
+            for t in range(TASKS):
+                x_t = images[t].contiguous(memory_format=memory)
+                (F.cross_entropy(network(x_t), labels[t]) / TASKS).backward()
+            optimizer.step()
+        run.parameters = list(network.parameters())
         return run
 
     if library == "higher":
@@ -103,6 +158,21 @@ def step_function(library: str, ways: int, steps: int, first_order: bool):
                     else:
                         loss.backward()
             optimizer.step()
+        run.parameters = list(network.parameters())
+        return run
+
+    if library == "learn2learn":
+        maml = learn2learn_maml()(network, lr=lr, first_order=first_order)
+
+        def run():
+            optimizer.zero_grad(set_to_none=True)
+            for t in range(TASKS):
+                learner = maml.clone()
+                for _ in range(steps):
+                    learner.adapt(F.cross_entropy(learner(sx[t]), sy[t]))
+                (F.cross_entropy(learner(qx[t]), qy[t]) / TASKS).backward()
+            optimizer.step()
+        run.parameters = list(network.parameters())
         return run
 
     if library == "torchopt":
@@ -123,13 +193,44 @@ def step_function(library: str, ways: int, steps: int, first_order: bool):
                 torchopt.recover_state_dict(network, net_state)
                 torchopt.recover_state_dict(inner, opt_state)
             optimizer.step()
+        run.parameters = list(network.parameters())
         return run
     raise ValueError(f"unknown library {library!r}")
 
 
-def child(library: str, ways: int, config: str, iterations: int, warmup: int, threads: int) -> dict:
+def check(ways: int, config: str, libraries: list[str], tasks: int = 4) -> None:
+    """Meta-gradients of every library in float64 on the first ``tasks`` tasks: max abs difference to metalab's."""
     import torch
 
+    global TASKS
+    TASKS = tasks
+    torch.set_default_dtype(torch.float64)
+    steps, first_order = CONFIGS[config]
+    gradients = {}
+    for library in libraries:
+        try:
+            run = step_function(library, ways, steps, first_order)
+        except (ImportError, NotImplementedError) as error:
+            print(f"{ways:>4} {config:>6} {library:>19}   not compared: {error}")
+            continue
+        run()
+        gradients[library] = [p.grad.clone() for p in run.parameters]
+    reference = gradients["metalab"]
+    scale = max(float(g.abs().max()) for g in reference)
+    for library, grads in gradients.items():
+        error = max(float((a - b).abs().max()) for a, b in zip(grads, reference))
+        print(f"{ways:>4} {config:>6} {library:>19}   float64 meta-gradient: max |diff to metalab| = {error:.2e} "
+              f"(largest entry {scale:.2e})", flush=True)
+
+
+def child(library: str, ways: int, config: str, iterations: int, warmup: int, threads: int,
+          cpus: list[int] | None = None) -> dict:
+    import os
+
+    import torch
+
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     torch.set_num_threads(threads)
     steps, first_order = CONFIGS[config]
     run = step_function(library, ways, steps, first_order)
@@ -153,29 +254,37 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
     parser.add_argument("--ways", type=int, nargs="+", default=[5, 20])
     parser.add_argument("--libraries", nargs="+", default=LIBRARIES)
+    parser.add_argument("--cpus", type=int, nargs="+", help="pin each measured process to these CPU cores")
     parser.add_argument("--json", help="append one JSON line per measurement to this file")
+    parser.add_argument("--check", action="store_true",
+                        help="instead of timing: compare the libraries' float64 meta-gradients on 4 tasks")
     parser.add_argument("--child", nargs=3, metavar=("LIBRARY", "WAYS", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.check:
+        for ways in args.ways:
+            for config in args.configs:
+                check(ways, config, ["metalab", *[x for x in args.libraries if not x.startswith("plain") and x != "metalab"]])
+        return
     if args.child:
         library, ways, config = args.child
-        print(json.dumps(child(library, int(ways), config, args.iterations, args.warmup, args.threads)))
+        print(json.dumps(child(library, int(ways), config, args.iterations, args.warmup, args.threads, args.cpus)))
         return
-    print(f"{'ways':>4} {'config':>6} {'library':>15} {'median s':>9} {'min s':>7} {'peak MB':>8} {'growth MB':>9}")
+    print(f"{'ways':>4} {'config':>6} {'library':>19} {'median s':>9} {'min s':>7} {'peak MB':>8} {'growth MB':>9}")
     for ways in args.ways:
         for config in args.configs:
             for library in args.libraries:
-                if library == "plain" and config != args.configs[0]:
+                if library.startswith("plain") and config != args.configs[0]:
                     continue
                 command = [sys.executable, __file__, "--child", library, str(ways), config,
                            "--iterations", str(args.iterations), "--warmup", str(args.warmup),
-                           "--threads", str(args.threads)]
+                           "--threads", str(args.threads)] + (["--cpus", *map(str, args.cpus)] if args.cpus else [])
                 done = subprocess.run(command, capture_output=True, text=True)
                 if done.returncode != 0:
                     reason = (done.stderr.strip().splitlines() or ["failed"])[-1]
-                    print(f"{ways:>4} {config:>6} {library:>15}   not measured: {reason}")
+                    print(f"{ways:>4} {config:>6} {library:>19}   not measured: {reason}")
                     continue
                 result = json.loads(done.stdout.strip().splitlines()[-1])
-                print(f"{ways:>4} {config if library != 'plain' else 'fwd+bwd':>6} {library:>15} "
+                print(f"{ways:>4} {config if not library.startswith('plain') else 'fwd+bwd':>6} {library:>19} "
                       f"{result['median_s']:9.3f} {result['min_s']:7.3f} {result['peak_rss_mb']:8.0f} "
                       f"{result['peak_rss_mb'] - result['setup_rss_mb']:9.0f}", flush=True)
                 if args.json:
