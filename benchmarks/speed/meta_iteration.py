@@ -1,6 +1,6 @@
 """Time one MAML meta-iteration (inner loop, meta-backward, Adam step) for metalab and its peers.
 
-    python benchmarks/gradient/speed/meta_iteration.py [--iterations 10] [--warmup 2] [--threads 2]
+    python benchmarks/speed/meta_iteration.py [--iterations 10] [--rounds 1] [--warmup 2] [--threads 2] [--cpus 0]
         [--configs so1 so5 fo5] [--ways 5 20] [--libraries metalab higher torchopt ...] [--json out.json]
 
 Every (library, configuration) runs in its own process on the same weights (seed 0) and the same
@@ -248,7 +248,9 @@ def child(library: str, ways: int, config: str, iterations: int, warmup: int, th
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--iterations", type=int, default=10, help="timed iterations per round")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="the libraries take turns this many times (a fresh process each); times are pooled")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
@@ -272,25 +274,42 @@ def main() -> None:
     print(f"{'ways':>4} {'config':>6} {'library':>19} {'median s':>9} {'min s':>7} {'peak MB':>8} {'growth MB':>9}")
     for ways in args.ways:
         for config in args.configs:
-            for library in args.libraries:
-                if library.startswith("plain") and config != args.configs[0]:
+            libraries = [lib for lib in args.libraries if not (lib.startswith("plain") and config != args.configs[0])]
+            merged: dict[str, dict] = {}
+            failed: dict[str, str] = {}
+            # rounds: the libraries take turns, so that a change in the machine's load hits all of them alike
+            for _ in range(args.rounds):
+                for library in libraries:
+                    if library in failed:
+                        continue
+                    command = [sys.executable, __file__, "--child", library, str(ways), config,
+                               "--iterations", str(args.iterations), "--warmup", str(args.warmup),
+                               "--threads", str(args.threads)] + (["--cpus", *map(str, args.cpus)] if args.cpus else [])
+                    done = subprocess.run(command, capture_output=True, text=True)
+                    if done.returncode != 0:
+                        failed[library] = (done.stderr.strip().splitlines() or ["failed"])[-1]
+                        continue
+                    result = json.loads(done.stdout.strip().splitlines()[-1])
+                    if library in merged:
+                        merged[library]["times"] += result["times"]
+                        merged[library]["peak_rss_mb"] = max(merged[library]["peak_rss_mb"], result["peak_rss_mb"])
+                        merged[library]["growth_mb"] = max(merged[library]["growth_mb"],
+                                                           result["peak_rss_mb"] - result["setup_rss_mb"])
+                    else:
+                        merged[library] = {**result, "growth_mb": result["peak_rss_mb"] - result["setup_rss_mb"]}
+            for library in libraries:
+                if library in failed:
+                    print(f"{ways:>4} {config:>6} {library:>19}   not measured: {failed[library]}")
                     continue
-                command = [sys.executable, __file__, "--child", library, str(ways), config,
-                           "--iterations", str(args.iterations), "--warmup", str(args.warmup),
-                           "--threads", str(args.threads)] + (["--cpus", *map(str, args.cpus)] if args.cpus else [])
-                done = subprocess.run(command, capture_output=True, text=True)
-                if done.returncode != 0:
-                    reason = (done.stderr.strip().splitlines() or ["failed"])[-1]
-                    print(f"{ways:>4} {config:>6} {library:>19}   not measured: {reason}")
-                    continue
-                result = json.loads(done.stdout.strip().splitlines()[-1])
+                result = merged[library]
+                result.update(median_s=statistics.median(result["times"]), min_s=min(result["times"]),
+                              rounds=args.rounds, threads=args.threads, cpus=args.cpus)
                 print(f"{ways:>4} {config if not library.startswith('plain') else 'fwd+bwd':>6} {library:>19} "
                       f"{result['median_s']:9.3f} {result['min_s']:7.3f} {result['peak_rss_mb']:8.0f} "
-                      f"{result['peak_rss_mb'] - result['setup_rss_mb']:9.0f}", flush=True)
+                      f"{result['growth_mb']:9.0f}", flush=True)
                 if args.json:
                     with open(args.json, "a") as out:
                         out.write(json.dumps(result) + "\n")
-
 
 if __name__ == "__main__":
     main()

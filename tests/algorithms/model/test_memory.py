@@ -38,7 +38,7 @@ def test_closed_write_gate_writes_the_key_into_the_least_used_slot_after_erasing
     gate = torch.tensor([[-1e4]])  # sigmoid(alpha) = 0: write weights = least-used weights
     new, reads = lrua_step(state, key, gate, gamma=0.9)
     torch.testing.assert_close(new.memory[0], torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, -0.4]]))
-    read = content_weights(key, new.memory)
+    read = content_weights(key, state.memory)  # addressed on the memory before the write
     torch.testing.assert_close(new.read_weights, read)
     torch.testing.assert_close(reads, read @ new.memory)
     # usage_t = gamma * usage_{t-1} + read weights + write weights (write = one-hot slot 2)
@@ -78,3 +78,26 @@ def test_heads_share_least_used_slots_and_each_read_sums_to_one():
         state, reads = lrua_step(state, torch.randn(2, 2, 3), torch.randn(2, 2), gamma=0.95)
         torch.testing.assert_close(state.read_weights.sum(-1), torch.ones(2, 2))
         assert reads.shape == (2, 2, 3)
+
+
+def test_a_key_retrieves_what_earlier_steps_stored_not_its_own_fresh_write():
+    """Binding: a lookup key similar to a stored row must find that row, by the cosines with the old memory.
+
+    Computed by hand: cosines of the key [1, 0.2, 0] with rows [1, 0, 1], [0, 1, 0], [0, 0, 0] (least used,
+    written this step). Addressing after the write would give the fresh copy of the key a cosine of 1 and
+    the largest weight.
+    """
+    stored = [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
+    state = state_with([stored], [[1.0, 1.0, 0.0]], [[[0.0, 0.0, 1.0]]])
+    key = torch.tensor([[[1.0, 0.2, 0.0]]])
+    written = torch.tensor([[[0.0, 0.0, -1.0]]])
+    new, reads = lrua_step(state, key, torch.tensor([[-1e4]]), gamma=0.9, written=written)
+    norm = math.sqrt(1.04)
+    cosines = torch.tensor([1.0 / (norm * math.sqrt(2.0)), 0.2 / norm, 0.0])
+    expected_weights = cosines.exp() / cosines.exp().sum()
+    torch.testing.assert_close(new.read_weights[0, 0], expected_weights)
+    assert int(new.read_weights[0, 0].argmax()) == 0
+    # the written vector (not the key) went to the least-used slot; the read mixes the new memory
+    new_memory = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])
+    torch.testing.assert_close(new.memory[0], new_memory)
+    torch.testing.assert_close(reads[0, 0], expected_weights @ new_memory)

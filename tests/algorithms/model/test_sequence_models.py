@@ -148,3 +148,28 @@ def test_predict_on_a_batch_equals_adapt_on_each_task():
         for t in range(3):
             single = learner.adapt(support_x[t], support_y[t])(query_x[t])
             torch.testing.assert_close(single, batched[t], rtol=1e-4, atol=1e-5, msg=type(learner).__name__)
+
+
+def copy_tasks(tasks: int, ways: int, shape=(1, 4, 4)) -> Task:
+    """Each query is an exact copy of one support image: its label can only be read from the support steps."""
+    support_x = torch.randn(tasks, ways, *shape)
+    query_y = torch.rand(tasks, ways).argsort(1)  # every support image once, in random order
+    query_x = support_x.gather(1, query_y.view(tasks, ways, 1, 1, 1).expand(-1, -1, *shape))
+    return Task(support_x, torch.arange(ways).expand(tasks, -1), query_x, query_y)
+
+
+def test_snail_learns_to_read_the_querys_label_from_the_matching_support_step():
+    """Chance is 1/3; the answer is only in the (shuffled) support sequence, so a misaligned label, a leaked
+    or missing query label slot, or a wrong output position keeps the accuracy at chance."""
+    torch.manual_seed(0)
+    ways = 3
+    snail = SNAIL(SNAILOptions(name="snail", encoder="pixels", max_ways=ways, sequence_length=ways + 1, filters=16), (1, 4, 4))
+    optimizer = torch.optim.Adam(snail.parameters(), lr=1e-3)
+    for _ in range(150):
+        optimizer.zero_grad()
+        snail.meta_step(copy_tasks(16, ways))
+        optimizer.step()
+    snail.eval()
+    test = copy_tasks(64, ways)
+    accuracy = (snail.predict(test).argmax(-1) == test.query_y).float().mean()
+    assert accuracy > 0.8, f"accuracy {float(accuracy):.2f}"

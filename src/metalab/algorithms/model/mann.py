@@ -6,6 +6,11 @@ that arrives one step later, through its memory. Meta-training uses the paper's 
 of a task (support and query) in random order, a loss at every step. For the one evaluator the
 support set is read as such a sequence and every query is a final step (queries in parallel, each
 continuing from the state after the support set).
+
+Memory mechanics (``metalab.algorithms.model.memory``): reads are addressed on the memory before
+the step's write, and by default the controller writes a vector a_t of its own next to the read
+keys k_t. An earlier version addressed reads after writing the key itself; every read then found
+its own fresh copy, so nothing stored earlier could be retrieved.
 """
 from __future__ import annotations
 
