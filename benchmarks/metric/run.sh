@@ -27,7 +27,8 @@ run, recipe, steps, extra, cpu, started, command = sys.argv[1:]
 wall, user, system = (float(v) for v in open(f"{run}.train.time").read().split()[-3:])
 result = json.load(open(f"{run}/results.json"))
 test = result["test"]
-print(json.dumps({"recipe": recipe, "steps": int(steps), "overrides": extra, "cpu": int(cpu), "started": started,
+print(json.dumps({"recipe": recipe, "steps": result.get("steps", int(steps)),
+                  "stopped_by_budget": result.get("stopped_by_budget", False), "overrides": extra, "cpu": int(cpu), "started": started,
                   "train_wall_s": wall, "train_cpu_s": round(user + system, 1), "eval": f"{test['ways']}w{test['shots']}s",
                   "accuracy": test["accuracy"], "ci95": test["ci95"], "episodes": test["episodes"],
                   "eval_wall_s": round(test["seconds"], 1), "checkpoint": result["checkpoint"],
@@ -44,7 +45,9 @@ import json, sys
 run, recipe, steps, extra, cpu, tag, command = sys.argv[1:]
 wall, user, system = (float(v) for v in open(f"{run}.eval-{tag}.time").read().split()[-3:])
 r = json.loads(open(f"{run}.eval-{tag}.json").read().strip().splitlines()[-1])
-print(json.dumps({"recipe": recipe, "steps": int(steps), "overrides": extra, "cpu": int(cpu),
+result = json.load(open(f"{run}/results.json"))
+print(json.dumps({"recipe": recipe, "steps": result.get("steps", int(steps)),
+                  "stopped_by_budget": result.get("stopped_by_budget", False), "overrides": extra, "cpu": int(cpu),
                   "eval": f"{r['ways']}w{r['shots']}s", "accuracy": r["accuracy"], "ci95": r["ci95"],
                   "episodes": r["episodes"], "eval_wall_s": round(r["seconds"], 1), "process_wall_s": wall,
                   "process_cpu_s": round(user + system, 1), "run": run, "command": command}))

@@ -2,6 +2,8 @@
 
     python benchmarks/speed/meta_iteration.py [--iterations 10] [--rounds 1] [--warmup 2] [--threads 2] [--cpus 0]
         [--configs so1 so5 fo5] [--ways 5 20] [--libraries metalab higher torchopt ...] [--json out.json]
+    python benchmarks/speed/meta_iteration.py --check [--ways 5] [--configs ...] [--libraries ...]
+    python benchmarks/speed/meta_iteration.py --profile LIBRARY WAYS CONFIG [--threads 2]
 
 Every (library, configuration) runs in its own process on the same weights (seed 0) and the same
 tasks (random Omniglot-sized images, seed 1): Conv-4 (64 channels) + linear head, 28x28 inputs,
@@ -75,7 +77,7 @@ def learn2learn_maml():
             del sys.modules[name]
     spec = importlib.util.find_spec("learn2learn")
     if spec is None:
-        raise ImportError("learn2learn is not installed (see benchmarks/speed/README.md)")
+        raise ImportError("learn2learn is not importable: build it and put it on PYTHONPATH (see benchmarks/speed/RESULTS.md)")
     root = spec.submodule_search_locations[0]
     for package, path in (("learn2learn", root), ("learn2learn.algorithms", f"{root}/algorithms")):
         module = types.ModuleType(package)
@@ -246,6 +248,22 @@ def child(library: str, ways: int, config: str, iterations: int, warmup: int, th
             "min_s": min(times), "times": times, "peak_rss_mb": rss_mb(), "setup_rss_mb": setup_rss}
 
 
+def profile(library: str, ways: int, config: str, threads: int, rows: int = 20) -> None:
+    """Where one meta-iteration's time goes: torch.profiler's operators by self CPU time (after 1 warm-up)."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    torch.set_num_threads(threads)
+    steps, first_order = CONFIGS[config]
+    run = step_function(library, ways, steps, first_order)
+    run()
+    with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiled:
+        run()
+    print(profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+    print(profiled.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=10, help="timed iterations per round")
@@ -260,12 +278,18 @@ def main() -> None:
     parser.add_argument("--json", help="append one JSON line per measurement to this file")
     parser.add_argument("--check", action="store_true",
                         help="instead of timing: compare the libraries' float64 meta-gradients on 4 tasks")
+    parser.add_argument("--profile", nargs=3, metavar=("LIBRARY", "WAYS", "CONFIG"),
+                        help="instead of timing: profile one meta-iteration of LIBRARY (operators by self CPU time)")
     parser.add_argument("--child", nargs=3, metavar=("LIBRARY", "WAYS", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.check:
         for ways in args.ways:
             for config in args.configs:
                 check(ways, config, ["metalab", *[x for x in args.libraries if not x.startswith("plain") and x != "metalab"]])
+        return
+    if args.profile:
+        library, ways, config = args.profile
+        profile(library, int(ways), config, args.threads)
         return
     if args.child:
         library, ways, config = args.child

@@ -48,7 +48,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from metalab.train.build import load_run
     from metalab.train.evaluate import evaluate
 
-    learner, config, state = load_run(args.run, args.checkpoint)
+    learner, config, state = load_run(args.run, args.checkpoint, args.overrides)
     if args.threads:
         import torch
 
@@ -73,7 +73,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(learner, episodes, args.batch or config.eval.batch)
     if args.json:
         summary = result.as_dict()
-        summary.update({"run": str(args.run), "split": split, "step": state["step"]})
+        summary.update({"run": str(args.run), "split": split, "step": state["step"], "overrides": args.overrides})
         print(json.dumps(summary))
     else:
         print(f"{args.run} on {split}: {result}  [{result.episodes_per_second:.1f} episodes/s]")
@@ -151,6 +151,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="score a trained run on fixed episodes (mean +- 95%% CI)")
     p.add_argument("run", help="run directory")
+    p.add_argument("overrides", nargs="*",
+                   help="key=value changes to the run's config that keep its weights, e.g. learner.inner_steps_test=10")
     p.add_argument("--ways", type=int)
     p.add_argument("--shots", type=int)
     p.add_argument("--queries", type=int)

@@ -85,6 +85,9 @@ class TrainConfig:
     #: torch intra-op threads (None = PyTorch's default).
     threads: Optional[int] = None
     progress: bool = True
+    #: wall-clock budget of this invocation's training loop in minutes (None = train.steps decides).
+    #: When it runs out, the step in progress is the last: validation, checkpoint, then the test.
+    max_minutes: Optional[float] = None
 
 
 @dataclass

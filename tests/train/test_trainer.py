@@ -91,3 +91,16 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(image_folders, tmp_path, 
     assert state["step"] == 4
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
     assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_spent_time_budget_ends_training_with_validation_checkpoint_and_test(image_folders, tmp_path):
+    run = tmp_path / "run"
+    results = Trainer(folder_config(image_folders, run, steps=6, **{"train.max_minutes": 0})).fit()
+    assert results["stopped_by_budget"] and results["steps"] == 1
+    assert results["test"]["episodes"] == 20
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "val"] == [1]
+    assert load_checkpoint(run / "last.pt")["step"] == 1 and load_checkpoint(run / "best.pt")["step"] == 1
+    # the run continues from there to train.steps, as any stopped run
+    resumed = Trainer(folder_config(image_folders, run, steps=6), resume=True).fit()
+    assert not resumed["stopped_by_budget"] and load_checkpoint(run / "last.pt")["step"] == 6

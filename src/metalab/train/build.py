@@ -1,6 +1,7 @@
 """Build learners and optimisers from configs, and load trained runs."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -33,12 +34,24 @@ def build_optimizer(config: DictConfig, learner: MetaLearner) -> tuple[torch.opt
     return optimizer, scheduler
 
 
-def load_run(run_dir: str | Path, checkpoint: str | None = None) -> tuple[MetaLearner, DictConfig, dict]:
-    """The trained learner of a run (best checkpoint by default), its config and the checkpoint state."""
+def load_run(run_dir: str | Path, checkpoint: str | None = None,
+             overrides: Sequence[str] = ()) -> tuple[MetaLearner, DictConfig, dict]:
+    """The trained learner of a run (best checkpoint by default), its config and the checkpoint state.
+
+    ``overrides`` (``key=value``) change the saved config before the learner is built, e.g.
+    ``learner.inner_steps_test=10``; they must keep the shapes of the trained weights.
+    """
     path = Path(checkpoint) if checkpoint else run_checkpoint(run_dir)
     state = load_checkpoint(path)
-    config = compose(config_of(state), origin=str(path))
+    config = compose(config_of(state), list(overrides), origin=str(path))
     learner = build_learner(config, tuple(state["input_shape"]))
-    learner.load_state_dict(state["model"])
+    try:
+        learner.load_state_dict(state["model"])
+    except RuntimeError as error:
+        if not overrides:
+            raise
+        raise ValueError(f"the overrides {' '.join(overrides)} change the learner's weights, so {path} no longer "
+                         f"loads into it; only options that keep the trained weights' shapes (e.g. inner steps, "
+                         f"learning rates at test, precision) apply to a trained run. {str(error).splitlines()[0]}") from None
     learner.eval()
     return learner, config, state

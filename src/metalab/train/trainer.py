@@ -172,6 +172,11 @@ class Trainer:
         self.ranks.average_buffers(self.learner)
         return {**metrics, "grad_norm": grad_norm}
 
+    def _budget_spent(self, deadline: float) -> bool:
+        """Whether the wall-clock budget ran out, decided the same on every rank (any rank past it stops all)."""
+        past = float(time.perf_counter() >= deadline)
+        return self.ranks.average_metrics({"past": past})["past"] > 0
+
     def validate(self) -> EvalResult:
         return evaluate_distributed(self.learner, self.val_episodes, self.config.eval.batch, self.device, self.ranks)
 
@@ -218,11 +223,18 @@ class Trainer:
                         disable=not (config.train.progress and ranks.is_main))
         window: dict[str, float] = {}
         window_start, window_steps = time.perf_counter(), 0
+        deadline = None if config.train.max_minutes is None else time.perf_counter() + 60.0 * config.train.max_minutes
+        self.stopped_by_budget = False
         try:
             while step < total:
                 metrics = self.train_step(step)
                 step += 1
                 self.step = step
+                if deadline is not None and self._budget_spent(deadline):
+                    self.stopped_by_budget = True
+                    progress.write(f"step {step}: train.max_minutes={config.train.max_minutes} spent; "
+                                   f"validating, saving and testing this step as the last")
+                    total = step
                 window_steps += 1
                 for key, value in metrics.items():
                     window[key] = window.get(key, 0.0) + value
@@ -276,6 +288,7 @@ class Trainer:
             "steps": step,
             "checkpoint": checkpoint,
             "best_val": self.best,
+            "stopped_by_budget": getattr(self, "stopped_by_budget", False),
             "split": config.data.test_split,
             "test": result.as_dict(),
         }

@@ -4,6 +4,7 @@ learned; BatchNorm modes; training, evaluation and prediction through the CLI.""
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -143,6 +144,7 @@ def test_more_ways_than_head_outputs_is_a_clear_error():
         learner.meta_step(batch)
 
 
+@pytest.mark.filterwarnings("ignore:precision=bf16 on a CPU without bf16 instructions")
 def test_bf16_path_runs_and_stays_close_to_fp32():
     batch = make_tasks().to("cpu", torch.float32)
     fp32 = build(MAML).float()
@@ -153,6 +155,26 @@ def test_bf16_path_runs_and_stays_close_to_fp32():
     b = torch.cat([p.grad.flatten() for p in bf16.network.parameters()])
     # bf16 keeps ~3 significant digits: the meta-gradient points the same way, not to the same digits.
     assert float(F.cosine_similarity(a, b, dim=0)) > 0.9
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_bf16_instructions_warns_once(monkeypatch, native):
+    from metalab.nn import functional
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    functional.warn_if_cpu_lacks_bf16.cache_clear()
+    learner = build(MAML, precision="bf16").float()
+    batch = make_tasks().to("cpu", torch.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        learner.meta_step(batch)
+        learner.meta_step(batch)
+    functional.warn_if_cpu_lacks_bf16.cache_clear()
+    messages = [str(w.message) for w in caught if "bf16 instructions" in str(w.message)]
+    assert len(messages) == (0 if native else 1)
+    if not native:
+        assert "learner.precision=fp32" in messages[0]
 
 
 def test_train_eval_predict_from_the_command_line(image_folders, tmp_path):
@@ -168,6 +190,17 @@ def test_train_eval_predict_from_the_command_line(image_folders, tmp_path):
     assert json.loads((run / "results.json").read_text())["test"]["episodes"] == 4
     assert main(["eval", str(run), "--episodes", "3", "--json"]) == 0
     test_dir = image_folders["test"]
+    # a trained run re-scored with other test-time options (same weights)
+    from metalab.train.build import load_run
+
+    saved, _, _ = load_run(run)
+    changed, config, _ = load_run(run, overrides=["learner.inner_steps_test=7", "learner.inner_lr=0.05"])
+    assert (config.learner.inner_steps_test, changed.options.inner_steps_test, changed.options.inner_lr) == (7, 7, 0.05)
+    for name, tensor in saved.state_dict().items():
+        assert torch.equal(tensor, changed.state_dict()[name]), name
+    with pytest.raises(ValueError, match="change the learner's weights"):
+        load_run(run, overrides=["learner.hidden=16"])
+    assert main(["eval", str(run), "--episodes", "3", "--json", "learner.inner_steps_test=7"]) == 0
     classes = sorted(p for p in test_dir.iterdir() if p.is_dir())[:3]
     support = tmp_path / "support"
     support.mkdir()

@@ -69,3 +69,31 @@ def test_gnn_query_node_carries_a_uniform_label_and_fewer_ways_are_padded(class_
     assert nodes.shape[:2] == (6, 4)
     torch.testing.assert_close(nodes[:, -1, -5:], torch.tensor([1 / 3, 1 / 3, 1 / 3, 0, 0]).expand(6, -1))
     torch.testing.assert_close(nodes[:, :3, -5:], F.one_hot(batch.support_y[0], 5).float().expand(6, -1, -1))
+
+
+def test_gnn_training_builds_one_graph_per_task_from_one_of_its_own_queries(class_dataset):
+    """train_graphs_per_task=1 (the paper's episodes): T graphs, each holding one query of its own task,
+    and the loss is the cross-entropy of those graphs' logits against those queries' labels."""
+    torch.manual_seed(0)
+    learner = GraphNetwork(GNNOptions(name="gnn", ways=4, graph_features=16, train_graphs_per_task=1), (1, 28, 28))
+    learner.eval()  # running batch-norm statistics: an image's embedding does not depend on the batch
+    graphs, outputs = [], []
+
+    def record(module, inputs, output) -> None:
+        graphs.append(inputs[0])
+        outputs.append(output)
+
+    learner.gnn.register_forward_hook(record)
+    batch = EpisodeSampler(class_dataset, ways=4, shots=1, queries=3, seed=0).batch(0, 2)
+    metrics = learner.meta_step(batch)
+    nodes, logits = graphs[0], outputs[0]
+    assert nodes.shape[:2] == (2, 5) and logits.shape == (2, 4)
+    with torch.no_grad():
+        embedding_size = learner.backbone(batch.query_x[0]).shape[-1]
+        labels = []
+        for t in range(2):
+            query_embeddings = learner.backbone(batch.query_x[t])  # [Q, D]
+            distances = (query_embeddings - nodes[t, -1, :embedding_size]).abs().amax(-1)
+            assert int((distances < 1e-5).sum()) == 1, distances
+            labels.append(batch.query_y[t, int(distances.argmin())])
+    torch.testing.assert_close(metrics["loss"].detach(), F.cross_entropy(logits.detach(), torch.stack(labels)))

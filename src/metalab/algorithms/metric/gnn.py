@@ -10,6 +10,7 @@ not depend on the order of the support items.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from metalab.algorithms.base import LearnerOptions
 from metalab.algorithms.metric.episodic import EpisodicMetricLearner
 from metalab.algorithms.registry import register
+from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone, embedding_dim
 
 
@@ -35,6 +37,9 @@ class GNNOptions(LearnerOptions):
     ways: int = 5
     #: in evaluation, graphs (queries) processed at once, to bound memory.
     eval_chunk: int = 256
+    #: in meta-training, graphs per task: that many of the task's queries, drawn at random (the
+    #: paper's episodes have 1 unlabelled node per task); 0 = one graph for every query.
+    train_graphs_per_task: int = 0
 
 
 def _linear_bn(in_features: int, out_features: int) -> nn.ModuleList:
@@ -111,6 +116,20 @@ class GraphNetwork(EpisodicMetricLearner):
         self.backbone = build_backbone(options.backbone, input_shape, options.hidden)
         size = embedding_dim(self.backbone, input_shape) + options.ways
         self.gnn = FewShotGNN(size, options.ways, options.graph_features, options.graph_layers)
+
+    def meta_step(self, batch: Task) -> dict[str, Tensor]:
+        graphs = self.options.train_graphs_per_task
+        queries = batch.query_y.shape[1]
+        if 0 < graphs < queries:
+            # a random subset of each task's queries, drawn from torch's generator (part of a checkpoint)
+            chosen = torch.rand(batch.query_y.shape, device=batch.query_y.device).argsort(1)[:, :graphs]
+            image_index = chosen.view(*chosen.shape, *([1] * (batch.query_x.dim() - 2)))
+            batch = dataclasses.replace(
+                batch,
+                query_x=batch.query_x.gather(1, image_index.expand(-1, -1, *batch.query_x.shape[2:])),
+                query_y=batch.query_y.gather(1, chosen),
+            )
+        return super().meta_step(batch)
 
     def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
         channels = self.options.ways
