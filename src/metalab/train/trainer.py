@@ -75,6 +75,8 @@ class Trainer:
         self.run_dir = default_run_dir(config)
         self.device = torch.device(config.train.device)
         self.ranks = Ranks(device=self.device)
+        #: whether train.max_minutes ended the last fit() before train.steps
+        self.stopped_by_budget = False
 
     # ----------------------------------------------------------------------------------- setup
     def _prepare_run_dir(self) -> dict[str, Any] | None:
@@ -232,8 +234,9 @@ class Trainer:
                 self.step = step
                 if deadline is not None and self._budget_spent(deadline):
                     self.stopped_by_budget = True
-                    progress.write(f"step {step}: train.max_minutes={config.train.max_minutes} spent; "
-                                   f"validating, saving and testing this step as the last")
+                    if ranks.is_main:
+                        progress.write(f"step {step}: train.max_minutes={config.train.max_minutes} spent; "
+                                       f"validating, saving and testing this step as the last")
                     total = step
                 window_steps += 1
                 for key, value in metrics.items():
@@ -288,7 +291,7 @@ class Trainer:
             "steps": step,
             "checkpoint": checkpoint,
             "best_val": self.best,
-            "stopped_by_budget": getattr(self, "stopped_by_budget", False),
+            "stopped_by_budget": self.stopped_by_budget,
             "split": config.data.test_split,
             "test": result.as_dict(),
         }
