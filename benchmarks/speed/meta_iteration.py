@@ -26,8 +26,10 @@ from collections import OrderedDict
 CONFIGS = {"so1": (1, False), "so5": (5, False), "fo5": (5, True)}  # inner steps, first order
 #: metalab's execution paths (learner options); all give the same meta-gradient (tests compare with higher).
 METALAB_PATHS = {
-    "metalab": {},  # default: task by task (inner loop, then a two-stage query backward), channels-last
+    # default: task by task (inner loop in NCHW, then a two-stage query backward in channels-last)
+    "metalab": {},
     "metalab-nchw": {"channels_last": False},
+    "metalab-all-cl": {"inner_channels_last": None},  # inner loop channels-last too (the default until 2026-11-30)
     "metalab-ckpt": {"checkpoint": True},
     "metalab-folded-inner": {"task_chunk": 0},  # inner loop of all tasks folded into grouped kernels
     "metalab-folded": {"task_chunk": 0, "query_chunk": 32},  # inner loop and query pass folded

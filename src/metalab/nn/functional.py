@@ -354,6 +354,8 @@ class InnerLoop:
         checkpoint: recompute activations in the meta-backward instead of storing them (second order:
             trades time for memory, same result).
         channels_last: run convolutions in the channels-last memory format.
+        inner_channels_last: the layout of the inner loop's forward passes when it should differ from
+            the query pass's (None = ``channels_last``); the result is the same either way.
         precision: "fp32" or "bf16" (bf16 autocast of the forward passes; the update is kept in fp32).
         optimizer: "sgd" (plain gradient steps) or "adam" (Reptile's inner Adam, state per task).
         betas, eps: Adam's (Reptile uses beta1 = 0).
@@ -367,6 +369,7 @@ class InnerLoop:
     bn_mode: str = "transductive"
     checkpoint: bool = False
     channels_last: bool = False
+    inner_channels_last: bool | None = None
     precision: str = "fp32"
     optimizer: str = "sgd"
     betas: tuple[float, float] = (0.0, 0.999)
@@ -392,7 +395,10 @@ class InnerLoop:
         """
         statistics = "running" if (self.bn_mode == "running" and not training) else "batch"
         checkpoint = self.checkpoint and training and not inner
-        return ForwardSettings(statistics, record, checkpoint, self.channels_last, self.precision)
+        channels_last = self.channels_last
+        if inner and self.inner_channels_last is not None:
+            channels_last = self.inner_channels_last
+        return ForwardSettings(statistics, record, checkpoint, channels_last, self.precision)
 
 
 def expand_for_tasks(params: Mapping[str, Tensor], names: Iterable[str], tasks: int) -> dict[str, Tensor]:

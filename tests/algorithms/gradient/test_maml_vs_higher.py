@@ -56,11 +56,12 @@ def metalab_meta_gradient(learner: MAML, batch: Task) -> list[torch.Tensor]:
 
 
 PATHS = {
-    "default: task by task, channels-last": {},
+    "default: task by task, inner loop NCHW, query pass channels-last": {},
     "query pass folded over the tasks": {"query_chunk": TASKS},
     "inner loop folded over all tasks": {"task_chunk": 0},
     "everything folded": {"task_chunk": 0, "query_chunk": TASKS},
-    "default layout (not channels-last)": {"channels_last": False},
+    "NCHW throughout": {"channels_last": False},
+    "inner loop channels-last too": {"inner_channels_last": None},
     "checkpointed": {"checkpoint": True},
 }
 
