@@ -1,6 +1,7 @@
 """Sequence encodings and the sequence learners: causality, time-offset labels, queries in parallel."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from metalab.algorithms.model.blackbox import BlackBoxLSTM, BlackBoxOptions
@@ -50,6 +51,17 @@ def test_snail_blocks_are_causal():
         assert not torch.allclose(later[:, t + 1 :], out[:, t + 1 :])
     assert TCBlock(4, 9, 2).out_channels == 4 + 4 * 2  # ceil(log2 9) = 4 dense blocks
     assert AttentionBlock(4, 3, 5)(torch.randn(1, 2, 4)).shape == (1, 2, 9)
+
+
+@pytest.mark.parametrize("support", [1, 5, 9])
+def test_snail_query_steps_on_a_shared_prefix_equal_one_sequence_per_query(support):
+    """The fast path (prefix once per task, one step per query) against the literal one: each query
+    the last step of its own full sequence; prefixes shorter and longer than the largest dilation."""
+    torch.manual_seed(0)
+    net = SNAILNet(in_channels=7, out_size=3, sequence_length=10, filters=8, attention=((8, 4), (8, 4), (6, 5))).double()
+    prefix, queries = torch.randn(2, support, 7, dtype=torch.float64), torch.randn(2, 4, 7, dtype=torch.float64)
+    literal = net(query_sequences(prefix, queries))[:, -1].view(2, 4, 3)
+    torch.testing.assert_close(net.query_outputs(prefix, queries), literal, rtol=1e-12, atol=1e-12)
 
 
 def test_snail_reaches_every_earlier_step():
