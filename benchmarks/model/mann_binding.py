@@ -25,6 +25,7 @@ import metalab.algorithms.model.mann as mann_module
 from metalab.algorithms.model.mann import MANN, MANNOptions, accuracy_by_presentation
 from metalab.algorithms.model.memory import MemoryState, content_weights, least_used_weights
 from metalab.algorithms.model.sequence import offset_label_steps
+from mann_presentations import memory_reads_zeroed  # this folder's script (sys.path[0] when run as a script)
 
 
 def prefix_lrua_step(state, keys, write_gate, gamma, written=None):
@@ -105,18 +106,8 @@ def report_memory_ablation(logits_of, V: int, W: int, P: int, batch: int = 1000)
     torch.manual_seed(1)
     x, y = episodes(batch, V, W, P)
     trained = accuracy_by_presentation(logits_of(x, y), y, (1, 2, 3, 5))
-    memory_step = mann_module.lrua_step
-
-    def unread_step(*args, **kwargs):
-        state, reads = memory_step(*args, **kwargs)
-        state.reads = torch.zeros_like(reads)
-        return state, torch.zeros_like(reads)
-
-    mann_module.lrua_step = unread_step
-    try:
+    with memory_reads_zeroed():
         ablated = accuracy_by_presentation(logits_of(x, y), y, (1, 2, 3, 5))
-    finally:
-        mann_module.lrua_step = memory_step
     print(f"{batch} fresh episodes, accuracy by presentation: trained",
           {k: round(v, 3) for k, v in trained.items()}, "| memory reads zeroed",
           {k: round(v, 3) for k, v in ablated.items()}, flush=True)
