@@ -102,20 +102,25 @@ class AttentionBlock(nn.Module):
         self.out_channels = in_channels + value_size
 
     def forward(self, x: Tensor) -> Tensor:
+        return self._attend(x, self.key(x), self.value(x))
+
+    def _attend(self, x: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+        """Causal attention of x [B, L, C] over its own keys [B, L, k] and values [B, L, v]."""
         length = x.shape[1]
         future = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
-        read = F.scaled_dot_product_attention(self.query(x), self.key(x), self.value(x), attn_mask=~future)
+        read = F.scaled_dot_product_attention(self.query(x), keys, values, attn_mask=~future)
         return torch.cat([x, read], dim=-1)
 
     def extend(self, prefix: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
         """Each candidate last step [T, Q, C] attends to the prefix [T, S, C] and to itself only."""
+        prefix_keys, prefix_values = self.key(prefix), self.value(prefix)  # [T, S, k|v], shared by both outputs
         query, own_key, own_value = self.query(last), self.key(last), self.value(last)  # [T, Q, k|v]
         scale = query.shape[-1] ** -0.5  # as scaled_dot_product_attention
-        scores = torch.cat([query @ self.key(prefix).transpose(1, 2),  # [T, Q, S]
+        scores = torch.cat([query @ prefix_keys.transpose(1, 2),  # [T, Q, S]
                             (query * own_key).sum(-1, keepdim=True)], dim=-1) * scale  # [T, Q, S + 1]
         weights = scores.softmax(dim=-1)
-        read = weights[..., :-1] @ self.value(prefix) + weights[..., -1:] * own_value
-        return self.forward(prefix), torch.cat([last, read], dim=-1)
+        read = weights[..., :-1] @ prefix_values + weights[..., -1:] * own_value
+        return self._attend(prefix, prefix_keys, prefix_values), torch.cat([last, read], dim=-1)
 
 
 class SNAILNet(nn.Module):
