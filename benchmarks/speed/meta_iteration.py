@@ -29,6 +29,7 @@ METALAB_PATHS = {
     # default: task by task (inner loop in NCHW, then a two-stage query backward in channels-last)
     "metalab": {},
     "metalab-nchw": {"channels_last": False},
+    "metalab-no-fold": {"fold_conv_norm": False},  # first conv + BatchNorm as separate PyTorch kernels (before 2026-12-01)
     "metalab-all-cl": {"inner_channels_last": None},  # inner loop channels-last too (the default until 2026-11-30)
     "metalab-ckpt": {"checkpoint": True},
     "metalab-folded-inner": {"task_chunk": 0},  # inner loop of all tasks folded into grouped kernels
@@ -227,8 +228,17 @@ def check(ways: int, config: str, libraries: list[str], tasks: int = 4) -> None:
               f"(largest entry {scale:.2e})", flush=True)
 
 
+def uses_reuse(library: str, allocator: str) -> bool:
+    """Whether ``library``'s process keeps freed memory for reuse (metalab/train/allocator.py).
+
+    "library": as each ships (``metalab train`` / ``metalab eval`` turn it on, the peers have no such
+    setting); "all": every process, peers and the plain limit included; "none": no process.
+    """
+    return allocator == "all" or (allocator == "library" and library.startswith("metalab"))
+
+
 def child(library: str, ways: int, config: str, iterations: int, warmup: int, threads: int,
-          cpus: list[int] | None = None) -> dict:
+          cpus: list[int] | None = None, allocator: str = "library") -> dict:
     import os
 
     import torch
@@ -236,6 +246,10 @@ def child(library: str, ways: int, config: str, iterations: int, warmup: int, th
     if cpus:
         os.sched_setaffinity(0, cpus)
     torch.set_num_threads(threads)
+    if uses_reuse(library, allocator):
+        from metalab.train.allocator import reuse_freed_memory
+
+        reuse_freed_memory()
     steps, first_order = CONFIGS[config]
     run = step_function(library, ways, steps, first_order)
     setup_rss = rss_mb()
@@ -247,16 +261,21 @@ def child(library: str, ways: int, config: str, iterations: int, warmup: int, th
         run()
         times.append(time.perf_counter() - start)
     return {"library": library, "ways": ways, "config": config, "median_s": statistics.median(times),
-            "min_s": min(times), "times": times, "peak_rss_mb": rss_mb(), "setup_rss_mb": setup_rss}
+            "min_s": min(times), "times": times, "peak_rss_mb": rss_mb(), "setup_rss_mb": setup_rss,
+            "reuse_freed_memory": uses_reuse(library, allocator)}
 
 
-def profile(library: str, ways: int, config: str, threads: int, rows: int = 20) -> None:
+def profile(library: str, ways: int, config: str, threads: int, allocator: str = "library", rows: int = 20) -> None:
     """Where one meta-iteration's time goes: torch.profiler's operators by self CPU time (after 1 warm-up)."""
     import torch
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     torch.set_num_threads(threads)
+    if uses_reuse(library, allocator):
+        from metalab.train.allocator import reuse_freed_memory
+
+        reuse_freed_memory()
     steps, first_order = CONFIGS[config]
     run = step_function(library, ways, steps, first_order)
     run()
@@ -278,6 +297,9 @@ def main() -> None:
     parser.add_argument("--libraries", nargs="+", default=LIBRARIES)
     parser.add_argument("--cpus", type=int, nargs="+", help="pin each measured process to these CPU cores")
     parser.add_argument("--json", help="append one JSON line per measurement to this file")
+    parser.add_argument("--allocator", choices=["library", "all", "none"], default="library",
+                        help="which processes keep freed memory for reuse (glibc thresholds): 'library' = as each "
+                             "ships (metalab's train/eval do, the peers don't), 'all', or 'none'")
     parser.add_argument("--check", action="store_true",
                         help="instead of timing: compare the libraries' float64 meta-gradients on 4 tasks")
     parser.add_argument("--profile", nargs=3, metavar=("LIBRARY", "WAYS", "CONFIG"),
@@ -291,11 +313,12 @@ def main() -> None:
         return
     if args.profile:
         library, ways, config = args.profile
-        profile(library, int(ways), config, args.threads)
+        profile(library, int(ways), config, args.threads, args.allocator)
         return
     if args.child:
         library, ways, config = args.child
-        print(json.dumps(child(library, int(ways), config, args.iterations, args.warmup, args.threads, args.cpus)))
+        print(json.dumps(child(library, int(ways), config, args.iterations, args.warmup, args.threads, args.cpus,
+                               args.allocator)))
         return
     print(f"{'ways':>4} {'config':>6} {'library':>19} {'median s':>9} {'min s':>7} {'peak MB':>8} {'growth MB':>9}")
     for ways in args.ways:
@@ -310,7 +333,8 @@ def main() -> None:
                         continue
                     command = [sys.executable, __file__, "--child", library, str(ways), config,
                                "--iterations", str(args.iterations), "--warmup", str(args.warmup),
-                               "--threads", str(args.threads)] + (["--cpus", *map(str, args.cpus)] if args.cpus else [])
+                               "--threads", str(args.threads), "--allocator", args.allocator] \
+                        + (["--cpus", *map(str, args.cpus)] if args.cpus else [])
                     done = subprocess.run(command, capture_output=True, text=True)
                     if done.returncode != 0:
                         failed[library] = (done.stderr.strip().splitlines() or ["failed"])[-1]

@@ -53,6 +53,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if config.train.reuse_freed_memory:
+        from metalab.train.allocator import reuse_freed_memory
+
+        reuse_freed_memory()
     split = args.split or config.data.test_split
     if args.manifest:
         if is_regression(config):

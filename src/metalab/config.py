@@ -84,6 +84,9 @@ class TrainConfig:
     device: str = "cpu"
     #: torch intra-op threads (None = PyTorch's default).
     threads: Optional[int] = None
+    #: keep freed tensor memory in the process for reuse (glibc malloc thresholds; metalab/train/allocator.py):
+    #: faster CPU training, at the price of a resident size that stays at its peak.
+    reuse_freed_memory: bool = True
     progress: bool = True
     #: wall-clock budget of this invocation's training loop in minutes (None = train.steps decides).
     #: When it runs out, the step in progress is the last: validation, checkpoint, then the test.

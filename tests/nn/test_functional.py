@@ -18,14 +18,6 @@ from metalab.nn.functional import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def smooth_network(ways: int = 3) -> nn.Sequential:
     """tanh + average pooling: the meta-loss is smooth, so finite differences converge."""
     torch.manual_seed(0)

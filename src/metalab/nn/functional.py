@@ -44,6 +44,8 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from metalab.nn.backbones import MLP, Conv4
+from metalab.nn.conv_norm import conv_batch_norm, foldable
+from metalab.nn.pooling import max_pool2d
 
 BN_MODES = ("transductive", "running")
 PRECISIONS = ("fp32", "bf16")
@@ -70,6 +72,10 @@ class ForwardSettings:
     checkpoint: bool = False
     channels_last: bool = False
     precision: str = "fp32"
+    #: run a thin-input convolution + BatchNorm (Conv-4's first layer) as one 1x1 convolution of its
+    #: patches with normalised weights (:mod:`metalab.nn.conv_norm`): the same function, computed
+    #: faster. Not under bf16.
+    fold_conv_norm: bool = True
 
 
 @dataclass
@@ -220,6 +226,11 @@ def _run(module: nn.Module, prefix: str, x: Tensor, state: _State) -> Tensor:
         index = 0
         while index < len(children):
             name, child = children[index]
+            if index + 1 < len(children) and _folds_with_norm(child, children[index + 1][1], state):
+                next_name, norm = children[index + 1]
+                x = _run_conv_norm(child, norm, f"{prefix}{name}.", f"{prefix}{next_name}.", x, state)
+                index += 2
+                continue
             if index + 1 < len(children) and _commutes_with_max_pool(child, children[index + 1][1]):
                 # pool first: max(f(x)) = f(max(x)) for a non-decreasing f, so f runs on 1/4 of the values.
                 next_name, pool = children[index + 1]
@@ -242,11 +253,42 @@ def _run(module: nn.Module, prefix: str, x: Tensor, state: _State) -> Tensor:
         return _batch_norm(module, prefix, x, state)
     if isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
         return _flatten_images(x, state.tasks) if x.dim() == 4 else x
+    if isinstance(module, nn.MaxPool2d) and not module.return_indices and x.dim() == 4:
+        return max_pool2d(x, module)  # same values and gradients; its input is not kept for the backward
     if isinstance(module, _CHANNELWISE):
         if isinstance(module, nn.Dropout) and module.p > 0 and module.training:
             return _per_task_call(module, prefix, x, state)
         return module(x)
     return _per_task_call(module, prefix, x, state)
+
+
+def _folds_with_norm(conv: nn.Module, norm: nn.Module, state: _State) -> bool:
+    return state.settings.fold_conv_norm and state.settings.precision == "fp32" and foldable(conv, norm)
+
+
+def _run_conv_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d, conv_prefix: str, norm_prefix: str, x: Tensor,
+                   state: _State) -> Tensor:
+    """A foldable convolution + BatchNorm pair as one 1x1 convolution (:func:`metalab.nn.conv_norm.conv_batch_norm`)."""
+    params = {"weight": _param(state, conv_prefix + "weight"), "bias": _param(state, conv_prefix + "bias"),
+              "norm_weight": _param(state, norm_prefix + "weight"), "norm_bias": _param(state, norm_prefix + "bias")}
+    statistics = state.settings.statistics
+    running = None
+    if statistics == "running":
+        running = (state.buffers.get(norm_prefix + "running_mean"), state.buffers.get(norm_prefix + "running_var"))
+        if running[0] is None:
+            raise ValueError(f"bn_mode 'running' needs running statistics, but BatchNorm {norm_prefix[:-1]!r} "
+                             f"was built with track_running_stats=False; use bn_mode: transductive")
+
+    def run(x: Tensor) -> Tensor:
+        out, batch_statistics = conv_batch_norm(conv, norm, x, state.tasks, params, statistics, running,
+                                                state.settings.channels_last)
+        if state.settings.record is not None and batch_statistics is not None:
+            state.settings.record[norm_prefix] = batch_statistics
+        return out
+
+    if state.settings.checkpoint:
+        return activation_checkpoint(run, x, use_reentrant=False)
+    return run(x)
 
 
 def _commutes_with_max_pool(activation: nn.Module, following: nn.Module) -> bool:
@@ -361,6 +403,8 @@ class InnerLoop:
         betas, eps: Adam's (Reptile uses beta1 = 0).
         minibatch: support examples per step (0 = the whole support set); batches follow a random
             permutation of the support set, redrawn after every pass (Reptile).
+        fold_conv_norm: run thin-input convolution + BatchNorm pairs as one 1x1 convolution of their
+            patches (same result).
     """
 
     steps: int = 1
@@ -375,6 +419,7 @@ class InnerLoop:
     betas: tuple[float, float] = (0.0, 0.999)
     eps: float = 1e-8
     minibatch: int = 0
+    fold_conv_norm: bool = True
 
     def __post_init__(self) -> None:
         if self.bn_mode not in BN_MODES:
@@ -398,7 +443,7 @@ class InnerLoop:
         channels_last = self.channels_last
         if inner and self.inner_channels_last is not None:
             channels_last = self.inner_channels_last
-        return ForwardSettings(statistics, record, checkpoint, channels_last, self.precision)
+        return ForwardSettings(statistics, record, checkpoint, channels_last, self.precision, self.fold_conv_norm)
 
 
 def expand_for_tasks(params: Mapping[str, Tensor], names: Iterable[str], tasks: int) -> dict[str, Tensor]:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from metalab.data.sources import input_shape, is_regression, load_split, task_source
+from metalab.train.allocator import reuse_freed_memory
 from metalab.train.build import build_learner, build_optimizer
 from metalab.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from metalab.train.distributed import (
@@ -97,6 +98,8 @@ class Trainer:
         config = self.config
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
+        if config.train.reuse_freed_memory:
+            reuse_freed_memory()
         torch.manual_seed(config.train.seed)
         regression = is_regression(config)
         self.train_data = None if regression else load_split(config, config.data.train_split, self.data_root)

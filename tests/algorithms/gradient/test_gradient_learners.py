@@ -96,7 +96,12 @@ def test_anil_leaves_the_body_untouched_in_the_inner_loop():
         adapted = sgd_by_hand(head, dict(head.named_parameters()), features[t].detach(), batch.support_y[t], 0.5, 2)
         assert torch.allclose(fast["head.weight"][t], adapted["weight"], atol=1e-12)
     learner.meta_step(batch)
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.network.parameters())
+    for name, p in learner.network.named_parameters():
+        assert p.grad is not None, name
+        # a convolution's bias cancels in the batch norm that follows it: its gradient is zero exactly
+        # when that pair runs folded (metalab/nn/conv_norm.py), and zero up to rounding otherwise.
+        if not (name.startswith("body.blocks.") and name.endswith(".0.bias")):
+            assert p.grad.abs().sum() > 0, name
 
 
 def test_metasgd_rates_receive_gradients_and_match_maml_when_equal():
@@ -109,7 +114,11 @@ def test_metasgd_rates_receive_gradients_and_match_maml_when_equal():
     maml.meta_step(batch)
     for a, b in zip(metasgd.network.parameters(), maml.network.parameters()):
         assert torch.allclose(a.grad, b.grad, atol=1e-12)
-    assert all(rate.grad is not None and rate.grad.abs().sum() > 0 for rate in metasgd.inner_lrs)
+    for name, rate in zip(metasgd.adapted_names(), metasgd.inner_lrs):
+        assert rate.grad is not None, name
+        # a convolution bias feeding a batch norm has a zero inner gradient, so its rate has no effect
+        if not (name.startswith("body.blocks.") and name.endswith(".0.bias")):
+            assert rate.grad.abs().sum() > 0, name
     assert metasgd.inner_lrs[0].shape == metasgd.network.body.blocks[0][0].weight.shape
     per_tensor = build(MetaSGD, lr_per="tensor", lr_init_range=[0.005, 0.1])
     assert per_tensor.inner_lrs[0].shape == () and 0.005 <= per_tensor.inner_lrs[0].item() <= 0.1

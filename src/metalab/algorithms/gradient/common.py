@@ -63,6 +63,9 @@ class GradientOptions(LearnerOptions):
     inner_channels_last: Optional[bool] = False
     #: "fp32" (default) or "bf16" (autocast of the forward passes).
     precision: str = "fp32"
+    #: compute the first convolution + BatchNorm (thin input: C_in * 3 * 3 <= 32 values per output) as one
+    #: matmul with batch-normalised weights (metalab/nn/conv_norm.py); same function, faster.
+    fold_conv_norm: bool = True
 
 
 def check_options(options: GradientOptions) -> None:
@@ -119,6 +122,7 @@ class GradientLearner(MetaLearner):
             steps=options.inner_steps, lr=options.inner_lr, first_order=options.first_order,
             bn_mode=options.bn_mode, checkpoint=options.checkpoint, channels_last=options.channels_last,
             inner_channels_last=options.inner_channels_last, precision=options.precision,
+            fold_conv_norm=options.fold_conv_norm,
         )
 
     # ------------------------------------------------------------------------ what the algorithm sets
