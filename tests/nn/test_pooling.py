@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metalab.nn import pooling
 from metalab.nn.pooling import max_pool2d
+
+
+@pytest.fixture(autouse=True)
+def _every_size(monkeypatch):
+    """The own function for every input size, so that these small tensors exercise it."""
+    monkeypatch.setattr(pooling, "MIN_BYTES", 0)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels-last"])
@@ -48,3 +55,11 @@ def test_the_pooled_input_is_not_kept_for_the_backward():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         F.max_pool2d(y, 2)
     assert (2, 3, 8, 8) in saved  # what PyTorch's own keeps
+
+
+def test_small_inputs_take_torch_s_pooling(monkeypatch):
+    monkeypatch.setattr(pooling, "MIN_BYTES", 1 << 20)
+    y = torch.randn(2, 3, 8, 8, requires_grad=True) * 2
+    assert type(max_pool2d(y, nn.MaxPool2d(2)).grad_fn).__name__.startswith("MaxPool2DWithIndicesBackward")
+    large = torch.randn(4, 16, 64, 64, requires_grad=True) * 2  # 1 MiB
+    assert type(max_pool2d(large, nn.MaxPool2d(2)).grad_fn).__name__ == "_MaxPool2dBackward"  # our Function's node

@@ -254,7 +254,7 @@ def _run(module: nn.Module, prefix: str, x: Tensor, state: _State) -> Tensor:
     if isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
         return _flatten_images(x, state.tasks) if x.dim() == 4 else x
     if isinstance(module, nn.MaxPool2d) and not module.return_indices and x.dim() == 4:
-        return max_pool2d(x, module)  # same values and gradients; its input is not kept for the backward
+        return max_pool2d(x, module)  # same values and gradients; a large input is not kept for the backward
     if isinstance(module, _CHANNELWISE):
         if isinstance(module, nn.Dropout) and module.p > 0 and module.training:
             return _per_task_call(module, prefix, x, state)

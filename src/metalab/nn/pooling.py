@@ -30,11 +30,11 @@ class _MaxPool2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (indices,) = ctx.saved_tensors
-        return _MaxPool2dBackward.apply(grad, indices, ctx.shape, ctx.memory_format, ctx.options,
+        return _ScatterToMaxima.apply(grad, indices, ctx.shape, ctx.memory_format, ctx.options,
                                         ctx.settings), None, None, None, None, None
 
 
-class _MaxPool2dBackward(torch.autograd.Function):
+class _ScatterToMaxima(torch.autograd.Function):
     """The gradient of the pooling's input: ``grad`` scattered to the maxima (linear in ``grad``)."""
 
     @staticmethod
@@ -58,8 +58,17 @@ def _is_channels_last(x: Tensor) -> bool:
     return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
+#: inputs from this size on are pooled by :func:`max_pool2d`'s own function; below it, the memory saved is
+#: small and the Python-level autograd.Function costs more than it saves (a MAML inner loop on 5-image
+#: support sets was slower with it).
+MIN_BYTES = 2 << 20
+
+
 def max_pool2d(x: Tensor, pool: nn.MaxPool2d) -> Tensor:
-    """``pool(x)`` for an ``nn.MaxPool2d`` that returns no indices, saving only the indices for the backward."""
+    """``pool(x)`` for an ``nn.MaxPool2d`` that returns no indices; for inputs of :data:`MIN_BYTES` or
+    more, only the indices are kept for the backward."""
+    if x.numel() * x.element_size() < MIN_BYTES or x.dim() != 4:
+        return pool(x)
     pair = torch.nn.modules.utils._pair
     stride = pool.stride if pool.stride is not None else pool.kernel_size
     return _MaxPool2d.apply(x, pair(pool.kernel_size), pair(stride), pair(pool.padding), pair(pool.dilation),

@@ -1,6 +1,7 @@
 """MAML's meta-gradient equals the one `higher` computes (unrolled autograd through a patched copy
 of the same nn.Module) on Conv-4 with the same weights and tasks, in float64, for every execution
-path: inner loop and query pass folded over the tasks or task by task, checkpointed, channels-last."""
+path: inner loop and query pass folded over the tasks or task by task, checkpointed, channels-last,
+first convolution + BatchNorm folded or not, max-pooling through metalab's index-only function."""
 from __future__ import annotations
 
 import pytest
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 
 from metalab.algorithms.gradient.maml import MAML
 from metalab.data.task import Task
+from metalab.nn import pooling
 
 higher = pytest.importorskip("higher")
 
@@ -63,15 +65,18 @@ PATHS = {
     "NCHW throughout": {"channels_last": False},
     "inner loop channels-last too": {"inner_channels_last": None},
     "checkpointed": {"checkpoint": True},
+    "first conv + BatchNorm unfolded": {"fold_conv_norm": False},
 }
 
 
 @pytest.mark.parametrize("steps,first_order", [(1, False), (5, False), (5, True)],
                          ids=["second-order-1-step", "second-order-5-steps", "first-order-5-steps"])
-def test_meta_gradient_equals_higher_on_every_path(steps, first_order):
+def test_meta_gradient_equals_higher_on_every_path(steps, first_order, monkeypatch):
     batch = make_tasks()
     lr = 0.4 if steps == 1 else 0.1
     reference = higher_meta_gradient(make_maml(), batch, steps, lr, first_order)
+    # every max-pool through metalab's index-only function (the full-size default applies it to large inputs only)
+    monkeypatch.setattr(pooling, "MIN_BYTES", 0)
     for path, options in PATHS.items():
         learner = make_maml(inner_steps=steps, inner_lr=lr, first_order=first_order, **options)
         ours = metalab_meta_gradient(learner, batch)
