@@ -119,3 +119,42 @@ def test_only_thin_inputs_are_folded():
     assert not foldable(nn.Conv2d(1, 8, 3, groups=1, padding="same"), nn.BatchNorm2d(8))
     assert not foldable(nn.Conv2d(2, 8, 3, groups=2), nn.BatchNorm2d(8))
     assert not foldable(nn.Conv2d(1, 8, 3), nn.ReLU())
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels-last"])
+def test_slices_of_images_give_the_same_values_and_gradients(channels_last):
+    conv, norm, params = make(1, per_task=True)
+    x = torch.rand(7, TASKS, 10, 10)
+
+    def then(out):
+        return torch.relu(F.max_pool2d(out, 2))
+
+    whole, whole_record = conv_batch_norm(conv, norm, x, TASKS, params, channels_last=channels_last)
+    whole = then(whole)
+    image_bytes = TASKS * 5 * 100 * 8
+    sliced, sliced_record = conv_batch_norm(conv, norm, x, TASKS, params, channels_last=channels_last, then=then,
+                                            slice_bytes=3 * image_bytes)  # slices of 3, 3 and 1 images
+    assert torch.allclose(sliced, whole, atol=1e-13, rtol=0)
+    assert all(torch.equal(a, b) for a, b in zip(sliced_record, whole_record))
+    leaves = [v for v in params.values() if v is not None]
+    probe = torch.randn_like(whole)
+    for a, b in zip(torch.autograd.grad((sliced * probe).sum(), leaves), torch.autograd.grad((whole * probe).sum(), leaves)):
+        assert torch.allclose(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_conv4_keeps_no_full_size_activation_for_its_backward(monkeypatch):
+    """Folded and sliced, Conv-4's first block saves only slice-sized tensors and the pooled output."""
+    from metalab.nn import functional, pooling
+    from metalab.nn.backbones import Conv4
+    from metalab.nn.functional import ForwardSettings, task_forward
+
+    monkeypatch.setattr(functional, "SLICE_BYTES", 4 * 8 * 28 * 28 * 8)  # 4 images at a time
+    monkeypatch.setattr(pooling, "MIN_BYTES", 0)
+    module = Conv4(1, 8)
+    params = {n: p.detach().unsqueeze(0).requires_grad_() for n, p in module.named_parameters()}
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        task_forward(module, params, torch.rand(1, 12, 1, 28, 28), params.keys(), ForwardSettings(channels_last=True))
+    full_size = [shape for shape in saved if shape[-2:] == (28, 28) and shape[0] == 12 and shape[1] == 8]
+    assert not full_size, full_size
+    assert (4, 8, 14, 14) in saved  # the pooling indices of a slice

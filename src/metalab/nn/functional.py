@@ -32,7 +32,9 @@ float, or tensors (one per parameter tensor or per element: Meta-SGD) that recei
 from __future__ import annotations
 
 import functools
+import itertools
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -55,6 +57,16 @@ _CHANNELWISE = (
     nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Identity,
     nn.MaxPool2d, nn.AvgPool2d, nn.Dropout,
 )
+
+
+#: parameter-free layers that act on each image alone (unlike BatchNorm with batch statistics).
+_PER_IMAGE = (
+    nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Identity,
+    nn.MaxPool2d, nn.AvgPool2d,
+)
+#: a folded first layer and the per-image layers after it run on slices of images whose output is
+#: about this size, so that their widest activation and its gradient never exist whole.
+SLICE_BYTES = 4 << 20
 
 
 @dataclass
@@ -228,8 +240,16 @@ def _run(module: nn.Module, prefix: str, x: Tensor, state: _State) -> Tensor:
             name, child = children[index]
             if index + 1 < len(children) and _folds_with_norm(child, children[index + 1][1], state):
                 next_name, norm = children[index + 1]
-                x = _run_conv_norm(child, norm, f"{prefix}{name}.", f"{prefix}{next_name}.", x, state)
-                index += 2
+                # the per-image layers after it run on slices of the images, with it (metalab/nn/conv_norm.py)
+                following = list(itertools.takewhile(lambda item: isinstance(item[1], _PER_IMAGE), children[index + 2:]))
+                then = None
+                if following:
+                    layers = nn.Sequential(OrderedDict(following))
+
+                    def then(out: Tensor, layers: nn.Sequential = layers) -> Tensor:
+                        return _run(layers, prefix, out, state)
+                x = _run_conv_norm(child, norm, f"{prefix}{name}.", f"{prefix}{next_name}.", then, x, state)
+                index += 2 + len(following)
                 continue
             if index + 1 < len(children) and _commutes_with_max_pool(child, children[index + 1][1]):
                 # pool first: max(f(x)) = f(max(x)) for a non-decreasing f, so f runs on 1/4 of the values.
@@ -266,9 +286,10 @@ def _folds_with_norm(conv: nn.Module, norm: nn.Module, state: _State) -> bool:
     return state.settings.fold_conv_norm and state.settings.precision == "fp32" and foldable(conv, norm)
 
 
-def _run_conv_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d, conv_prefix: str, norm_prefix: str, x: Tensor,
-                   state: _State) -> Tensor:
-    """A foldable convolution + BatchNorm pair as one 1x1 convolution (:func:`metalab.nn.conv_norm.conv_batch_norm`)."""
+def _run_conv_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d, conv_prefix: str, norm_prefix: str,
+                   then: Callable[[Tensor], Tensor] | None, x: Tensor, state: _State) -> Tensor:
+    """A foldable convolution + BatchNorm pair as one 1x1 convolution, followed by ``then`` (per-image
+    layers), in slices of :data:`SLICE_BYTES` (:func:`metalab.nn.conv_norm.conv_batch_norm`)."""
     params = {"weight": _param(state, conv_prefix + "weight"), "bias": _param(state, conv_prefix + "bias"),
               "norm_weight": _param(state, norm_prefix + "weight"), "norm_bias": _param(state, norm_prefix + "bias")}
     statistics = state.settings.statistics
@@ -281,7 +302,7 @@ def _run_conv_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d, conv_prefix: str, norm
 
     def run(x: Tensor) -> Tensor:
         out, batch_statistics = conv_batch_norm(conv, norm, x, state.tasks, params, statistics, running,
-                                                state.settings.channels_last)
+                                                state.settings.channels_last, then, SLICE_BYTES)
         if state.settings.record is not None and batch_statistics is not None:
             state.settings.record[norm_prefix] = batch_statistics
         return out

@@ -1,7 +1,8 @@
 """MAML's meta-gradient equals the one `higher` computes (unrolled autograd through a patched copy
 of the same nn.Module) on Conv-4 with the same weights and tasks, in float64, for every execution
 path: inner loop and query pass folded over the tasks or task by task, checkpointed, channels-last,
-first convolution + BatchNorm folded or not, max-pooling through metalab's index-only function."""
+first convolution + BatchNorm folded (in slices of images) or not, max-pooling through metalab's
+index-only function."""
 from __future__ import annotations
 
 import pytest
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 from metalab.algorithms.gradient.maml import MAML
 from metalab.data.task import Task
-from metalab.nn import pooling
+from metalab.nn import functional, pooling
 
 higher = pytest.importorskip("higher")
 
@@ -75,8 +76,10 @@ def test_meta_gradient_equals_higher_on_every_path(steps, first_order, monkeypat
     batch = make_tasks()
     lr = 0.4 if steps == 1 else 0.1
     reference = higher_meta_gradient(make_maml(), batch, steps, lr, first_order)
-    # every max-pool through metalab's index-only function (the full-size default applies it to large inputs only)
+    # every max-pool through metalab's index-only function, and the folded first block one image at a
+    # time (the defaults do so only for large inputs)
     monkeypatch.setattr(pooling, "MIN_BYTES", 0)
+    monkeypatch.setattr(functional, "SLICE_BYTES", 1)
     for path, options in PATHS.items():
         learner = make_maml(inner_steps=steps, inner_lr=lr, first_order=first_order, **options)
         ours = metalab_meta_gradient(learner, batch)
