@@ -35,6 +35,7 @@ METALAB_PATHS = {
     "metalab-folded-inner": {"task_chunk": 0},  # inner loop of all tasks folded into grouped kernels
     "metalab-folded": {"task_chunk": 0, "query_chunk": 32},  # inner loop and query pass folded
     "metalab-bf16": {"precision": "bf16"},  # bf16 autocast of the forward passes
+    "metalab-default-malloc": {},  # the default path in a process with glibc's default malloc thresholds
 }
 LIBRARIES = ["plain", "plain-tasks", "plain-tasks-cl", *METALAB_PATHS, "higher", "torchopt", "learn2learn"]
 TASKS, SHOTS, QUERIES = 32, 1, 15
@@ -233,7 +234,10 @@ def uses_reuse(library: str, allocator: str) -> bool:
 
     "library": as each ships (``metalab train`` / ``metalab eval`` turn it on, the peers have no such
     setting); "all": every process, peers and the plain limit included; "none": no process.
+    ``metalab-default-malloc`` never does (metalab's default path beside it, for comparison).
     """
+    if library == "metalab-default-malloc":
+        return False
     return allocator == "all" or (allocator == "library" and library.startswith("metalab"))
 
 
@@ -260,9 +264,12 @@ def child(library: str, ways: int, config: str, iterations: int, warmup: int, th
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"library": library, "ways": ways, "config": config, "median_s": statistics.median(times),
             "min_s": min(times), "times": times, "peak_rss_mb": rss_mb(), "setup_rss_mb": setup_rss,
-            "reuse_freed_memory": uses_reuse(library, allocator)}
+            "reuse_freed_memory": uses_reuse(library, allocator),
+            # of the whole child process (setup, warm-up and timed iterations)
+            "system_s": usage.ru_stime, "user_s": usage.ru_utime, "minor_faults": usage.ru_minflt}
 
 
 def profile(library: str, ways: int, config: str, threads: int, allocator: str = "library", rows: int = 20) -> None:
@@ -326,6 +333,7 @@ def main() -> None:
             libraries = [lib for lib in args.libraries if not (lib.startswith("plain") and config != args.configs[0])]
             merged: dict[str, dict] = {}
             failed: dict[str, str] = {}
+            started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
             # rounds: the libraries take turns, so that a change in the machine's load hits all of them alike
             for _ in range(args.rounds):
                 for library in libraries:
@@ -345,6 +353,8 @@ def main() -> None:
                         merged[library]["peak_rss_mb"] = max(merged[library]["peak_rss_mb"], result["peak_rss_mb"])
                         merged[library]["growth_mb"] = max(merged[library]["growth_mb"],
                                                            result["peak_rss_mb"] - result["setup_rss_mb"])
+                        for counter in ("system_s", "user_s", "minor_faults"):  # summed over the rounds' processes
+                            merged[library][counter] += result[counter]
                     else:
                         merged[library] = {**result, "growth_mb": result["peak_rss_mb"] - result["setup_rss_mb"]}
             for library in libraries:
@@ -353,7 +363,8 @@ def main() -> None:
                     continue
                 result = merged[library]
                 result.update(median_s=statistics.median(result["times"]), min_s=min(result["times"]),
-                              rounds=args.rounds, threads=args.threads, cpus=args.cpus)
+                              rounds=args.rounds, threads=args.threads, cpus=args.cpus,
+                              measured=f"{started}-{time.strftime('%H:%M', time.gmtime())} UTC")
                 print(f"{ways:>4} {config if not library.startswith('plain') else 'fwd+bwd':>6} {library:>19} "
                       f"{result['median_s']:9.3f} {result['min_s']:7.3f} {result['peak_rss_mb']:8.0f} "
                       f"{result['growth_mb']:9.0f}", flush=True)

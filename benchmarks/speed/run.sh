@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The speed table of benchmarks/speed/RESULTS.md: MAML meta-iterations of metalab and its peers, 5-way and
-# 20-way 1-shot, on the quiet 2-core machine with 2 threads. Appends JSON lines to benchmarks/speed/results.jsonl.
+# The speed tables of benchmarks/speed/RESULTS.md: MAML meta-iterations of metalab and its peers, 5-way and
+# 20-way 1-shot, with 2 threads on the 2-core machine; then the compute floor and the allocator measurement.
+# Appends JSON lines to benchmarks/speed/results.jsonl.
 # Needs the peers in the project's venv and learn2learn 0.2.0 built in place at $L2L_SRC (see RESULTS.md).
 # Usage: L2L_SRC=/tmp/l2l/learn2learn-0.2.0 bash benchmarks/speed/run.sh
 set -euo pipefail
@@ -12,8 +13,20 @@ out=benchmarks/speed/results.jsonl
 peers="higher torchopt learn2learn"
 # float64 agreement of the meta-gradients (4 tasks) before timing
 $python benchmarks/speed/meta_iteration.py --check --threads 2 --ways 5 --configs so1 so5 fo5 \
-  --libraries metalab metalab-folded metalab-ckpt $peers
-$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 5 --rounds 2 --warmup 1 --ways 5 \
-  --configs so1 so5 fo5 --libraries plain plain-tasks-cl metalab metalab-bf16 metalab-folded $peers --json $out
+  --libraries metalab metalab-no-fold metalab-folded metalab-ckpt $peers
+# the compute floor (query-pass convolutions at the best measured rate) and a Winograd trial
+$python benchmarks/speed/conv_floor.py --winograd
+# the tables: libraries take turns (rounds), each in a fresh process
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 4 --rounds 3 --warmup 1 --ways 5 \
+  --configs so1 so5 fo5 --libraries plain-tasks-cl metalab metalab-no-fold $peers --json $out
 $python benchmarks/speed/meta_iteration.py --threads 2 --iterations 5 --rounds 2 --warmup 1 --ways 20 \
-  --configs so1 fo5 so5 --libraries plain-tasks-cl metalab metalab-bf16 $peers --json $out
+  --configs so1 --libraries plain-tasks-cl metalab $peers --json $out
+# metalab with and without its allocator setting (system time, page faults), then every process with freed
+# memory kept for reuse, the peers included
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 4 --rounds 3 --warmup 1 --ways 5 \
+  --configs so1 so5 --libraries metalab metalab-default-malloc --json $out
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 5 --rounds 2 --warmup 1 --ways 5 \
+  --configs so1 --allocator all --libraries plain-tasks-cl metalab $peers --json $out
+# the same at 20 ways (short: 1 round of 1 warm-up + 2 timed iterations)
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 2 --rounds 1 --warmup 1 --ways 20 \
+  --configs so1 --allocator all --libraries metalab $peers --json $out
