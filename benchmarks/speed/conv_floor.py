@@ -20,10 +20,10 @@ operations (2.25x fewer multiplies, but transforms that pass through memory), ag
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
+from meta_iteration import time_calls  # this script's directory is on sys.path
 
 TASKS, QUERIES, HIDDEN = 32, 15, 64
 #: Conv-4 on 28x28: (input channels, output size) of each 3x3 convolution
@@ -31,14 +31,7 @@ LAYERS = [(1, 28), (HIDDEN, 14), (HIDDEN, 7), (HIDDEN, 3)]
 
 
 def best_ms(function, repeats: int) -> float:
-    for _ in range(3):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+    return 1e3 * min(time_calls(function, 3, repeats))
 
 
 def layer_rate(images: int, c_in: int, size: int, repeats: int) -> tuple[float, float]:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 CONFIGS = {"so1": (1, False), "so5": (5, False), "fo5": (5, True)}  # inner steps, first order
 #: metalab's execution paths (learner options); all give the same meta-gradient (tests compare with higher).
@@ -43,6 +44,18 @@ TASKS, SHOTS, QUERIES = 32, 1, 15
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_calls(function: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``function``, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def setup(ways: int):
@@ -257,13 +270,7 @@ def child(library: str, ways: int, config: str, iterations: int, warmup: int, th
     steps, first_order = CONFIGS[config]
     run = step_function(library, ways, steps, first_order)
     setup_rss = rss_mb()
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
+    times = time_calls(run, warmup, iterations)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"library": library, "ways": ways, "config": config, "median_s": statistics.median(times),
             "min_s": min(times), "times": times, "peak_rss_mb": rss_mb(), "setup_rss_mb": setup_rss,
