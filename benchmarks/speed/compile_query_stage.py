@@ -9,11 +9,12 @@ all 32 tasks with the query loss run eagerly and through ``torch.compile`` (indu
 shapes), in one process, taking turns; it prints the compile time, the largest difference of the
 query gradients (float32) and the graph count.
 
-    .venv/bin/python benchmarks/speed/compile_query_stage.py [--ways 5] [--threads 2] [--rounds 3]
+    .venv/bin/python benchmarks/speed/compile_query_stage.py [--ways 5] [--threads 2] [--rounds 3] [--profile]
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="eager and compiled take turns this many times")
     parser.add_argument("--iterations", type=int, default=2, help="timed query stages per turn")
+    parser.add_argument("--profile", action="store_true",
+                        help="then profile one query stage each way (operators by self CPU time)")
     args = parser.parse_args()
 
     import torch
@@ -67,18 +70,26 @@ def main() -> None:
     compile_s = time.perf_counter() - start
     difference = max((eager_grads[n] - compiled_grads[n]).abs().max().item() for n in names)
     scale = max(eager_grads[n].abs().max().item() for n in names)
-    explained = torch._dynamo.explain(loss_of)({n: fast[n][:1] for n in names}, query_x[:1], query_y[:1])
     print(f"{args.ways}-way, {TASKS} tasks: first compiled query stage (compilation included) {compile_s:.1f} s; "
-          f"graphs {explained.graph_count}, graph breaks {explained.graph_break_count}; "
           f"query gradients: max |eager - compiled| = {difference:.2e} (largest entry {scale:.3g})")
     eager_times, compiled_times = [], []
     for _ in range(args.rounds):
         eager_times += time_calls(lambda: query_stage(loss_of), 0, args.iterations)
         compiled_times += time_calls(lambda: query_stage(compiled), 0, args.iterations)
-    median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
-    print(f"query stage of {TASKS} tasks, median of {len(eager_times)}: eager {median(eager_times):.3f} s, "
-          f"compiled {median(compiled_times):.3f} s (compiled / eager {median(compiled_times) / median(eager_times):.2f}); "
+    eager_s, compiled_s = statistics.median(eager_times), statistics.median(compiled_times)
+    print(f"query stage of {TASKS} tasks, median of {len(eager_times)}: eager {eager_s:.3f} s, "
+          f"compiled {compiled_s:.3f} s (compiled / eager {compiled_s / eager_s:.2f}); "
           f"eager {[round(t, 3) for t in eager_times]}, compiled {[round(t, 3) for t in compiled_times]}")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        for label, function in (("eager", loss_of), ("compiled", compiled)):
+            with profile(activities=[ProfilerActivity.CPU]) as profiled:
+                query_stage(function)
+            print(f"{label}:\n" + profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
+    # after the timing: explain() traces anew, and the compiled function would recompile after it
+    explained = torch._dynamo.explain(loss_of)({n: fast[n][:1] for n in names}, query_x[:1], query_y[:1])
+    print(f"graphs {explained.graph_count}, graph breaks {explained.graph_break_count}")
 
 
 if __name__ == "__main__":
