@@ -13,10 +13,15 @@ out=benchmarks/speed/results.jsonl
 peers="higher torchopt learn2learn"
 # float64 agreement of the meta-gradients (4 tasks) before timing
 $python benchmarks/speed/meta_iteration.py --check --threads 2 --ways 5 --configs so1 so5 fo5 \
-  --libraries metalab metalab-no-fold metalab-folded metalab-ckpt $peers
+  --libraries metalab metalab-no-native metalab-no-fold metalab-folded metalab-ckpt $peers
 # the compute floor (query-pass convolutions at the best measured rate) and a Winograd trial
 $python benchmarks/speed/conv_floor.py --winograd
-# the tables: libraries take turns (rounds), each in a fresh process
+# the tables of 2026-12-02 (compiled kernels): libraries take turns (rounds), each in a fresh process
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 2 --warmup 1 --ways 5 \
+  --configs so1 so5 fo5 --libraries plain-tasks-cl metalab metalab-no-native $peers --json $out
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 2 --warmup 1 --ways 20 \
+  --configs so1 --libraries metalab metalab-no-native $peers --json $out
+# the tables of 2026-12-01
 $python benchmarks/speed/meta_iteration.py --threads 2 --iterations 4 --rounds 3 --warmup 1 --ways 5 \
   --configs so1 so5 fo5 --libraries plain-tasks-cl metalab metalab-no-fold $peers --json $out
 $python benchmarks/speed/meta_iteration.py --threads 2 --iterations 5 --rounds 2 --warmup 1 --ways 20 \

@@ -154,7 +154,27 @@ def test_conv4_keeps_no_full_size_activation_for_its_backward(monkeypatch):
     params = {n: p.detach().unsqueeze(0).requires_grad_() for n, p in module.named_parameters()}
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
-        task_forward(module, params, torch.rand(1, 12, 1, 28, 28), params.keys(), ForwardSettings(channels_last=True))
+        task_forward(module, params, torch.rand(1, 12, 1, 28, 28), params.keys(),
+                     ForwardSettings(channels_last=True, native_kernels=False))
     full_size = [shape for shape in saved if shape[-2:] == (28, 28) and shape[0] == 12 and shape[1] == 8]
     assert not full_size, full_size
     assert (4, 8, 14, 14) in saved  # the pooling indices of a slice
+
+
+def test_conv4_with_the_compiled_first_block_saves_less_than_its_full_size_activation():
+    """With the compiled kernel (metalab/nn/patch_conv_pool.py), the first block saves the patches
+    (10 values per pixel) and a byte per pooled output, never the [N, C, 28, 28] map."""
+    from metalab.nn import patch_conv_pool
+    from metalab.nn.backbones import Conv4
+    from metalab.nn.functional import ForwardSettings, task_forward
+
+    if not patch_conv_pool.native.available():
+        pytest.skip("compiled kernels unavailable on this machine")
+    module = Conv4(1, 64)
+    params = {n: p.detach().unsqueeze(0).requires_grad_() for n, p in module.named_parameters()}
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append((tuple(t.shape), t.dtype)) or t, lambda t: t):
+        task_forward(module, params, torch.rand(1, 12, 1, 28, 28), params.keys(), ForwardSettings(channels_last=True))
+    assert ((12, 28, 28, 1, 10), torch.get_default_dtype()) in saved  # the centred patches with the constant 1
+    assert ((12, 14, 14, 1, 64), torch.uint8) in saved  # where each maximum was
+    assert not [shape for shape, _ in saved if torch.Size(shape).numel() >= 12 * 64 * 28 * 28]

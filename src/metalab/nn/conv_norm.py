@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metalab.nn import patch_conv_pool as fused
+
 #: the largest patch (C_in * kh * kw) folded this way: the covariance is D x D, and the matmul's inner
 #: dimension D is too small for convolution kernels to be efficient.
 MAX_PATCH = 32
@@ -60,6 +62,7 @@ def conv_batch_norm(
     channels_last: bool = False,
     then: Callable[[Tensor], Tensor] | None = None,
     slice_bytes: int = 0,
+    relu_max_pool: bool = False,
 ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
     """``norm(conv(x))`` for T tasks in the folded layout of :func:`metalab.nn.functional.task_forward`,
     or ``then(norm(conv(x)))``.
@@ -79,6 +82,9 @@ def conv_batch_norm(
         channels_last: lay the output out channels-last (else contiguous NCHW).
         then: applied to the output (per slice, with ``slice_bytes``); it must act on each image alone.
         slice_bytes: the output is made in slices of images of at most about this size (0: at once).
+        relu_max_pool: ``then`` is ReLU and a 2x2 max-pool of stride 2 (either order): the 1x1 convolution
+            and both run as one compiled kernel (:mod:`metalab.nn.patch_conv_pool`) when it is available
+            and ``x`` needs no gradient; ``then`` runs otherwise.
     Returns:
         (output [N, T*C, Ho, Wo] or ``then`` of it, batch statistics) where the statistics are the per-channel mean and
         unbiased variance of the convolution's output averaged over the tasks ([C] each, detached),
@@ -130,6 +136,11 @@ def conv_batch_norm(
     # we measured, and it writes channels-last or NCHW as its input is laid out.
     normalised = torch.cat([scale.unsqueeze(-1) * weight, shift.unsqueeze(-1)], -1)  # [T, C, D + 1]
     inputs = torch.cat([patches, patches.new_ones(n, tasks, 1, positions)], 2)  # [N, T, D + 1, L]
+    if relu_max_pool and height >= 2 and width >= 2 and fused.supported(inputs):
+        inputs = inputs.permute(0, 3, 1, 2).reshape(n, height, width, tasks, size + 1)  # one copy
+        out = fused.patch_conv_pool(inputs, normalised)  # [N, H/2, W/2, T, C]
+        out = out.view(n, height // 2, width // 2, tasks * out_channels).permute(0, 3, 1, 2)
+        return (out if channels_last else out.contiguous()), record
     if channels_last:
         inputs = inputs.permute(0, 3, 1, 2).contiguous()  # [N, L, T, D + 1]
         inputs = inputs.view(n, height, width, tasks * (size + 1)).permute(0, 3, 1, 2)

@@ -46,6 +46,7 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from metalab.nn.backbones import MLP, Conv4
+from metalab.nn import batch_norm_relu_pool as fused_norm
 from metalab.nn.conv_norm import conv_batch_norm, foldable
 from metalab.nn.pooling import max_pool2d
 
@@ -88,6 +89,13 @@ class ForwardSettings:
     #: patches with normalised weights (:mod:`metalab.nn.conv_norm`): the same function, computed
     #: faster. Not under bf16.
     fold_conv_norm: bool = True
+    #: metalab's compiled CPU kernels (built on first use, the PyTorch path where they cannot be): a folded
+    #: first layer's ReLU + 2x2 max-pool with it (:mod:`metalab.nn.patch_conv_pool`) and, where
+    #: ``once_differentiable``, BatchNorm + ReLU + 2x2 max-pool (:mod:`metalab.nn.batch_norm_relu_pool`).
+    native_kernels: bool = True
+    #: the gradients of this forward are taken once, never differentiated again (a query pass, a
+    #: first-order inner loop, evaluation): kernels whose backward is not differentiable may run.
+    once_differentiable: bool = False
 
 
 @dataclass
@@ -243,13 +251,20 @@ def _run(module: nn.Module, prefix: str, x: Tensor, state: _State) -> Tensor:
                 # the per-image layers after it run on slices of the images, with it (metalab/nn/conv_norm.py)
                 following = list(itertools.takewhile(lambda item: isinstance(item[1], _PER_IMAGE), children[index + 2:]))
                 then = None
+                relu_max_pool = state.settings.native_kernels and _is_relu_and_max_pool([m for _, m in following])
                 if following:
                     layers = nn.Sequential(OrderedDict(following))
 
                     def then(out: Tensor, layers: nn.Sequential = layers) -> Tensor:
                         return _run(layers, prefix, out, state)
-                x = _run_conv_norm(child, norm, f"{prefix}{name}.", f"{prefix}{next_name}.", then, x, state)
+                x = _run_conv_norm(child, norm, f"{prefix}{name}.", f"{prefix}{next_name}.", then, relu_max_pool,
+                                   x, state)
                 index += 2 + len(following)
+                continue
+            if index + 2 < len(children) and _fuses_norm_relu_pool(child, [children[index + 1][1], children[index + 2][1]],
+                                                                    x, state):
+                x = _batch_norm_relu_pool(child, f"{prefix}{name}.", x, state)
+                index += 3
                 continue
             if index + 1 < len(children) and _commutes_with_max_pool(child, children[index + 1][1]):
                 # pool first: max(f(x)) = f(max(x)) for a non-decreasing f, so f runs on 1/4 of the values.
@@ -287,7 +302,8 @@ def _folds_with_norm(conv: nn.Module, norm: nn.Module, state: _State) -> bool:
 
 
 def _run_conv_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d, conv_prefix: str, norm_prefix: str,
-                   then: Callable[[Tensor], Tensor] | None, x: Tensor, state: _State) -> Tensor:
+                   then: Callable[[Tensor], Tensor] | None, relu_max_pool: bool, x: Tensor,
+                   state: _State) -> Tensor:
     """A foldable convolution + BatchNorm pair as one 1x1 convolution, followed by ``then`` (per-image
     layers), in slices of :data:`SLICE_BYTES` (:func:`metalab.nn.conv_norm.conv_batch_norm`)."""
     params = {"weight": _param(state, conv_prefix + "weight"), "bias": _param(state, conv_prefix + "bias"),
@@ -302,7 +318,7 @@ def _run_conv_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d, conv_prefix: str, norm
 
     def run(x: Tensor) -> Tensor:
         out, batch_statistics = conv_batch_norm(conv, norm, x, state.tasks, params, statistics, running,
-                                                state.settings.channels_last, then, SLICE_BYTES)
+                                                state.settings.channels_last, then, SLICE_BYTES, relu_max_pool)
         if state.settings.record is not None and batch_statistics is not None:
             state.settings.record[norm_prefix] = batch_statistics
         return out
@@ -310,6 +326,41 @@ def _run_conv_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d, conv_prefix: str, norm
     if state.settings.checkpoint:
         return activation_checkpoint(run, x, use_reentrant=False)
     return run(x)
+
+
+def _fuses_norm_relu_pool(norm: nn.Module, following: list[nn.Module], x: Tensor, state: _State) -> bool:
+    """BatchNorm2d with batch statistics, then ReLU and a 2x2 max-pool, on a large channels-last map, in a
+    forward whose gradients are taken once: :func:`metalab.nn.batch_norm_relu_pool.batch_norm_relu_pool`."""
+    settings = state.settings
+    return (isinstance(norm, nn.BatchNorm2d) and settings.native_kernels and settings.once_differentiable
+            and settings.statistics == "batch" and not settings.checkpoint and settings.precision == "fp32"
+            and _is_relu_and_max_pool(following) and fused_norm.supported(x))
+
+
+def _batch_norm_relu_pool(norm: nn.BatchNorm2d, prefix: str, x: Tensor, state: _State) -> Tensor:
+    tasks = state.tasks
+    weight = _per_channel(_param(state, prefix + "weight"), tasks)
+    bias = _per_channel(_param(state, prefix + "bias"), tasks)
+    out, mean, var = fused_norm.batch_norm_relu_pool(x, weight, bias, norm.eps)
+    if state.settings.record is not None:  # as _record_statistics: unbiased variance, averaged over tasks
+        count = x.shape[0] * x.shape[2] * x.shape[3]
+        unbiased = var * count / max(count - 1, 1)
+        state.settings.record[prefix] = (mean.view(tasks, -1).mean(0).float(), unbiased.view(tasks, -1).mean(0).float())
+    return out
+
+
+def _is_relu_and_max_pool(layers: list[nn.Module]) -> bool:
+    """True for [ReLU, 2x2 max-pool of stride 2] in either order (the same function): the layers that
+    :func:`metalab.nn.patch_conv_pool.patch_conv_pool` fuses with a folded first layer."""
+    if len(layers) != 2:
+        return False
+    pools = [layer for layer in layers if isinstance(layer, nn.MaxPool2d)]
+    if not pools or not any(type(layer) is nn.ReLU for layer in layers):
+        return False
+    pool, pair = pools[0], nn.modules.utils._pair
+    stride = pool.stride if pool.stride is not None else pool.kernel_size
+    return (pair(pool.kernel_size) == (2, 2) and pair(stride) == (2, 2) and pair(pool.padding) == (0, 0)
+            and pair(pool.dilation) == (1, 1) and not pool.return_indices and not pool.ceil_mode)
 
 
 def _commutes_with_max_pool(activation: nn.Module, following: nn.Module) -> bool:
@@ -426,6 +477,8 @@ class InnerLoop:
             permutation of the support set, redrawn after every pass (Reptile).
         fold_conv_norm: run thin-input convolution + BatchNorm pairs as one 1x1 convolution of their
             patches (same result).
+        native_kernels: run such a folded layer's ReLU + 2x2 max-pool with it in metalab's compiled
+            kernel (:mod:`metalab.nn.patch_conv_pool`) when it builds (same result).
     """
 
     steps: int = 1
@@ -441,6 +494,7 @@ class InnerLoop:
     eps: float = 1e-8
     minibatch: int = 0
     fold_conv_norm: bool = True
+    native_kernels: bool = True
 
     def __post_init__(self) -> None:
         if self.bn_mode not in BN_MODES:
@@ -464,7 +518,10 @@ class InnerLoop:
         channels_last = self.channels_last
         if inner and self.inner_channels_last is not None:
             channels_last = self.inner_channels_last
-        return ForwardSettings(statistics, record, checkpoint, channels_last, self.precision, self.fold_conv_norm)
+        # only a second-order inner loop differentiates its forward's gradients again
+        once = not inner or self.first_order
+        return ForwardSettings(statistics, record, checkpoint, channels_last, self.precision, self.fold_conv_norm,
+                               self.native_kernels, once)
 
 
 def expand_for_tasks(params: Mapping[str, Tensor], names: Iterable[str], tasks: int) -> dict[str, Tensor]:

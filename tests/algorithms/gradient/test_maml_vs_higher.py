@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from metalab.algorithms.gradient.maml import MAML
 from metalab.data.task import Task
-from metalab.nn import functional, pooling
+from metalab.nn import batch_norm_relu_pool, functional, pooling
 
 higher = pytest.importorskip("higher")
 
@@ -67,6 +67,7 @@ PATHS = {
     "inner loop channels-last too": {"inner_channels_last": None},
     "checkpointed": {"checkpoint": True},
     "first conv + BatchNorm unfolded": {"fold_conv_norm": False},
+    "without the compiled kernels": {"native_kernels": False},
 }
 
 
@@ -80,6 +81,8 @@ def test_meta_gradient_equals_higher_on_every_path(steps, first_order, monkeypat
     # time (the defaults do so only for large inputs)
     monkeypatch.setattr(pooling, "MIN_BYTES", 0)
     monkeypatch.setattr(functional, "SLICE_BYTES", 1)
+    # and the compiled BatchNorm + ReLU + max-pool kernel on every map it may take (query passes, first order)
+    monkeypatch.setattr(batch_norm_relu_pool, "MIN_BYTES", 0)
     for path, options in PATHS.items():
         learner = make_maml(inner_steps=steps, inner_lr=lr, first_order=first_order, **options)
         ours = metalab_meta_gradient(learner, batch)

@@ -66,6 +66,9 @@ class GradientOptions(LearnerOptions):
     #: compute the first convolution + BatchNorm (thin input: C_in * 3 * 3 <= 32 values per output) as one
     #: matmul with batch-normalised weights (metalab/nn/conv_norm.py); same function, faster.
     fold_conv_norm: bool = True
+    #: with it, run that layer's ReLU + 2x2 max-pool in metalab's compiled CPU kernel
+    #: (metalab/nn/patch_conv_pool.py; built on first use; the PyTorch path where it cannot be built).
+    native_kernels: bool = True
 
 
 def check_options(options: GradientOptions) -> None:
@@ -122,7 +125,7 @@ class GradientLearner(MetaLearner):
             steps=options.inner_steps, lr=options.inner_lr, first_order=options.first_order,
             bn_mode=options.bn_mode, checkpoint=options.checkpoint, channels_last=options.channels_last,
             inner_channels_last=options.inner_channels_last, precision=options.precision,
-            fold_conv_norm=options.fold_conv_norm,
+            fold_conv_norm=options.fold_conv_norm, native_kernels=options.native_kernels,
         )
 
     # ------------------------------------------------------------------------ what the algorithm sets
