@@ -4,6 +4,7 @@
         [--configs so1 so5 fo5] [--ways 5 20] [--libraries metalab higher torchopt ...] [--json out.json]
     python benchmarks/speed/meta_iteration.py --check [--ways 5] [--configs ...] [--libraries ...]
     python benchmarks/speed/meta_iteration.py --profile LIBRARY WAYS CONFIG [--threads 2]
+    python benchmarks/speed/meta_iteration.py --interleave --libraries metalab torchopt ... [--ways 5] [--configs so1]
 
 Every (library, configuration) runs in its own process on the same weights (seed 0) and the same
 tasks (random Omniglot-sized images, seed 1): Conv-4 (64 channels) + linear head, 28x28 inputs,
@@ -280,6 +281,42 @@ def child(library: str, ways: int, config: str, iterations: int, warmup: int, th
             "system_s": usage.ru_stime, "user_s": usage.ru_utime, "minor_faults": usage.ru_minflt}
 
 
+def interleave(libraries: list[str], ways: int, config: str, iterations: int, warmup: int, threads: int) -> dict:
+    """All ``libraries`` in this one process, taking turns iteration by iteration, so that each turn's
+    libraries meet the same machine speed (this CPU's speed drifts by up to 2x within minutes). Freed
+    memory is kept for reuse in the whole process, the peers' iterations included (the conservative
+    choice for metalab: as each library ships, only metalab's processes keep it). Prints each library's
+    median and, for each peer, the median over turns of metalab's time / the peer's."""
+    import torch
+
+    from metalab.train.allocator import reuse_freed_memory
+
+    torch.set_num_threads(threads)
+    reuse_freed_memory()
+    steps, first_order = CONFIGS[config]
+    runs = {library: step_function(library, ways, steps, first_order) for library in libraries}
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    times: dict[str, list[float]] = {library: [] for library in libraries}
+    for _ in range(iterations):
+        for library, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[library].append(time.perf_counter() - start)
+    result = {"ways": ways, "config": config, "interleaved": True, "times": times,
+              "median_s": {library: statistics.median(t) for library, t in times.items()},
+              "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    print(f"{ways:>4} {config:>6}  " + "  ".join(f"{library} {statistics.median(t):.3f} s" for library, t in times.items()))
+    if "metalab" in times:
+        ratios = {library: statistics.median(m / p for m, p in zip(times["metalab"], t))
+                  for library, t in times.items() if library != "metalab"}
+        result["metalab_over"] = ratios
+        print(f"{'':>12}median over turns of metalab / " + ", ".join(f"{library}: {ratio:.3f}x" for library, ratio in ratios.items()),
+              flush=True)
+    return result
+
+
 def profile(library: str, ways: int, config: str, threads: int, allocator: str = "library", rows: int = 20) -> None:
     """Where one meta-iteration's time goes: torch.profiler's operators by self CPU time (after 1 warm-up)."""
     import torch
@@ -319,12 +356,23 @@ def main() -> None:
                         help="instead of timing: compare the libraries' float64 meta-gradients on 4 tasks")
     parser.add_argument("--profile", nargs=3, metavar=("LIBRARY", "WAYS", "CONFIG"),
                         help="instead of timing: profile one meta-iteration of LIBRARY (operators by self CPU time)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="instead of a process per library: all libraries in one process, taking turns each "
+                             "iteration (same machine speed per turn; freed memory reused by all); no memory figures")
     parser.add_argument("--child", nargs=3, metavar=("LIBRARY", "WAYS", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.check:
         for ways in args.ways:
             for config in args.configs:
                 check(ways, config, ["metalab", *[x for x in args.libraries if not x.startswith("plain") and x != "metalab"]])
+        return
+    if args.interleave:
+        for ways in args.ways:
+            for config in args.configs:
+                result = interleave(args.libraries, ways, config, args.iterations, args.warmup, args.threads)
+                if args.json:
+                    with open(args.json, "a") as handle:
+                        handle.write(json.dumps(result) + "\n")
         return
     if args.profile:
         library, ways, config = args.profile

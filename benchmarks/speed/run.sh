@@ -21,6 +21,15 @@ $python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 2
   --configs so1 so5 fo5 --libraries plain-tasks-cl metalab metalab-no-native $peers --json $out
 $python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 2 --warmup 1 --ways 20 \
   --configs so1 --libraries metalab metalab-no-native $peers --json $out
+# the same with every library in one process, turn by turn (drift-free ratios), then 20-way with freed memory
+# kept in every process; and the compiled kernels against the PyTorch operations they replace
+$python benchmarks/speed/meta_iteration.py --interleave --iterations 6 --warmup 1 --ways 5 --configs so1 \
+  --libraries metalab metalab-no-native $peers --json $out
+$python benchmarks/speed/meta_iteration.py --interleave --iterations 4 --warmup 1 --ways 20 --configs so1 \
+  --libraries metalab $peers --json $out
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 2 --warmup 1 --ways 20 \
+  --configs so1 --allocator all --libraries metalab higher learn2learn --json $out
+$python benchmarks/speed/native_kernels.py
 # the tables of 2026-12-01
 $python benchmarks/speed/meta_iteration.py --threads 2 --iterations 4 --rounds 3 --warmup 1 --ways 5 \
   --configs so1 so5 fo5 --libraries plain-tasks-cl metalab metalab-no-fold $peers --json $out

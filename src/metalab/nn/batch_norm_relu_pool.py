@@ -27,8 +27,9 @@ from torch.autograd.function import once_differentiable
 from metalab.nn import native
 
 #: maps from this size on use the kernel; below it PyTorch's three calls cost about the same or less
-#: (forward+backward, 2 threads: [75, 64, 7, 7] = 0.9 MB 1.30 vs 1.89 ms, [75, 64, 3, 3] = 0.16 MB 0.73
-#: vs 0.68 ms, [300, 64, 14, 14] 15.6 vs 23.4 ms).
+#: (forward+backward, 2 threads, `benchmarks/speed/native_kernels.py`, 2026-12-02 03:00 UTC:
+#: [75, 64, 7, 7] = 0.9 MB 1.36 vs 1.49 ms, [75, 64, 3, 3] = 0.16 MB 0.92 vs 0.80 ms,
+#: [300, 64, 14, 14] 16.2 vs 23.1 ms).
 MIN_BYTES = 256 << 10
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -58,6 +59,13 @@ def _build() -> None:
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in sorted(Path(__file__).parent.glob("*.[ch]*")))
                             ).hexdigest()[:10]
     name = f"metalab_native_{torch.backends.cpu.get_cpu_capability().lower()}_{digest}"
+    try:  # a private helper of PyTorch's: only for the message
+        built = Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
+    except Exception:
+        built = None
+    if built is not None and not built.exists():
+        print(f"metalab: compiling its CPU kernels into {built.parent} (once per machine and version, "
+              f"about 25 s; METALAB_NATIVE=0 skips them)", file=sys.stderr, flush=True)
     cpp_extension.load(name=name, sources=[str(path) for path in SOURCES], extra_cflags=_flags(),
                        extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
 

@@ -1,0 +1,97 @@
+"""metalab's compiled CPU kernels against the PyTorch operations they replace, forward+backward.
+
+    python benchmarks/speed/native_kernels.py [--threads 2] [--repeats 20]
+
+1. Conv-4's folded first block: ``conv_batch_norm`` (metalab/nn/conv_norm.py) with ReLU and 2x2
+   max-pool, on a query set of 75 (5-way) and 300 (20-way) Omniglot images and a 5-image support
+   set: the compiled conv+ReLU+pool kernel (``native_kernels``) vs the 1x1 convolution of patches
+   followed by PyTorch's max-pool and ReLU, in 4 MiB slices (the path before 2026-12-02).
+2. BatchNorm (batch statistics) + ReLU + 2x2 max-pool over channels-last maps of Conv-4's layers
+   2-4: ``batch_norm_relu_pool`` vs ``F.batch_norm``, metalab's index-only max-pool and ``F.relu``.
+
+Each row: median milliseconds of forward + backward (gradients of every parameter and, for 2., of
+the input), after 3 warm-up calls, in one process. The PyTorch path's values are checked against the
+kernel's first.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+import torch.nn.functional as F
+from meta_iteration import time_calls  # this script's directory is on sys.path
+from torch import nn
+
+from metalab.nn import native
+from metalab.nn.batch_norm_relu_pool import batch_norm_relu_pool
+from metalab.nn.conv_norm import conv_batch_norm
+from metalab.nn.pooling import max_pool2d
+
+HIDDEN = 64
+
+
+def first_block(images: int, repeats: int) -> tuple[float, float]:
+    torch.manual_seed(0)
+    conv, norm, pool = nn.Conv2d(1, HIDDEN, 3, padding=1), nn.BatchNorm2d(HIDDEN), nn.MaxPool2d(2)
+    params = {"weight": conv.weight, "bias": conv.bias, "norm_weight": norm.weight, "norm_bias": norm.bias}
+    params = {name: value.detach().clone().requires_grad_() for name, value in params.items()}
+    x = torch.rand(images, 1, 28, 28)
+
+    def run(fused: bool):
+        out, _ = conv_batch_norm(conv, norm, x, 1, params, "batch", None, True,
+                                 lambda y: F.relu(max_pool2d(y, pool)), 4 << 20, relu_max_pool=fused)
+        return out
+
+    probe = torch.randn_like(run(True))
+    assert torch.allclose(run(True), run(False), atol=1e-5)
+    times = []
+    for fused in (True, False):
+        calls = time_calls(lambda: torch.autograd.grad((run(fused) * probe).sum(), list(params.values())), 3, repeats)
+        times.append(statistics.median(calls) * 1e3)
+    return times[0], times[1]
+
+
+def norm_relu_pool(shape: tuple[int, ...], repeats: int) -> tuple[float, float]:
+    torch.manual_seed(0)
+    x = torch.randn(*shape).contiguous(memory_format=torch.channels_last).requires_grad_()
+    gamma, beta = (torch.rand(shape[1]) + 0.5).requires_grad_(), torch.randn(shape[1]).requires_grad_()
+    pool = nn.MaxPool2d(2)
+
+    def pytorch():
+        return F.relu(max_pool2d(F.batch_norm(x, None, None, gamma, beta, True, 0.0, 1e-5), pool))
+
+    def kernel():
+        return batch_norm_relu_pool(x, gamma, beta, 1e-5)[0]
+
+    probe = torch.randn_like(kernel())
+    assert torch.allclose(kernel(), pytorch(), atol=1e-4)
+    times = []
+    for function in (kernel, pytorch):
+        calls = time_calls(lambda: torch.autograd.grad((function() * probe).sum(), (x, gamma, beta)), 3, repeats)
+        times.append(statistics.median(calls) * 1e3)
+    return times[0], times[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not native.available():
+        raise SystemExit("metalab's compiled kernels are unavailable here (see the warning above)")
+    print(f"{'operation':<58} {'kernel ms':>10} {'PyTorch ms':>11} {'ratio':>6}")
+    for images, what in ((5, "support set, 5-way"), (75, "queries, 5-way"), (300, "queries, 20-way")):
+        kernel, pytorch = first_block(images, args.repeats)
+        print(f"{f'first block, {images} images ({what})':<58} {kernel:>10.3f} {pytorch:>11.3f} {kernel / pytorch:>6.2f}")
+    for shape in ((75, 64, 14, 14), (75, 64, 7, 7), (75, 64, 3, 3), (300, 64, 14, 14), (300, 64, 7, 7),
+                  (300, 64, 3, 3), (20, 64, 14, 14)):
+        kernel, pytorch = norm_relu_pool(shape, args.repeats)
+        megabytes = torch.Size(shape).numel() * 4 / 2 ** 20
+        print(f"{f'batch norm + relu + pool {list(shape)} ({megabytes:.2f} MB)':<58} {kernel:>10.3f} {pytorch:>11.3f} "
+              f"{kernel / pytorch:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()
