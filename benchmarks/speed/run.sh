@@ -30,6 +30,8 @@ $python benchmarks/speed/meta_iteration.py --interleave --iterations 4 --warmup 
 $python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 2 --warmup 1 --ways 20 \
   --configs so1 --allocator all --libraries metalab higher learn2learn --json $out
 $python benchmarks/speed/native_kernels.py
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 2 --rounds 1 --warmup 1 --ways 20 \
+  --configs so5 --libraries metalab higher learn2learn --json $out
 # the tables of 2026-12-01
 $python benchmarks/speed/meta_iteration.py --threads 2 --iterations 4 --rounds 3 --warmup 1 --ways 5 \
   --configs so1 so5 fo5 --libraries plain-tasks-cl metalab metalab-no-fold $peers --json $out
