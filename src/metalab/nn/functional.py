@@ -45,8 +45,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
-from metalab.nn.backbones import MLP, Conv4
 from metalab.nn import batch_norm_relu_pool as fused_norm
+from metalab.nn.backbones import MLP, Conv4
 from metalab.nn.conv_norm import conv_batch_norm, foldable
 from metalab.nn.pooling import max_pool2d
 
@@ -214,9 +214,13 @@ def _record_statistics(x: Tensor, tasks: int, prefix: str, record: dict[str, tup
     """Per-channel batch mean and unbiased variance of folded ``x``, averaged over the tasks."""
     dims = [0] + list(range(2, x.dim()))
     x = x.float()
-    mean = x.mean(dims).view(tasks, -1).mean(0)
-    var = x.var(dims, unbiased=True).view(tasks, -1).mean(0)
-    record[prefix] = (mean, var)
+    _record_task_average(x.mean(dims), x.var(dims, unbiased=True), tasks, prefix, record)
+
+
+def _record_task_average(mean: Tensor, var: Tensor, tasks: int, prefix: str,
+                         record: dict[str, tuple[Tensor, Tensor]]) -> None:
+    """Store per-channel statistics of the folded channels [T*C] as their average over the tasks [C] (float32)."""
+    record[prefix] = (mean.view(tasks, -1).mean(0).float(), var.view(tasks, -1).mean(0).float())
 
 
 def _per_task_call(module: nn.Module, prefix: str, x: Tensor, state: _State) -> Tensor:
@@ -342,10 +346,9 @@ def _batch_norm_relu_pool(norm: nn.BatchNorm2d, prefix: str, x: Tensor, state: _
     weight = _per_channel(_param(state, prefix + "weight"), tasks)
     bias = _per_channel(_param(state, prefix + "bias"), tasks)
     out, mean, var = fused_norm.batch_norm_relu_pool(x, weight, bias, norm.eps)
-    if state.settings.record is not None:  # as _record_statistics: unbiased variance, averaged over tasks
+    if state.settings.record is not None:  # the kernel's variance is the biased one; records keep the unbiased
         count = x.shape[0] * x.shape[2] * x.shape[3]
-        unbiased = var * count / max(count - 1, 1)
-        state.settings.record[prefix] = (mean.view(tasks, -1).mean(0).float(), unbiased.view(tasks, -1).mean(0).float())
+        _record_task_average(mean, var * count / max(count - 1, 1), tasks, prefix, state.settings.record)
     return out
 
 
@@ -477,8 +480,9 @@ class InnerLoop:
             permutation of the support set, redrawn after every pass (Reptile).
         fold_conv_norm: run thin-input convolution + BatchNorm pairs as one 1x1 convolution of their
             patches (same result).
-        native_kernels: run such a folded layer's ReLU + 2x2 max-pool with it in metalab's compiled
-            kernel (:mod:`metalab.nn.patch_conv_pool`) when it builds (same result).
+        native_kernels: metalab's compiled CPU kernels where they build (same result): a folded first
+            layer with its ReLU + 2x2 max-pool (:mod:`metalab.nn.patch_conv_pool`), and BatchNorm + ReLU +
+            max-pool in passes whose gradients are taken once (:mod:`metalab.nn.batch_norm_relu_pool`).
     """
 
     steps: int = 1

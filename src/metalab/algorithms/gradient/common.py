@@ -66,8 +66,9 @@ class GradientOptions(LearnerOptions):
     #: compute the first convolution + BatchNorm (thin input: C_in * 3 * 3 <= 32 values per output) as one
     #: matmul with batch-normalised weights (metalab/nn/conv_norm.py); same function, faster.
     fold_conv_norm: bool = True
-    #: with it, run that layer's ReLU + 2x2 max-pool in metalab's compiled CPU kernel
-    #: (metalab/nn/patch_conv_pool.py; built on first use; the PyTorch path where it cannot be built).
+    #: metalab's compiled CPU kernels (built on first use; the PyTorch path where they cannot be built): that
+    #: folded layer with its ReLU + 2x2 max-pool (metalab/nn/patch_conv_pool.py), and BatchNorm + ReLU +
+    #: max-pool in the query pass and first-order inner loops (metalab/nn/batch_norm_relu_pool.py).
     native_kernels: bool = True
 
 
