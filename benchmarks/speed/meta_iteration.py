@@ -334,7 +334,20 @@ def profile(library: str, ways: int, config: str, threads: int, allocator: str =
     with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiled:
         run()
     print(profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
-    print(profiled.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=rows))
+    by_shape = profiled.key_averages(group_by_input_shape=True)
+    print(by_shape.table(sort_by="self_cpu_time_total", row_limit=rows))
+    # self CPU time by the pass an operator's input belongs to, told apart by its batch size: the
+    # query sets' (QUERIES * ways images), the support sets' (ways images), everything else
+    totals = {"query pass": 0.0, "support sets (inner loop)": 0.0, "other": 0.0}
+    for event in by_shape:
+        maps = [shape for shape in event.input_shapes if isinstance(shape, list) and len(shape) >= 2]
+        batches = {shape[0] for shape in maps} | {shape[1] for shape in maps if len(shape) >= 4 and shape[0] == 64}
+        kind = ("query pass" if QUERIES * ways in batches else
+                "support sets (inner loop)" if SHOTS * ways in batches else "other")
+        totals[kind] += event.self_cpu_time_total / 1e6
+    total = sum(totals.values())
+    for kind, seconds in totals.items():
+        print(f"{kind:<28} {seconds:8.3f} s  {100 * seconds / total:5.1f} %")
 
 
 def main() -> None:

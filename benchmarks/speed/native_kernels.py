@@ -8,10 +8,14 @@
    followed by PyTorch's max-pool and ReLU, in 4 MiB slices (the path before 2026-12-02).
 2. BatchNorm (batch statistics) + ReLU + 2x2 max-pool over channels-last maps of Conv-4's layers
    2-4: ``batch_norm_relu_pool`` vs ``F.batch_norm``, metalab's index-only max-pool and ``F.relu``.
+3. The same in the default (NCHW) layout as a second-order inner loop runs it on the support sets:
+   forward, backward with ``create_graph`` and the double backward (the gradient of a random
+   projection of the input, gamma and beta gradients with respect to the input, gamma and the
+   incoming gradient), vs ``F.batch_norm``, ``F.max_pool2d`` and ``F.relu``.
 
-Each row: median milliseconds of forward + backward (gradients of every parameter and, for 2., of
-the input), after 3 warm-up calls, in one process. The PyTorch path's values are checked against the
-kernel's first.
+Each row: median milliseconds of forward + backward (gradients of every parameter and, for 2. and
+3., of the input; for 3. the double backward too), after 3 warm-up calls, in one process. The PyTorch
+path's values are checked against the kernel's first.
 """
 from __future__ import annotations
 
@@ -73,6 +77,35 @@ def norm_relu_pool(shape: tuple[int, ...], repeats: int) -> tuple[float, float]:
     return times[0], times[1]
 
 
+def norm_relu_pool_second_order(shape: tuple[int, ...], repeats: int) -> tuple[float, float]:
+    torch.manual_seed(0)
+    x = torch.randn(*shape).requires_grad_()
+    gamma, beta = (torch.rand(shape[1]) + 0.5).requires_grad_(), torch.randn(shape[1]).requires_grad_()
+
+    def pytorch():
+        return F.relu(F.max_pool2d(F.batch_norm(x, None, None, gamma, beta, True, 0.0, 1e-5), 2))
+
+    def kernel():
+        return batch_norm_relu_pool(x, gamma, beta, 1e-5)[0]
+
+    probe = torch.randn_like(kernel()).requires_grad_()
+    directions = [torch.randn_like(t) for t in (x, gamma, beta)]
+
+    def second_order(function):
+        grads = torch.autograd.grad((function() * probe).sum(), (x, gamma, beta), create_graph=True)
+        projection = sum((grad * direction).sum() for grad, direction in zip(grads, directions))
+        return torch.autograd.grad(projection, (x, gamma, probe))
+
+    assert torch.allclose(kernel(), pytorch(), atol=1e-4)
+    for ours, theirs in zip(second_order(kernel), second_order(pytorch)):
+        assert torch.allclose(ours, theirs, atol=1e-3, rtol=1e-3)
+    times = []
+    for function in (kernel, pytorch):
+        calls = time_calls(lambda: second_order(function), 3, repeats)
+        times.append(statistics.median(calls) * 1e3)
+    return times[0], times[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -90,6 +123,11 @@ def main() -> None:
         kernel, pytorch = norm_relu_pool(shape, args.repeats)
         megabytes = torch.Size(shape).numel() * 4 / 2 ** 20
         print(f"{f'batch norm + relu + pool {list(shape)} ({megabytes:.2f} MB)':<58} {kernel:>10.3f} {pytorch:>11.3f} "
+              f"{kernel / pytorch:>6.2f}")
+    for shape in ((20, 64, 14, 14), (20, 64, 7, 7), (20, 64, 3, 3), (5, 64, 14, 14), (5, 64, 7, 7), (5, 64, 3, 3)):
+        kernel, pytorch = norm_relu_pool_second_order(shape, args.repeats)
+        megabytes = torch.Size(shape).numel() * 4 / 2 ** 20
+        print(f"{f'second order, NCHW {list(shape)} ({megabytes:.2f} MB)':<58} {kernel:>10.3f} {pytorch:>11.3f} "
               f"{kernel / pytorch:>6.2f}")
 
 

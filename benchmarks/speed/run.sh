@@ -16,6 +16,17 @@ $python benchmarks/speed/meta_iteration.py --check --threads 2 --ways 5 --config
   --libraries metalab metalab-no-native metalab-no-fold metalab-folded metalab-ckpt $peers
 # the compute floor (query-pass convolutions at the best measured rate) and a Winograd trial
 $python benchmarks/speed/conv_floor.py --winograd
+# the tables of 2026-12-02, 04:30-06:00 UTC (the BatchNorm kernel differentiable twice): a process per library,
+# 20-way second order 5 and 1 steps, then 5-way; then the kernels alone (second-order rows included)
+for round in 1 2; do
+  $python benchmarks/speed/meta_iteration.py --threads 2 --iterations 2 --rounds 1 --warmup 1 --ways 20 \
+    --configs so5 --libraries metalab $peers --json $out
+done
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 1 --warmup 1 --ways 20 \
+  --configs so1 --libraries metalab $peers --json $out
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 2 --warmup 1 --ways 5 \
+  --configs so1 so5 fo5 --libraries plain-tasks-cl metalab $peers --json $out
+$python benchmarks/speed/native_kernels.py
 # the tables of 2026-12-02 (compiled kernels): libraries take turns (rounds), each in a fresh process
 $python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 2 --warmup 1 --ways 5 \
   --configs so1 so5 fo5 --libraries plain-tasks-cl metalab metalab-no-native $peers --json $out

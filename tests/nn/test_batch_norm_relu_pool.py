@@ -1,6 +1,6 @@
-"""The compiled BatchNorm + ReLU + 2x2 max-pool kernel against F.batch_norm, F.relu and F.max_pool2d:
-values, statistics and gradients in float64 (gradcheck), its refusal of a second derivative, and its
-use in the forwards whose gradients are taken once."""
+"""The compiled BatchNorm + ReLU + 2x2 max-pool kernel against F.batch_norm, F.relu and F.max_pool2d, in
+both memory formats: values, statistics, gradients and second derivatives in float64 (gradcheck,
+gradgradcheck), its refusal of a third derivative, and where the forwards use it."""
 from __future__ import annotations
 
 import pytest
@@ -18,77 +18,101 @@ def reference(x, gamma, beta, eps):
     return F.max_pool2d(F.relu(F.batch_norm(x, None, None, gamma, beta, True, 0.0, eps)), 2)
 
 
-def channels_last(*shape, seed=0, dtype=torch.float64):
+FORMATS = [torch.channels_last, torch.contiguous_format]
+FORMAT_IDS = ["channels-last", "nchw"]
+
+
+def channels_last(*shape, seed=0, dtype=torch.float64, memory_format=torch.channels_last):
     generator = torch.Generator().manual_seed(seed)
     x = 2.0 + 3.0 * torch.randn(*shape, generator=generator, dtype=dtype)  # a mean far from 0 on purpose
-    return x.contiguous(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=memory_format)
 
 
+@pytest.mark.parametrize("memory_format", FORMATS, ids=FORMAT_IDS)
 @pytest.mark.parametrize("shape", [(6, 64, 14, 14), (5, 7, 7, 9), (3, 3, 2, 3)], ids=["conv4-layer2", "odd", "tiny"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_values_and_statistics_equal_batch_norm_relu_max_pool(shape, dtype):
-    x = channels_last(*shape, dtype=dtype)
+def test_values_and_statistics_equal_batch_norm_relu_max_pool(shape, dtype, memory_format):
+    x = channels_last(*shape, dtype=dtype, memory_format=memory_format)
     gamma = torch.rand(shape[1], dtype=dtype) + 0.5
     gamma[0] = -gamma[0]  # a negative scale turns the window's minimum into its maximum
     beta = torch.randn(shape[1], dtype=dtype)
     out, mean, var = batch_norm_relu_pool(x, gamma, beta, 1e-5)
     tolerance = 1e-12 if dtype == torch.float64 else 2e-5
-    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert out.is_contiguous(memory_format=memory_format)
     assert torch.allclose(out, reference(x, gamma, beta, 1e-5), atol=tolerance, rtol=tolerance)
     dims = (0, 2, 3)
     assert torch.allclose(mean, x.double().mean(dims), atol=1e-6 if dtype == torch.float32 else 1e-12)
     assert torch.allclose(var, x.double().var(dims, unbiased=False), rtol=1e-5 if dtype == torch.float32 else 1e-12)
 
 
-def test_gradients_equal_pytorchs_and_gradcheck():
-    x = channels_last(4, 6, 7, 6, seed=1).requires_grad_()
-    gamma = (torch.rand(6, dtype=torch.float64) + 0.5).requires_grad_()
+@pytest.mark.parametrize("memory_format", FORMATS, ids=FORMAT_IDS)
+def test_gradients_and_second_derivatives_equal_pytorchs_and_gradgradcheck(memory_format):
+    x = channels_last(4, 6, 7, 6, seed=1, memory_format=memory_format).requires_grad_()
+    gamma = torch.rand(6, dtype=torch.float64) + 0.5
+    gamma[1] = -gamma[1]
+    gamma.requires_grad_()
     beta = torch.randn(6, dtype=torch.float64).requires_grad_()
-    probe = torch.randn(4, 6, 3, 3, dtype=torch.float64)
-    ours = torch.autograd.grad((batch_norm_relu_pool(x, gamma, beta, 1e-5)[0] * probe).sum(), (x, gamma, beta))
-    theirs = torch.autograd.grad((reference(x, gamma, beta, 1e-5) * probe).sum(), (x, gamma, beta))
-    for a, b in zip(ours, theirs):
-        assert torch.allclose(a, b, atol=1e-10, rtol=1e-10)
-    small = channels_last(3, 2, 4, 4, seed=2).requires_grad_()
-    torch.autograd.gradcheck(lambda x, g, b: batch_norm_relu_pool(x, g, b, 1e-5)[0],
-                             (small, gamma[:2].detach().clone().requires_grad_(), beta[:2].detach().clone().requires_grad_()))
+    probe = torch.randn(4, 6, 3, 3, dtype=torch.float64).requires_grad_()
+    directions = [torch.randn_like(t) for t in (x, gamma, beta)]
+    results = []
+    for function in (batch_norm_relu_pool, reference):
+        out = function(x, gamma, beta, 1e-5)
+        out = out[0] if isinstance(out, tuple) else out
+        grads = torch.autograd.grad((out * probe).sum(), (x, gamma, beta), create_graph=True)
+        projection = sum((grad * direction).sum() for grad, direction in zip(grads, directions))
+        # beta's gradient does not depend on beta, nor dx on it (piecewise): 0 for PyTorch, None for the kernel
+        second = torch.autograd.grad(projection, (x, gamma, probe, beta), allow_unused=True)
+        results.append([g.detach() for g in grads] + [torch.zeros_like(beta) if g is None else g for g in second])
+    for ours, theirs in zip(*results):
+        assert torch.allclose(ours, theirs, atol=1e-10, rtol=1e-10)
+    small = channels_last(3, 2, 4, 4, seed=2, memory_format=memory_format).requires_grad_()
+    inputs = (small, gamma[:2].detach().clone().requires_grad_(), beta[:2].detach().clone().requires_grad_())
+    torch.autograd.gradcheck(lambda x, g, b: batch_norm_relu_pool(x, g, b, 1e-5)[0], inputs)
+    torch.autograd.gradgradcheck(lambda x, g, b: batch_norm_relu_pool(x, g, b, 1e-5)[0], inputs)
 
 
-def test_a_second_derivative_is_refused_with_a_clear_error():
+def test_a_third_derivative_is_refused_with_a_clear_error():
     x = channels_last(2, 3, 4, 4).requires_grad_()
     weights = torch.rand(2, 3, 2, 2, dtype=torch.float64, requires_grad=True)
     out, _, _ = batch_norm_relu_pool(x, None, None, 1e-5)
     (grad,) = torch.autograd.grad((out * weights).sum(), x, create_graph=True)
+    (second,) = torch.autograd.grad((grad * grad).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
-        grad.sum().backward()
+        second.sum().backward()
 
 
-def test_query_passes_use_it_and_second_order_inner_loops_do_not(monkeypatch):
+def test_inner_loops_and_query_passes_use_it_where_it_pays(monkeypatch):
     """MAML's meta-gradient equals higher's either way (tests/algorithms/gradient/test_maml_vs_higher.py);
-    here: the kernel runs in the query pass and evaluation, never in a second-order inner loop."""
+    here: a second-order inner loop runs the kernel on maps of every size (its double backward is the
+    gain), a first-order one and the query pass only on maps of MIN_BYTES or more."""
     from metalab.nn.backbones import Conv4
     from metalab.nn.functional import InnerLoop, inner_loop, task_forward
 
-    monkeypatch.setattr(fused, "MIN_BYTES", 0)
+    monkeypatch.setattr(fused, "MIN_BYTES", 1 << 40)
     calls = []
     original = fused._BatchNormReluPool.apply
     monkeypatch.setattr(fused._BatchNormReluPool, "apply", lambda *args: calls.append(1) or original(*args))
     module = Conv4(1, 8).double()
     params = {n: p.detach().requires_grad_() for n, p in module.named_parameters()}
     x = torch.rand(2, 5, 1, 28, 28, dtype=torch.float64)
-    loop = InnerLoop(steps=1, lr=0.1, channels_last=True)
+    loop = InnerLoop(steps=1, lr=0.1, channels_last=True, inner_channels_last=False)
 
     def loss_fn(out, y):
         return out.pow(2).flatten(1).mean(1)
 
     fast = inner_loop(module, params, params.keys(), x, None, loss_fn, loop, training=True)
-    assert not calls  # second order: PyTorch's kernels, whose backward is differentiable
+    assert len(calls) == 3  # second order (the inner loop in NCHW): blocks 2, 3 and 4, whatever their size
     out = task_forward(module, fast, x, params.keys(), loop.settings(training=True))
-    assert len(calls) == 3  # the query pass: blocks 2, 3 and 4
+    assert len(calls) == 3  # the query pass: the maps are below MIN_BYTES
     torch.autograd.grad(out.pow(2).sum(), list(params.values()))  # meta-gradient through both
-    first_order = InnerLoop(steps=1, lr=0.1, channels_last=True, first_order=True)
+    first_order = InnerLoop(steps=1, lr=0.1, channels_last=True, inner_channels_last=False, first_order=True)
     inner_loop(module, params, params.keys(), x, None, loss_fn, first_order, training=True)
-    assert len(calls) == 6
+    inner_loop(module, params, params.keys(), x, None, loss_fn, loop, training=False, create_graph=False)
+    assert len(calls) == 3  # gradients taken once: below MIN_BYTES
+    monkeypatch.setattr(fused, "MIN_BYTES", 0)
+    task_forward(module, fast, x, params.keys(), loop.settings(training=True))
+    inner_loop(module, params, params.keys(), x, None, loss_fn, first_order, training=True)
+    assert len(calls) == 9
 
 
 def test_conv4_query_pass_gives_the_same_outputs_gradients_and_running_statistics(monkeypatch):

@@ -90,11 +90,13 @@ class ForwardSettings:
     #: faster. Not under bf16.
     fold_conv_norm: bool = True
     #: metalab's compiled CPU kernels (built on first use, the PyTorch path where they cannot be): a folded
-    #: first layer's ReLU + 2x2 max-pool with it (:mod:`metalab.nn.patch_conv_pool`) and, where
-    #: ``once_differentiable``, BatchNorm + ReLU + 2x2 max-pool (:mod:`metalab.nn.batch_norm_relu_pool`).
+    #: first layer's ReLU + 2x2 max-pool with it (:mod:`metalab.nn.patch_conv_pool`) and BatchNorm + ReLU +
+    #: 2x2 max-pool (:mod:`metalab.nn.batch_norm_relu_pool`).
     native_kernels: bool = True
     #: the gradients of this forward are taken once, never differentiated again (a query pass, a
-    #: first-order inner loop, evaluation): kernels whose backward is not differentiable may run.
+    #: first-order inner loop, evaluation). Where they are differentiated again (a second-order inner
+    #: loop), the BatchNorm + ReLU + max-pool kernel runs on maps of every size: its double backward
+    #: replaces a dozen of PyTorch's calls; otherwise only on maps of ``MIN_BYTES`` or more.
     once_differentiable: bool = False
 
 
@@ -333,12 +335,13 @@ def _run_conv_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d, conv_prefix: str, norm
 
 
 def _fuses_norm_relu_pool(norm: nn.Module, following: list[nn.Module], x: Tensor, state: _State) -> bool:
-    """BatchNorm2d with batch statistics, then ReLU and a 2x2 max-pool, on a large channels-last map, in a
-    forward whose gradients are taken once: :func:`metalab.nn.batch_norm_relu_pool.batch_norm_relu_pool`."""
+    """BatchNorm2d with batch statistics, then ReLU and a 2x2 max-pool, where the compiled kernel pays
+    (:func:`metalab.nn.batch_norm_relu_pool.batch_norm_relu_pool`): maps of every size in a forward that
+    is differentiated twice, large ones otherwise."""
     settings = state.settings
-    return (isinstance(norm, nn.BatchNorm2d) and settings.native_kernels and settings.once_differentiable
-            and settings.statistics == "batch" and not settings.checkpoint and settings.precision == "fp32"
-            and _is_relu_and_max_pool(following) and fused_norm.supported(x))
+    return (isinstance(norm, nn.BatchNorm2d) and settings.native_kernels and settings.statistics == "batch"
+            and not settings.checkpoint and settings.precision == "fp32" and _is_relu_and_max_pool(following)
+            and fused_norm.supported(x, any_size=not settings.once_differentiable))
 
 
 def _batch_norm_relu_pool(norm: nn.BatchNorm2d, prefix: str, x: Tensor, state: _State) -> Tensor:
@@ -482,7 +485,7 @@ class InnerLoop:
             patches (same result).
         native_kernels: metalab's compiled CPU kernels where they build (same result): a folded first
             layer with its ReLU + 2x2 max-pool (:mod:`metalab.nn.patch_conv_pool`), and BatchNorm + ReLU +
-            max-pool in passes whose gradients are taken once (:mod:`metalab.nn.batch_norm_relu_pool`).
+            max-pool (:mod:`metalab.nn.batch_norm_relu_pool`), twice differentiable.
     """
 
     steps: int = 1
@@ -510,12 +513,14 @@ class InnerLoop:
         if self.steps < 0:
             raise ValueError(f"inner steps must be >= 0, got {self.steps}")
 
-    def settings(self, training: bool, record: dict | None = None, inner: bool = False) -> ForwardSettings:
+    def settings(self, training: bool, record: dict | None = None, inner: bool = False,
+                 create_graph: bool | None = None) -> ForwardSettings:
         """Forward settings for meta-training (``training``) or evaluation.
 
         ``inner``: a forward inside the inner loop. Those are never checkpointed: their activations
         are needed by the double backward (and are few: support sets are small); the query forward,
-        which holds most of the activations, is.
+        which holds most of the activations, is. ``create_graph``: whether the inner loop keeps the
+        graph of its gradients (default: second order).
         """
         statistics = "running" if (self.bn_mode == "running" and not training) else "batch"
         checkpoint = self.checkpoint and training and not inner
@@ -523,7 +528,7 @@ class InnerLoop:
         if inner and self.inner_channels_last is not None:
             channels_last = self.inner_channels_last
         # only a second-order inner loop differentiates its forward's gradients again
-        once = not inner or self.first_order
+        once = not inner or not ((not self.first_order) if create_graph is None else create_graph)
         return ForwardSettings(statistics, record, checkpoint, channels_last, self.precision, self.fold_conv_norm,
                                self.native_kernels, once)
 
@@ -566,7 +571,7 @@ def inner_loop(
     tasks = support_x.shape[0]
     create_graph = (not loop.first_order) if create_graph is None else create_graph
     fast = expand_for_tasks(params, adapted, tasks)
-    settings = loop.settings(training, inner=True)
+    settings = loop.settings(training, inner=True, create_graph=create_graph)
     batches = _minibatches(support_x.shape[1], loop.minibatch, support_x.device)
     adam = {name: (torch.zeros_like(fast[name]), torch.zeros_like(fast[name])) for name in adapted} \
         if loop.optimizer == "adam" else None

@@ -9,8 +9,8 @@ load the cached library in milliseconds. A failed build warns once, naming the r
 fallback runs.
 
 Kernels (``torch.ops.metalab_native``): ``patch_conv_pool`` and its backward
-(:mod:`metalab.nn.patch_conv_pool`), ``batch_norm_relu_pool`` and its backward
-(:mod:`metalab.nn.batch_norm_relu_pool`).
+(:mod:`metalab.nn.patch_conv_pool`), ``batch_norm_relu_pool`` with its backward and double backward,
+for channels-last and NCHW maps (:mod:`metalab.nn.batch_norm_relu_pool`).
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 ENV = "METALAB_NATIVE"
-SOURCES = (Path(__file__).with_name("patch_conv_pool.cpp"), Path(__file__).with_name("batch_norm_relu_pool.cpp"))
+SOURCES = tuple(Path(__file__).with_name(name) for name in
+                ("patch_conv_pool.cpp", "batch_norm_relu_pool.cpp", "batch_norm_relu_pool_planes.cpp"))
 
 _state: dict[str, object] = {}
 
