@@ -26,7 +26,14 @@ $python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 1
   --configs so1 --libraries metalab $peers --json $out
 $python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 2 --warmup 1 --ways 5 \
   --configs so1 so5 fo5 --libraries plain-tasks-cl metalab $peers --json $out
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 2 --rounds 1 --warmup 1 --ways 20 \
+  --configs so5 --allocator all --libraries metalab $peers --json $out
 $python benchmarks/speed/native_kernels.py
+$python benchmarks/speed/meta_iteration.py --profile metalab 5 so1 --threads 2
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 1 --warmup 1 --ways 20 \
+  --configs so1 --libraries metalab $peers --json $out
+$python benchmarks/speed/meta_iteration.py --interleave --iterations 3 --warmup 1 --ways 20 --configs so5 \
+  --libraries metalab $peers --json $out
 # the tables of 2026-12-02 (compiled kernels): libraries take turns (rounds), each in a fresh process
 $python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 2 --warmup 1 --ways 5 \
   --configs so1 so5 fo5 --libraries plain-tasks-cl metalab metalab-no-native $peers --json $out
