@@ -38,8 +38,8 @@ from metalab.nn import native
 #: three calls cost about the same or less (forward+backward, 2 threads, `benchmarks/speed/native_kernels.py`,
 #: 2026-12-02 03:00 UTC: channels-last [75, 64, 7, 7] = 0.9 MB 1.36 vs 1.49 ms, [75, 64, 3, 3] = 0.16 MB
 #: 0.92 vs 0.80 ms, [300, 64, 14, 14] 16.2 vs 23.1 ms). Where the backward is differentiated again, the
-#: kernel wins at every size (0.39x-0.64x of PyTorch's forward, backward and double backward on support
-#: sets of 5 and 20 images, NCHW), so :func:`supported` is asked with ``any_size`` there.
+#: kernel wins at every size (0.39x-0.66x of PyTorch's forward, backward and double backward on support
+#: sets of 5 and 20 images, NCHW, two runs), so :func:`supported` is asked with ``any_size`` there.
 MIN_BYTES = 256 << 10
 
 
