@@ -56,52 +56,39 @@ def first_block(images: int, repeats: int) -> tuple[float, float]:
     return times[0], times[1]
 
 
-def norm_relu_pool(shape: tuple[int, ...], repeats: int) -> tuple[float, float]:
+def norm_relu_pool(shape: tuple[int, ...], repeats: int, second_order: bool = False) -> tuple[float, float]:
+    """Kernel and PyTorch ms: forward + backward over a channels-last map (a query pass), or with
+    ``second_order`` forward, backward with ``create_graph`` and the double backward over an NCHW map (a
+    second-order inner loop's support set; PyTorch's own max-pool, which is differentiable twice)."""
     torch.manual_seed(0)
-    x = torch.randn(*shape).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x = torch.randn(*shape)
+    x = (x if second_order else x.contiguous(memory_format=torch.channels_last)).requires_grad_()
     gamma, beta = (torch.rand(shape[1]) + 0.5).requires_grad_(), torch.randn(shape[1]).requires_grad_()
     pool = nn.MaxPool2d(2)
 
     def pytorch():
-        return F.relu(max_pool2d(F.batch_norm(x, None, None, gamma, beta, True, 0.0, 1e-5), pool))
+        normalised = F.batch_norm(x, None, None, gamma, beta, True, 0.0, 1e-5)
+        return F.relu(F.max_pool2d(normalised, 2) if second_order else max_pool2d(normalised, pool))
 
     def kernel():
         return batch_norm_relu_pool(x, gamma, beta, 1e-5)[0]
 
-    probe = torch.randn_like(kernel())
-    assert torch.allclose(kernel(), pytorch(), atol=1e-4)
-    times = []
-    for function in (kernel, pytorch):
-        calls = time_calls(lambda: torch.autograd.grad((function() * probe).sum(), (x, gamma, beta)), 3, repeats)
-        times.append(statistics.median(calls) * 1e3)
-    return times[0], times[1]
-
-
-def norm_relu_pool_second_order(shape: tuple[int, ...], repeats: int) -> tuple[float, float]:
-    torch.manual_seed(0)
-    x = torch.randn(*shape).requires_grad_()
-    gamma, beta = (torch.rand(shape[1]) + 0.5).requires_grad_(), torch.randn(shape[1]).requires_grad_()
-
-    def pytorch():
-        return F.relu(F.max_pool2d(F.batch_norm(x, None, None, gamma, beta, True, 0.0, 1e-5), 2))
-
-    def kernel():
-        return batch_norm_relu_pool(x, gamma, beta, 1e-5)[0]
-
-    probe = torch.randn_like(kernel()).requires_grad_()
+    probe = torch.randn_like(kernel()).requires_grad_(second_order)
     directions = [torch.randn_like(t) for t in (x, gamma, beta)]
 
-    def second_order(function):
-        grads = torch.autograd.grad((function() * probe).sum(), (x, gamma, beta), create_graph=True)
+    def gradients(function):
+        grads = torch.autograd.grad((function() * probe).sum(), (x, gamma, beta), create_graph=second_order)
+        if not second_order:
+            return grads
         projection = sum((grad * direction).sum() for grad, direction in zip(grads, directions))
         return torch.autograd.grad(projection, (x, gamma, probe))
 
     assert torch.allclose(kernel(), pytorch(), atol=1e-4)
-    for ours, theirs in zip(second_order(kernel), second_order(pytorch)):
+    for ours, theirs in zip(gradients(kernel), gradients(pytorch)):
         assert torch.allclose(ours, theirs, atol=1e-3, rtol=1e-3)
     times = []
     for function in (kernel, pytorch):
-        calls = time_calls(lambda: second_order(function), 3, repeats)
+        calls = time_calls(lambda: gradients(function), 3, repeats)
         times.append(statistics.median(calls) * 1e3)
     return times[0], times[1]
 
@@ -118,17 +105,16 @@ def main() -> None:
     for images, what in ((5, "support set, 5-way"), (75, "queries, 5-way"), (300, "queries, 20-way")):
         kernel, pytorch = first_block(images, args.repeats)
         print(f"{f'first block, {images} images ({what})':<58} {kernel:>10.3f} {pytorch:>11.3f} {kernel / pytorch:>6.2f}")
-    for shape in ((75, 64, 14, 14), (75, 64, 7, 7), (75, 64, 3, 3), (300, 64, 14, 14), (300, 64, 7, 7),
-                  (300, 64, 3, 3), (20, 64, 14, 14)):
-        kernel, pytorch = norm_relu_pool(shape, args.repeats)
-        megabytes = torch.Size(shape).numel() * 4 / 2 ** 20
-        print(f"{f'batch norm + relu + pool {list(shape)} ({megabytes:.2f} MB)':<58} {kernel:>10.3f} {pytorch:>11.3f} "
-              f"{kernel / pytorch:>6.2f}")
-    for shape in ((20, 64, 14, 14), (20, 64, 7, 7), (20, 64, 3, 3), (5, 64, 14, 14), (5, 64, 7, 7), (5, 64, 3, 3)):
-        kernel, pytorch = norm_relu_pool_second_order(shape, args.repeats)
-        megabytes = torch.Size(shape).numel() * 4 / 2 ** 20
-        print(f"{f'second order, NCHW {list(shape)} ({megabytes:.2f} MB)':<58} {kernel:>10.3f} {pytorch:>11.3f} "
-              f"{kernel / pytorch:>6.2f}")
+    query_maps = ((75, 64, 14, 14), (75, 64, 7, 7), (75, 64, 3, 3), (300, 64, 14, 14), (300, 64, 7, 7),
+                  (300, 64, 3, 3), (20, 64, 14, 14))
+    support_maps = ((20, 64, 14, 14), (20, 64, 7, 7), (20, 64, 3, 3), (5, 64, 14, 14), (5, 64, 7, 7), (5, 64, 3, 3))
+    for second_order, what, shapes in ((False, "batch norm + relu + pool", query_maps),
+                                       (True, "second order, NCHW", support_maps)):
+        for shape in shapes:
+            kernel, pytorch = norm_relu_pool(shape, args.repeats, second_order)
+            megabytes = torch.Size(shape).numel() * 4 / 2 ** 20
+            print(f"{f'{what} {list(shape)} ({megabytes:.2f} MB)':<58} {kernel:>10.3f} {pytorch:>11.3f} "
+                  f"{kernel / pytorch:>6.2f}")
 
 
 if __name__ == "__main__":

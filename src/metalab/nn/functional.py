@@ -356,8 +356,9 @@ def _batch_norm_relu_pool(norm: nn.BatchNorm2d, prefix: str, x: Tensor, state: _
 
 
 def _is_relu_and_max_pool(layers: list[nn.Module]) -> bool:
-    """True for [ReLU, 2x2 max-pool of stride 2] in either order (the same function): the layers that
-    :func:`metalab.nn.patch_conv_pool.patch_conv_pool` fuses with a folded first layer."""
+    """True for [ReLU, 2x2 max-pool of stride 2] in either order (the same function): the layers that the
+    compiled kernels fuse with a folded first layer (:func:`metalab.nn.patch_conv_pool.patch_conv_pool`)
+    or with a BatchNorm (:func:`metalab.nn.batch_norm_relu_pool.batch_norm_relu_pool`)."""
     if len(layers) != 2:
         return False
     pools = [layer for layer in layers if isinstance(layer, nn.MaxPool2d)]
@@ -527,8 +528,10 @@ class InnerLoop:
         channels_last = self.channels_last
         if inner and self.inner_channels_last is not None:
             channels_last = self.inner_channels_last
-        # only a second-order inner loop differentiates its forward's gradients again
-        once = not inner or not ((not self.first_order) if create_graph is None else create_graph)
+        if create_graph is None:
+            create_graph = not self.first_order
+        # only an inner loop that keeps its gradients' graph differentiates its forward's gradients again
+        once = not (inner and create_graph)
         return ForwardSettings(statistics, record, checkpoint, channels_last, self.precision, self.fold_conv_norm,
                                self.native_kernels, once)
 

@@ -68,7 +68,7 @@ class GradientOptions(LearnerOptions):
     fold_conv_norm: bool = True
     #: metalab's compiled CPU kernels (built on first use; the PyTorch path where they cannot be built): that
     #: folded layer with its ReLU + 2x2 max-pool (metalab/nn/patch_conv_pool.py), and BatchNorm + ReLU +
-    #: max-pool in the query pass and first-order inner loops (metalab/nn/batch_norm_relu_pool.py).
+    #: max-pool in the query pass and the inner loop, second order included (metalab/nn/batch_norm_relu_pool.py).
     native_kernels: bool = True
 
 
