@@ -31,7 +31,8 @@ METALAB_PATHS = {
     # default: task by task (inner loop in NCHW, then a two-stage query backward in channels-last)
     "metalab": {},
     "metalab-nchw": {"channels_last": False},
-    "metalab-no-native": {"native_kernels": False},  # first block's ReLU + max-pool in PyTorch (before 2026-12-02)
+    "metalab-no-winograd": {"winograd": False},  # query pass's second layer on oneDNN (before 2026-12-02 08:30)
+    "metalab-no-native": {"native_kernels": False, "winograd": False},  # first block's ReLU + max-pool in PyTorch (before 2026-12-02)
     "metalab-no-fold": {"fold_conv_norm": False},  # first conv + BatchNorm as separate PyTorch kernels (before 2026-12-01)
     "metalab-all-cl": {"inner_channels_last": None},  # inner loop channels-last too (the default until 2026-11-30)
     "metalab-ckpt": {"checkpoint": True},

@@ -46,6 +46,7 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from metalab.nn import batch_norm_relu_pool as fused_norm
+from metalab.nn import nnpack_conv
 from metalab.nn.backbones import MLP, Conv4
 from metalab.nn.conv_norm import conv_batch_norm, foldable
 from metalab.nn.pooling import max_pool2d
@@ -98,6 +99,10 @@ class ForwardSettings:
     #: loop), the BatchNorm + ReLU + max-pool kernel runs on maps of every size: its double backward
     #: replaces a dozen of PyTorch's calls; otherwise only on maps of ``MIN_BYTES`` or more.
     once_differentiable: bool = False
+    #: in forwards differentiated once, 3x3 convolutions of large enough maps and batches by NNPACK's
+    #: Winograd kernels, forward and both gradients (:mod:`metalab.nn.nnpack_conv`): fewer multiplications,
+    #: results that differ from oneDNN's direct convolution by float32 rounding (relative ~1e-6-1e-5).
+    winograd: bool = True
 
 
 @dataclass
@@ -154,7 +159,7 @@ def _conv2d(module: nn.Conv2d, prefix: str, x: Tensor, state: _State) -> Tensor:
     if weight.dim() == 4 and (bias is None or bias.dim() == 1):
         # shared weights: one plain convolution over the N*T images ([N, T*C] is [N*T, C] in memory).
         c = x.shape[1] // tasks
-        out = F.conv2d(x.reshape(n * tasks, c, *x.shape[2:]), weight, bias, *args, module.groups)
+        out = _convolve(x.reshape(n * tasks, c, *x.shape[2:]), weight, bias, args, module.groups, state)
         return _keep_layout(out.reshape(n, -1, *out.shape[2:]), state)
     if weight.dim() == 4:  # shared weight, per-task bias (or channels-last input): repeat for the grouped kernel
         weight = weight.unsqueeze(0).expand(tasks, *weight.shape)
@@ -162,7 +167,17 @@ def _conv2d(module: nn.Conv2d, prefix: str, x: Tensor, state: _State) -> Tensor:
         bias = bias.unsqueeze(0).expand(tasks, *bias.shape)
     weight = weight.reshape(-1, *weight.shape[2:])
     bias = None if bias is None else bias.reshape(-1)
-    return _keep_layout(F.conv2d(x, weight, bias, *args, groups=tasks * module.groups), state)
+    return _keep_layout(_convolve(x, weight, bias, args, tasks * module.groups, state), state)
+
+
+def _convolve(x: Tensor, weight: Tensor, bias: Tensor | None, args: tuple, groups: int, state: _State) -> Tensor:
+    """``F.conv2d``, or NNPACK's Winograd kernels where they pay and the gradients are taken once
+    (:func:`metalab.nn.nnpack_conv.conv3x3`)."""
+    settings = state.settings
+    if (settings.winograd and settings.once_differentiable and settings.precision == "fp32"
+            and nnpack_conv.supported(x, weight, *args, groups)):
+        return nnpack_conv.conv3x3(x, weight, bias)
+    return F.conv2d(x, weight, bias, *args, groups)
 
 
 def _keep_layout(out: Tensor, state: _State) -> Tensor:
@@ -487,6 +502,9 @@ class InnerLoop:
         native_kernels: metalab's compiled CPU kernels where they build (same result): a folded first
             layer with its ReLU + 2x2 max-pool (:mod:`metalab.nn.patch_conv_pool`), and BatchNorm + ReLU +
             max-pool (:mod:`metalab.nn.batch_norm_relu_pool`), twice differentiable.
+        winograd: where a forward's gradients are taken once (the query pass, a first-order inner loop),
+            3x3 convolutions of 12x12-14x14 maps and 16+ images by NNPACK's Winograd kernels
+            (:mod:`metalab.nn.nnpack_conv`; float32 rounding differs from the direct convolution's).
     """
 
     steps: int = 1
@@ -503,6 +521,7 @@ class InnerLoop:
     minibatch: int = 0
     fold_conv_norm: bool = True
     native_kernels: bool = True
+    winograd: bool = True
 
     def __post_init__(self) -> None:
         if self.bn_mode not in BN_MODES:
@@ -533,7 +552,7 @@ class InnerLoop:
         # only an inner loop that keeps its gradients' graph differentiates its forward's gradients again
         once = not (inner and create_graph)
         return ForwardSettings(statistics, record, checkpoint, channels_last, self.precision, self.fold_conv_norm,
-                               self.native_kernels, once)
+                               self.native_kernels, once, self.winograd)
 
 
 def expand_for_tasks(params: Mapping[str, Tensor], names: Iterable[str], tasks: int) -> dict[str, Tensor]:

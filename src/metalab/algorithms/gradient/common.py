@@ -70,6 +70,10 @@ class GradientOptions(LearnerOptions):
     #: folded layer with its ReLU + 2x2 max-pool (metalab/nn/patch_conv_pool.py), and BatchNorm + ReLU +
     #: max-pool in the query pass and the inner loop, second order included (metalab/nn/batch_norm_relu_pool.py).
     native_kernels: bool = True
+    #: 3x3 convolutions of the query pass (and of first-order inner loops) on 12x12-14x14 maps of 16+ images by
+    #: NNPACK's Winograd kernels, forward and both gradients (metalab/nn/nnpack_conv.py): fewer multiplications
+    #: than oneDNN's direct convolution; results differ from it by float32 rounding only. false = oneDNN.
+    winograd: bool = True
 
 
 def check_options(options: GradientOptions) -> None:
@@ -126,7 +130,7 @@ class GradientLearner(MetaLearner):
             steps=options.inner_steps, lr=options.inner_lr, first_order=options.first_order,
             bn_mode=options.bn_mode, checkpoint=options.checkpoint, channels_last=options.channels_last,
             inner_channels_last=options.inner_channels_last, precision=options.precision,
-            fold_conv_norm=options.fold_conv_norm, native_kernels=options.native_kernels,
+            fold_conv_norm=options.fold_conv_norm, native_kernels=options.native_kernels, winograd=options.winograd,
         )
 
     # ------------------------------------------------------------------------ what the algorithm sets

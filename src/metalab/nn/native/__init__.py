@@ -10,7 +10,8 @@ fallback runs.
 
 Kernels (``torch.ops.metalab_native``): ``patch_conv_pool`` and its backward
 (:mod:`metalab.nn.patch_conv_pool`), ``batch_norm_relu_pool`` with its backward and double backward,
-for channels-last and NCHW maps (:mod:`metalab.nn.batch_norm_relu_pool`).
+for channels-last and NCHW maps (:mod:`metalab.nn.batch_norm_relu_pool`), and ``nnpack_conv2d``, PyTorch's
+bundled NNPACK on PyTorch's own threads (:mod:`metalab.nn.nnpack_conv`).
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import torch
 
 ENV = "METALAB_NATIVE"
 SOURCES = tuple(Path(__file__).with_name(name) for name in
-                ("patch_conv_pool.cpp", "batch_norm_relu_pool.cpp", "batch_norm_relu_pool_planes.cpp"))
+                ("patch_conv_pool.cpp", "batch_norm_relu_pool.cpp", "batch_norm_relu_pool_planes.cpp",
+                 "nnpack_conv.cpp"))
 
 _state: dict[str, object] = {}
 
