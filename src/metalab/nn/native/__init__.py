@@ -15,6 +15,8 @@ bundled NNPACK on PyTorch's own threads (:mod:`metalab.nn.nnpack_conv`).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import sys
@@ -62,15 +64,34 @@ def _build() -> None:
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in sorted(Path(__file__).parent.glob("*.[ch]*")))
                             ).hexdigest()[:10]
     name = f"metalab_native_{torch.backends.cpu.get_cpu_capability().lower()}_{digest}"
-    try:  # a private helper of PyTorch's: only for the message
-        built = Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
-    except Exception:
-        built = None
-    if built is not None and not built.exists():
-        print(f"metalab: compiling its CPU kernels into {built.parent} (once per machine and version, "
+    directory = Path(cpp_extension._get_build_directory(name, verbose=False))  # a private helper of PyTorch's
+    built = directory / f"{name}.so"
+    if not built.exists():
+        print(f"metalab: compiling its CPU kernels into {directory} (once per machine and version, "
               f"about 25 s; METALAB_NATIVE=0 skips them)", file=sys.stderr, flush=True)
-    cpp_extension.load(name=name, sources=[str(path) for path in SOURCES], extra_cflags=_flags(),
-                       extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
+    with _exclusive(directory / "metalab.flock"):
+        # PyTorch marks a build in progress with a plain file named "lock" and waits, forever, while it
+        # exists; a build that was killed leaves it behind. Under this flock (released by the kernel when
+        # its holder dies) no other metalab process is building, so such a file is stale.
+        stale = directory / "lock"
+        if stale.exists():
+            warnings.warn(f"metalab: removing {stale}, left by a build that did not finish", RuntimeWarning,
+                          stacklevel=3)
+            stale.unlink(missing_ok=True)
+        cpp_extension.load(name=name, sources=[str(path) for path in SOURCES], extra_cflags=_flags(),
+                           extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """Hold an exclusive ``flock`` on ``path`` (one builder per machine; freed if the holder dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def available() -> bool:

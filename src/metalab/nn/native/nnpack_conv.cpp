@@ -17,7 +17,6 @@
 #include <nnpack.h>
 
 #include <cstdlib>
-#include <memory>
 #include <mutex>
 
 namespace {
