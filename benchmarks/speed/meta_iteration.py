@@ -28,15 +28,21 @@ from collections.abc import Callable
 CONFIGS = {"so1": (1, False), "so5": (5, False), "fo5": (5, True)}  # inner steps, first order
 #: metalab's execution paths (learner options); all give the same meta-gradient (tests compare with higher).
 METALAB_PATHS = {
-    # default: task by task (inner loop in NCHW, then a two-stage query backward in channels-last)
+    # default: task by task (inner loop in NCHW, then a two-stage query backward in channels-last); on AVX-512
+    # CPUs the inner loop of small support sets in slices of tasks (auto_task_chunk) and no NNPACK
     "metalab": {},
     "metalab-nchw": {"channels_last": False},
-    "metalab-no-winograd": {"winograd": False},  # query pass's second layer on oneDNN (before 2026-12-02 08:30)
+    "metalab-winograd": {"winograd": True},  # query pass's second layer on NNPACK on every CPU (the default on AVX2)
+    "metalab-no-winograd": {"winograd": False},  # ... on oneDNN on every CPU (the default on AVX-512)
     "metalab-no-native": {"native_kernels": False, "winograd": False},  # first block's ReLU + max-pool in PyTorch (before 2026-12-02)
     "metalab-no-fold": {"fold_conv_norm": False},  # first conv + BatchNorm as separate PyTorch kernels (before 2026-12-01)
     "metalab-all-cl": {"inner_channels_last": None},  # inner loop channels-last too (the default until 2026-11-30)
     "metalab-ckpt": {"checkpoint": True},
+    "metalab-task-by-task": {"task_chunk": 1},  # the inner loop task by task on every CPU (the default on AVX2)
     "metalab-folded-inner": {"task_chunk": 0},  # inner loop of all tasks folded into grouped kernels
+    "metalab-chunk4": {"task_chunk": 4},  # inner loop of 4 tasks at a time in grouped kernels
+    "metalab-chunk8": {"task_chunk": 8},
+    "metalab-chunk16": {"task_chunk": 16},
     "metalab-folded": {"task_chunk": 0, "query_chunk": 32},  # inner loop and query pass folded
     "metalab-bf16": {"precision": "bf16"},  # bf16 autocast of the forward passes
     "metalab-default-malloc": {},  # the default path in a process with glibc's default malloc thresholds

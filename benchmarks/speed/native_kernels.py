@@ -1,6 +1,6 @@
 """metalab's compiled CPU kernels against the PyTorch operations they replace, forward+backward.
 
-    python benchmarks/speed/native_kernels.py [--threads 2] [--repeats 20]
+    python benchmarks/speed/native_kernels.py [--threads 2] [--repeats 20] [--parts first-block norm convolution]
 
 1. Conv-4's folded first block: ``conv_batch_norm`` (metalab/nn/conv_norm.py) with ReLU and 2x2
    max-pool, on a query set of 75 (5-way) and 300 (20-way) Omniglot images and a 5-image support
@@ -12,6 +12,11 @@
    forward, backward with ``create_graph`` and the double backward (the gradient of a random
    projection of the input, gamma and beta gradients with respect to the input, gamma and the
    incoming gradient), vs ``F.batch_norm``, ``F.max_pool2d`` and ``F.relu``.
+4. A 3x3 convolution (64 -> 64 channels, padding 1) by NNPACK (``metalab.nn.nnpack_conv.conv3x3``,
+   NCHW, as the query pass's second layer runs it with ``learner.winograd``) vs ``F.conv2d`` (oneDNN)
+   on a channels-last map (the query pass's layout without it): forward, input and weight gradients.
+   Whether NNPACK pays depends on the CPU: its kernels are AVX2, oneDNN's use AVX-512 where the CPU
+   has it (``learner.winograd=auto`` takes NNPACK only where PyTorch's CPU capability is AVX2).
 
 Each row: median milliseconds of forward + backward (gradients of every parameter and, for 2. and
 3., of the input; for 3. the double backward too), after 3 warm-up calls, in one process. The PyTorch
@@ -30,9 +35,11 @@ from torch import nn
 from metalab.nn import native
 from metalab.nn.batch_norm_relu_pool import batch_norm_relu_pool
 from metalab.nn.conv_norm import conv_batch_norm
+from metalab.nn.nnpack_conv import conv3x3
 from metalab.nn.pooling import max_pool2d
 
 HIDDEN = 64
+PARTS = ("first-block", "norm", "convolution")
 
 
 def first_block(images: int, repeats: int) -> tuple[float, float]:
@@ -93,28 +100,64 @@ def norm_relu_pool(shape: tuple[int, ...], repeats: int, second_order: bool = Fa
     return times[0], times[1]
 
 
+def convolution(shape: tuple[int, ...], repeats: int) -> tuple[float, float]:
+    """NNPACK and oneDNN ms: forward + input and weight gradients of a 3x3 convolution over ``shape``."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape).contiguous(memory_format=torch.channels_last).requires_grad_()
+    weight = (torch.randn(shape[1], shape[1], 3, 3) / 24).requires_grad_()
+    probe = torch.randn(*shape)
+
+    def gradients(function):
+        return torch.autograd.grad((function() * probe).sum(), (x, weight))
+
+    def nnpack():
+        return conv3x3(x, weight)
+
+    def onednn():
+        return F.conv2d(x, weight, padding=1)
+
+    assert torch.allclose(nnpack(), onednn(), atol=1e-4)
+    for ours, theirs in zip(gradients(nnpack), gradients(onednn)):
+        assert torch.allclose(ours, theirs, atol=1e-3, rtol=1e-4)
+    times = []
+    for function in (nnpack, onednn):
+        calls = time_calls(lambda: gradients(function), 3, repeats)
+        times.append(statistics.median(calls) * 1e3)
+    return times[0], times[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="1. first-block, 2. and 3. norm, 4. convolution")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not native.available():
         raise SystemExit("metalab's compiled kernels are unavailable here (see the warning above)")
     print(f"{'operation':<58} {'kernel ms':>10} {'PyTorch ms':>11} {'ratio':>6}")
-    for images, what in ((5, "support set, 5-way"), (75, "queries, 5-way"), (300, "queries, 20-way")):
+    for images, what in ((5, "support set, 5-way"), (75, "queries, 5-way"), (300, "queries, 20-way"))[
+            :3 if "first-block" in args.parts else 0]:
         kernel, pytorch = first_block(images, args.repeats)
         print(f"{f'first block, {images} images ({what})':<58} {kernel:>10.3f} {pytorch:>11.3f} {kernel / pytorch:>6.2f}")
     query_maps = ((75, 64, 14, 14), (75, 64, 7, 7), (75, 64, 3, 3), (300, 64, 14, 14), (300, 64, 7, 7),
                   (300, 64, 3, 3), (20, 64, 14, 14))
     support_maps = ((20, 64, 14, 14), (20, 64, 7, 7), (20, 64, 3, 3), (5, 64, 14, 14), (5, 64, 7, 7), (5, 64, 3, 3))
     for second_order, what, shapes in ((False, "batch norm + relu + pool", query_maps),
-                                       (True, "second order, NCHW", support_maps)):
+                                       (True, "second order, NCHW", support_maps))[:2 if "norm" in args.parts else 0]:
         for shape in shapes:
             kernel, pytorch = norm_relu_pool(shape, args.repeats, second_order)
             megabytes = torch.Size(shape).numel() * 4 / 2 ** 20
             print(f"{f'{what} {list(shape)} ({megabytes:.2f} MB)':<58} {kernel:>10.3f} {pytorch:>11.3f} "
                   f"{kernel / pytorch:>6.2f}")
+    if "convolution" not in args.parts:
+        return
+    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}; 'kernel' = NNPACK, 'PyTorch' = oneDNN")
+    for shape in ((16, 64, 14, 14), (20, 64, 14, 14), (75, 64, 14, 14), (300, 64, 14, 14), (75, 64, 12, 12),
+                  (75, 64, 10, 10), (75, 64, 7, 7)):
+        kernel, pytorch = convolution(shape, args.repeats)
+        print(f"{f'3x3 convolution {list(shape)}':<58} {kernel:>10.3f} {pytorch:>11.3f} {kernel / pytorch:>6.2f}")
 
 
 if __name__ == "__main__":

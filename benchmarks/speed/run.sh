@@ -11,6 +11,13 @@ export PYTHONPATH=${L2L_SRC:?set L2L_SRC to the built learn2learn-0.2.0 source t
 python=.venv/bin/python
 out=benchmarks/speed/results.jsonl
 peers="higher torchopt learn2learn"
+# the tables of 2026-12-02 evening, on an AVX-512 CPU (AMD EPYC, Zen 5): NNPACK off by default there
+# (metalab-winograd forces it), the inner loop folded over the tasks as an option (metalab-folded-inner)
+$python benchmarks/speed/native_kernels.py --parts convolution
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 2 --warmup 1 --ways 5 \
+  --configs so1 so5 fo5 --libraries plain-tasks-cl metalab metalab-winograd metalab-folded-inner $peers --json $out
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 2 --rounds 2 --warmup 1 --ways 20 \
+  --configs so1 so5 fo5 --libraries plain-tasks-cl metalab metalab-folded-inner $peers --json $out
 # float64 agreement of the meta-gradients (4 tasks) before timing
 $python benchmarks/speed/meta_iteration.py --check --threads 2 --ways 5 --configs so1 so5 fo5 \
   --libraries metalab metalab-no-native metalab-no-fold metalab-folded metalab-ckpt $peers

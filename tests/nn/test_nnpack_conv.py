@@ -99,3 +99,21 @@ def test_only_forwards_differentiated_once_use_it_and_a_maml_meta_gradient_agree
     ours, theirs = (torch.cat([g.flatten() for g in grads]) for grads in gradients)
     assert ((ours - theirs).norm() / theirs.norm()).item() < 1e-4
     assert torch.allclose(ours, theirs, rtol=0, atol=1e-4 * theirs.abs().max().item())
+
+
+@pytest.mark.parametrize("capability, used", [("AVX2", True), ("AVX512", False), ("DEFAULT", False)])
+def test_by_default_only_cpus_without_avx512_use_it(capability, used, monkeypatch, float32):
+    from metalab.algorithms.gradient.maml import MAML
+    from metalab.data.task import Task
+
+    calls = []
+    original = nnpack_conv.conv3x3
+    monkeypatch.setattr(nnpack_conv, "conv3x3", lambda *a: calls.append(a[0].shape) or original(*a))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    learner = MAML(MAML.Options(name="maml", ways=5, inner_steps=1, inner_lr=0.4), (1, 28, 28))
+    assert learner.options.winograd is None
+    torch.manual_seed(0)
+    support_x, query_x = torch.rand(1, 5, 1, 28, 28), torch.rand(1, 20, 1, 28, 28)
+    labels = torch.arange(5)
+    learner.meta_step(Task(support_x, labels[None], query_x, labels.repeat_interleave(4)[None]))
+    assert calls == ([torch.Size([20, 64, 14, 14])] if used else [])

@@ -102,7 +102,8 @@ class ForwardSettings:
     #: in forwards differentiated once, 3x3 convolutions of large enough maps and batches by NNPACK's
     #: Winograd kernels, forward and both gradients (:mod:`metalab.nn.nnpack_conv`): fewer multiplications,
     #: results that differ from oneDNN's direct convolution by float32 rounding (relative ~1e-6-1e-5).
-    winograd: bool = True
+    #: None: where they beat oneDNN on this CPU (:func:`metalab.nn.nnpack_conv.pays_on_this_cpu`).
+    winograd: bool | None = None
 
 
 @dataclass
@@ -174,7 +175,8 @@ def _convolve(x: Tensor, weight: Tensor, bias: Tensor | None, args: tuple, group
     """``F.conv2d``, or NNPACK's Winograd kernels where they pay and the gradients are taken once
     (:func:`metalab.nn.nnpack_conv.conv3x3`)."""
     settings = state.settings
-    if (settings.winograd and settings.once_differentiable and settings.precision == "fp32"
+    winograd = nnpack_conv.pays_on_this_cpu() if settings.winograd is None else settings.winograd
+    if (winograd and settings.once_differentiable and settings.precision == "fp32"
             and nnpack_conv.supported(x, weight, *args, groups)):
         return nnpack_conv.conv3x3(x, weight, bias)
     return F.conv2d(x, weight, bias, *args, groups)
@@ -504,7 +506,8 @@ class InnerLoop:
             max-pool (:mod:`metalab.nn.batch_norm_relu_pool`), twice differentiable.
         winograd: where a forward's gradients are taken once (the query pass, a first-order inner loop),
             3x3 convolutions of 12x12-14x14 maps and 16+ images by NNPACK's Winograd kernels
-            (:mod:`metalab.nn.nnpack_conv`; float32 rounding differs from the direct convolution's).
+            (:mod:`metalab.nn.nnpack_conv`; float32 rounding differs from the direct convolution's);
+            None (default): only on CPUs where they beat oneDNN's (AVX2, not AVX-512).
     """
 
     steps: int = 1
@@ -521,7 +524,7 @@ class InnerLoop:
     minibatch: int = 0
     fold_conv_norm: bool = True
     native_kernels: bool = True
-    winograd: bool = True
+    winograd: bool | None = None
 
     def __post_init__(self) -> None:
         if self.bn_mode not in BN_MODES:

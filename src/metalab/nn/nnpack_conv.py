@@ -17,7 +17,7 @@ functions of each other, the products are differentiable to any order and were e
 but in float32 a second-order MAML meta-gradient through them drifted 7e-3-9e-3 from float64 on
 some tasks where oneDNN's stayed at 2e-6, whatever the primitive inside; not understood, so not
 shipped.) NNPACK pays on large maps and batches only (:data:`MIN_SIZE`, :data:`MAX_SIZE`,
-:data:`MIN_IMAGES`).
+:data:`MIN_IMAGES`), and only on CPUs without AVX-512 (:func:`pays_on_this_cpu`).
 Its results differ from a direct convolution by rounding (relative 1e-6 to 1e-5 in float32); it
 has no float64 kernels, so float64 runs never take this path.
 """
@@ -29,13 +29,23 @@ from torch.autograd.function import once_differentiable
 
 from metalab.nn import native
 
-#: the map sides and the smallest batch where NNPACK's forward and both gradients together beat oneDNN's.
-#: Measured 2026-12-02 with an ad-hoc script (not kept; 2 threads, forward + autograd backward, ms): 14x14
+#: the map sides and the smallest batch where NNPACK's forward and both gradients together beat oneDNN's
+#: on an AVX2-only CPU (AMD EPYC, Zen; the only kind where they run by default, :func:`pays_on_this_cpu`).
+#: Measured 2026-12-02 with an ad-hoc script (not kept; ``benchmarks/speed/native_kernels.py --parts
+#: convolution`` does the same now; 2 threads, forward + autograd backward, ms): 14x14
 #: maps of 75 images (channels-last) 30.4 vs oneDNN 43.8, 300 images 138 vs 174, 16/20/32 images (NCHW)
 #: 0.80-0.85x; 12x12 0.71x; 10x10 0.92x; 10 images 1.07x; 16x16 maps 1.5x. NNPACK's kernels end at 16x16,
 #: and the weight gradient's kernel is the map.
 MIN_SIZE, MAX_SIZE = 12, 14
 MIN_IMAGES = 16
+
+
+def pays_on_this_cpu() -> bool:
+    """Whether NNPACK beats oneDNN here: where PyTorch's CPU capability is AVX2. NNPACK's x86 kernels are
+    AVX2 + FMA; oneDNN's direct convolution uses AVX-512 where the CPU has it, and on such a CPU (AMD EPYC,
+    Zen 5, 2 threads; ``benchmarks/speed/native_kernels.py --parts convolution``, 2026-12-02) NNPACK took
+    1.21x oneDNN's time on 75 x 64 x 14 x 14 maps, 1.03x on 300, 1.75-1.94x on 16-20, 2.51x on 7 x 7."""
+    return torch.backends.cpu.get_cpu_capability() == "AVX2"
 
 
 def supported(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> bool:

@@ -232,3 +232,18 @@ def test_sinusoid_recipe_trains_and_plots(tmp_path):
     assert result["metric"] == "mse" and result["episodes"] == 5
     path = plot_run(run, tasks=2)
     assert path.exists() and path.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("capability, shape, expected", [
+    ("AVX512", (32, 5, 1, 28, 28), 4), ("AVX512", (32, 20, 1, 28, 28), 1), ("AVX512", (25, 10, 1), 2),
+    ("AVX512", (8, 40, 1), 1), ("AVX2", (32, 5, 1, 28, 28), 1), ("DEFAULT", (32, 5, 1, 28, 28), 1)])
+def test_automatic_task_slices_follow_the_cpu_and_the_support_size(capability, shape, expected, monkeypatch):
+    from metalab.algorithms.gradient.common import auto_task_chunk
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert auto_task_chunk(torch.zeros(shape)) == expected
+    learner = MAML(MAML.Options(name="maml", ways=5), (1, 28, 28))
+    batch = Task(torch.zeros(shape), torch.zeros(shape[:2], dtype=torch.long), torch.zeros(shape),
+                 torch.zeros(shape[:2], dtype=torch.long))
+    assert learner.task_chunk(batch) == expected
+    assert MAML(MAML.Options(name="maml", ways=5, task_chunk=1), (1, 28, 28)).task_chunk(batch) == 1

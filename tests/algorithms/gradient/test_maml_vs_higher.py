@@ -19,12 +19,12 @@ WAYS, SHOTS, QUERIES, TASKS, SIZE = 3, 1, 2, 2, 16
 TOLERANCE = 1e-10
 
 
-def make_tasks(seed: int = 0) -> Task:
+def make_tasks(seed: int = 0, tasks: int = TASKS) -> Task:
     generator = torch.Generator().manual_seed(seed)
-    support_x = torch.rand(TASKS, WAYS * SHOTS, 1, SIZE, SIZE, generator=generator, dtype=torch.float64)
-    query_x = torch.rand(TASKS, WAYS * QUERIES, 1, SIZE, SIZE, generator=generator, dtype=torch.float64)
-    support_y = torch.arange(WAYS).repeat_interleave(SHOTS).expand(TASKS, -1)
-    query_y = torch.arange(WAYS).repeat_interleave(QUERIES).expand(TASKS, -1)
+    support_x = torch.rand(tasks, WAYS * SHOTS, 1, SIZE, SIZE, generator=generator, dtype=torch.float64)
+    query_x = torch.rand(tasks, WAYS * QUERIES, 1, SIZE, SIZE, generator=generator, dtype=torch.float64)
+    support_y = torch.arange(WAYS).repeat_interleave(SHOTS).expand(tasks, -1)
+    query_y = torch.arange(WAYS).repeat_interleave(QUERIES).expand(tasks, -1)
     return Task(support_x, support_y, query_x, query_y)
 
 
@@ -59,7 +59,8 @@ def metalab_meta_gradient(learner: MAML, batch: Task) -> list[torch.Tensor]:
 
 
 PATHS = {
-    "default: task by task, inner loop NCHW, query pass channels-last": {},
+    "default: inner loop NCHW (slices of tasks by the CPU's rule), query pass channels-last": {},
+    "task by task": {"task_chunk": 1},
     "query pass folded over the tasks": {"query_chunk": TASKS},
     "inner loop folded over all tasks": {"task_chunk": 0},
     "everything folded": {"task_chunk": 0, "query_chunk": TASKS},
@@ -90,3 +91,12 @@ def test_meta_gradient_equals_higher_on_every_path(steps, first_order, monkeypat
         assert error <= TOLERANCE, f"{path}: meta-gradient differs from higher's by {error:.3g}"
         scale = max(float(g.abs().max()) for g in reference)
         assert scale > 1e-3  # the comparison is not between two zeros
+
+
+def test_inner_loop_in_slices_of_tasks_equals_higher():
+    """3 tasks in slices of 2 (a grouped slice and a lone task): second order, 5 steps."""
+    batch = make_tasks(tasks=3)
+    reference = higher_meta_gradient(make_maml(), batch, 5, 0.1, False)
+    ours = metalab_meta_gradient(make_maml(inner_steps=5, inner_lr=0.1, task_chunk=2), batch)
+    error = max(float((a - b).abs().max()) for a, b in zip(ours, reference))
+    assert error <= TOLERANCE, f"slices of 2 tasks: meta-gradient differs from higher's by {error:.3g}"

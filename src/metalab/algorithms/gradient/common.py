@@ -50,9 +50,10 @@ class GradientOptions(LearnerOptions):
     bn_mode: str = "transductive"
     #: recompute the query forward's block activations in its backward (less memory, same result).
     checkpoint: bool = False
-    #: tasks per inner-loop computation (1 = task by task: least memory and, on CPU, fastest; 0 = the
-    #: whole meta-batch folded into grouped kernels).
-    task_chunk: int = 1
+    #: tasks per inner-loop computation (1 = task by task: least memory; 0 = the whole meta-batch folded
+    #: into grouped kernels; null (default) = :func:`auto_task_chunk`: slices of small support sets on
+    #: AVX-512 CPUs, where they were faster, task by task elsewhere).
+    task_chunk: Optional[int] = None
     #: tasks per query forward+backward (1 = each task's queries alone: ordinary kernels, least memory).
     query_chunk: int = 1
     #: channels-last memory format for the convolutions (faster pooling and batch norm on CPU).
@@ -73,7 +74,9 @@ class GradientOptions(LearnerOptions):
     #: 3x3 convolutions of the query pass (and of first-order inner loops) on 12x12-14x14 maps of 16+ images by
     #: NNPACK's Winograd kernels, forward and both gradients (metalab/nn/nnpack_conv.py): fewer multiplications
     #: than oneDNN's direct convolution; results differ from it by float32 rounding only. false = oneDNN.
-    winograd: bool = True
+    #: null (default): only on CPUs where NNPACK beats oneDNN (PyTorch's CPU capability AVX2; with AVX-512
+    #: oneDNN is faster: benchmarks/speed/native_kernels.py --parts convolution).
+    winograd: Optional[bool] = None
 
 
 def check_options(options: GradientOptions) -> None:
@@ -81,7 +84,7 @@ def check_options(options: GradientOptions) -> None:
         raise ValueError(f"learner.kind must be 'classification' or 'regression', got {options.kind!r}")
     if options.bn_mode not in BN_MODES:
         raise ValueError(f"learner.bn_mode must be one of {', '.join(BN_MODES)}, got {options.bn_mode!r}")
-    if options.task_chunk < 0:
+    if options.task_chunk is not None and options.task_chunk < 0:
         raise ValueError(f"learner.task_chunk must be >= 0 (0 = all tasks at once), got {options.task_chunk}")
     if options.query_chunk < 1:
         raise ValueError(f"learner.query_chunk must be >= 1 (tasks per query pass), got {options.query_chunk}")
@@ -100,6 +103,25 @@ def build_network(options: GradientOptions, input_shape: tuple[int, ...]) -> nn.
     else:
         raise ValueError(f"learner.backbone must be 'conv4' or 'mlp', got {options.backbone!r}")
     return nn.Sequential(OrderedDict(body=body, head=nn.Linear(features, options.ways)))
+
+
+#: support examples (of all the tasks in one slice) that an automatic inner-loop slice aims for
+SLICE_SUPPORT = 20
+
+
+def auto_task_chunk(support_x: Tensor) -> int:
+    """Tasks per inner-loop slice when ``learner.task_chunk`` is null, for support sets [T, S, ...].
+
+    On a CPU whose PyTorch capability is AVX-512, tasks with small support sets are adapted together in
+    grouped kernels, ``SLICE_SUPPORT // S`` at a time (4 tasks at 5-way 1-shot): measured there (AMD EPYC,
+    Zen 5, 2 threads, Conv-4, meta-batch 32; benchmarks/speed/RESULTS.md) this took 0.74-0.87x the time of
+    task by task at 5-way 1-shot for ~20-55 MB more memory, while 20-image support sets gained nothing
+    reliable from slicing. Elsewhere (AVX2 CPUs, where folding tasks was slower, and GPUs, not measured):
+    task by task.
+    """
+    if support_x.device.type != "cpu" or torch.backends.cpu.get_cpu_capability() != "AVX512":
+        return 1
+    return max(1, SLICE_SUPPORT // max(1, support_x.shape[1]))
 
 
 def chunks(batch: Task, size: int) -> Iterator[Task]:
@@ -153,6 +175,11 @@ class GradientLearner(MetaLearner):
                 raise ValueError(f"tasks have {ways} classes but the learner's head has {self.options.ways} "
                                  f"outputs; set learner.ways={ways} (or more) and retrain")
 
+    def task_chunk(self, batch: Task) -> int:
+        """Tasks per inner-loop slice of ``batch`` (0 = all): ``learner.task_chunk``, or :func:`auto_task_chunk`."""
+        chosen = self.options.task_chunk
+        return auto_task_chunk(batch.support_x) if chosen is None else chosen
+
     def inner_steps(self, training: bool) -> int:
         """Inner steps in meta-training, or at evaluation (``inner_steps_test``, unless overridden)."""
         if self._steps_override is not None:
@@ -186,7 +213,7 @@ class GradientLearner(MetaLearner):
         running = self.options.bn_mode == "running"
         records: list[tuple[dict, int]] = []
         outputs, total = [], len(batch)
-        for chunk in chunks(batch, self.options.task_chunk):
+        for chunk in chunks(batch, self.task_chunk(batch)):
             fast = self.adapt_tasks(chunk.support_x, chunk.support_y, training=True)
 
             def query_loss(params: dict[str, Tensor], start: int, stop: int, chunk: Task = chunk):
@@ -235,7 +262,7 @@ class GradientLearner(MetaLearner):
             finally:
                 self._steps_override = None
         predictions = []
-        for chunk in chunks(batch, self.options.task_chunk):
+        for chunk in chunks(batch, self.task_chunk(batch)):
             with torch.enable_grad():
                 fast = self.adapt_tasks(chunk.support_x, chunk.support_y, training=False)
             with torch.no_grad():
