@@ -16,7 +16,7 @@
    NCHW, as the query pass's second layer runs it with ``learner.winograd``) vs ``F.conv2d`` (oneDNN)
    on a channels-last map (the query pass's layout without it): forward, input and weight gradients.
    Whether NNPACK pays depends on the CPU: its kernels are AVX2, oneDNN's use AVX-512 where the CPU
-   has it (``learner.winograd=auto`` takes NNPACK only where PyTorch's CPU capability is AVX2).
+   has it (``learner.winograd=null`` takes NNPACK only where PyTorch's CPU capability is AVX2).
 
 Each row: median milliseconds of forward + backward (gradients of every parameter and, for 2. and
 3., of the input; for 3. the double backward too), after 3 warm-up calls, in one process. The PyTorch
@@ -90,9 +90,14 @@ def norm_relu_pool(shape: tuple[int, ...], repeats: int, second_order: bool = Fa
         projection = sum((grad * direction).sum() for grad, direction in zip(grads, directions))
         return torch.autograd.grad(projection, (x, gamma, probe))
 
+    return checked_times(kernel, pytorch, gradients, repeats, rtol=1e-3)
+
+
+def checked_times(kernel, pytorch, gradients, repeats: int, rtol: float) -> tuple[float, float]:
+    """Median ms of ``gradients(kernel)`` and ``gradients(pytorch)``, after checking values and gradients agree."""
     assert torch.allclose(kernel(), pytorch(), atol=1e-4)
     for ours, theirs in zip(gradients(kernel), gradients(pytorch)):
-        assert torch.allclose(ours, theirs, atol=1e-3, rtol=1e-3)
+        assert torch.allclose(ours, theirs, atol=1e-3, rtol=rtol)
     times = []
     for function in (kernel, pytorch):
         calls = time_calls(lambda: gradients(function), 3, repeats)
@@ -116,14 +121,7 @@ def convolution(shape: tuple[int, ...], repeats: int) -> tuple[float, float]:
     def onednn():
         return F.conv2d(x, weight, padding=1)
 
-    assert torch.allclose(nnpack(), onednn(), atol=1e-4)
-    for ours, theirs in zip(gradients(nnpack), gradients(onednn)):
-        assert torch.allclose(ours, theirs, atol=1e-3, rtol=1e-4)
-    times = []
-    for function in (nnpack, onednn):
-        calls = time_calls(lambda: gradients(function), 3, repeats)
-        times.append(statistics.median(calls) * 1e3)
-    return times[0], times[1]
+    return checked_times(nnpack, onednn, gradients, repeats, rtol=1e-4)
 
 
 def main() -> None:
@@ -137,15 +135,15 @@ def main() -> None:
     if not native.available():
         raise SystemExit("metalab's compiled kernels are unavailable here (see the warning above)")
     print(f"{'operation':<58} {'kernel ms':>10} {'PyTorch ms':>11} {'ratio':>6}")
-    for images, what in ((5, "support set, 5-way"), (75, "queries, 5-way"), (300, "queries, 20-way"))[
-            :3 if "first-block" in args.parts else 0]:
+    blocks = ((5, "support set, 5-way"), (75, "queries, 5-way"), (300, "queries, 20-way"))
+    for images, what in blocks if "first-block" in args.parts else ():
         kernel, pytorch = first_block(images, args.repeats)
         print(f"{f'first block, {images} images ({what})':<58} {kernel:>10.3f} {pytorch:>11.3f} {kernel / pytorch:>6.2f}")
     query_maps = ((75, 64, 14, 14), (75, 64, 7, 7), (75, 64, 3, 3), (300, 64, 14, 14), (300, 64, 7, 7),
                   (300, 64, 3, 3), (20, 64, 14, 14))
     support_maps = ((20, 64, 14, 14), (20, 64, 7, 7), (20, 64, 3, 3), (5, 64, 14, 14), (5, 64, 7, 7), (5, 64, 3, 3))
-    for second_order, what, shapes in ((False, "batch norm + relu + pool", query_maps),
-                                       (True, "second order, NCHW", support_maps))[:2 if "norm" in args.parts else 0]:
+    norms = ((False, "batch norm + relu + pool", query_maps), (True, "second order, NCHW", support_maps))
+    for second_order, what, shapes in norms if "norm" in args.parts else ():
         for shape in shapes:
             kernel, pytorch = norm_relu_pool(shape, args.repeats, second_order)
             megabytes = torch.Size(shape).numel() * 4 / 2 ** 20

@@ -175,9 +175,9 @@ def _convolve(x: Tensor, weight: Tensor, bias: Tensor | None, args: tuple, group
     """``F.conv2d``, or NNPACK's Winograd kernels where they pay and the gradients are taken once
     (:func:`metalab.nn.nnpack_conv.conv3x3`)."""
     settings = state.settings
-    winograd = nnpack_conv.pays_on_this_cpu() if settings.winograd is None else settings.winograd
-    if (winograd and settings.once_differentiable and settings.precision == "fp32"
-            and nnpack_conv.supported(x, weight, *args, groups)):
+    if (settings.winograd is not False and settings.once_differentiable and settings.precision == "fp32"
+            and nnpack_conv.supported(x, weight, *args, groups)
+            and (settings.winograd or nnpack_conv.pays_on_this_cpu())):
         return nnpack_conv.conv3x3(x, weight, bias)
     return F.conv2d(x, weight, bias, *args, groups)
 
