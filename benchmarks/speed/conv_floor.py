@@ -23,7 +23,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from meta_iteration import time_calls  # this script's directory is on sys.path
+from meta_iteration import machine_description, time_calls  # this script's directory is on sys.path
 
 TASKS, QUERIES, HIDDEN = 32, 15, 64
 #: Conv-4 on 28x28: (input channels, output size) of each 3x3 convolution
@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--winograd", action="store_true")
     args = parser.parse_args()
+    print(f"CPU: {machine_description()}")
     torch.set_num_threads(args.threads)
 
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)

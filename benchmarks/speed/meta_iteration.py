@@ -40,7 +40,9 @@ METALAB_PATHS = {
     "metalab-ckpt": {"checkpoint": True},
     "metalab-task-by-task": {"task_chunk": 1},  # the inner loop task by task on every CPU (the default on AVX2)
     "metalab-folded-inner": {"task_chunk": 0},  # inner loop of all tasks folded into grouped kernels
-    "metalab-chunk4": {"task_chunk": 4},  # inner loop of 4 tasks at a time in grouped kernels
+    "metalab-chunk2": {"task_chunk": 2},  # inner loop of 2 tasks at a time in grouped kernels
+    "metalab-chunk3": {"task_chunk": 3},
+    "metalab-chunk4": {"task_chunk": 4},
     "metalab-chunk8": {"task_chunk": 8},
     "metalab-chunk16": {"task_chunk": 16},
     "metalab-folded": {"task_chunk": 0, "query_chunk": 32},  # inner loop and query pass folded
@@ -49,6 +51,28 @@ METALAB_PATHS = {
 }
 LIBRARIES = ["plain", "plain-tasks", "plain-tasks-cl", *METALAB_PATHS, "higher", "torchopt", "learn2learn"]
 TASKS, SHOTS, QUERIES = 32, 1, 15
+
+
+def machine_description() -> str:
+    """The CPU these figures come from: speed tables differ by CPU kind (e.g. AVX2 vs AVX-512; see RESULTS.md)."""
+    import os
+    import platform
+
+    import torch
+
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    family = f", family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields else ""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{name}{family}, {cores} cores, PyTorch {torch.__version__} "
+            f"capability {torch.backends.cpu.get_cpu_capability()}")
 
 
 def rss_mb() -> float:
@@ -311,7 +335,7 @@ def interleave(libraries: list[str], ways: int, config: str, iterations: int, wa
             start = time.perf_counter()
             run()
             times[library].append(time.perf_counter() - start)
-    result = {"ways": ways, "config": config, "interleaved": True, "times": times,
+    result = {"ways": ways, "config": config, "interleaved": True, "times": times, "cpu": machine_description(),
               "median_s": {library: statistics.median(t) for library, t in times.items()},
               "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(f"{ways:>4} {config:>6}  " + "  ".join(f"{library} {statistics.median(t):.3f} s" for library, t in times.items()))
@@ -403,6 +427,8 @@ def main() -> None:
         print(json.dumps(child(library, int(ways), config, args.iterations, args.warmup, args.threads, args.cpus,
                                args.allocator)))
         return
+    cpu = machine_description()
+    print(f"CPU: {cpu}")
     print(f"{'ways':>4} {'config':>6} {'library':>19} {'median s':>9} {'min s':>7} {'peak MB':>8} {'growth MB':>9}")
     for ways in args.ways:
         for config in args.configs:
@@ -439,7 +465,7 @@ def main() -> None:
                     continue
                 result = merged[library]
                 result.update(median_s=statistics.median(result["times"]), min_s=min(result["times"]),
-                              rounds=args.rounds, threads=args.threads, cpus=args.cpus,
+                              rounds=args.rounds, threads=args.threads, cpus=args.cpus, cpu=cpu,
                               measured=f"{started}-{time.strftime('%H:%M', time.gmtime())} UTC")
                 print(f"{ways:>4} {config if not library.startswith('plain') else 'fwd+bwd':>6} {library:>19} "
                       f"{result['median_s']:9.3f} {result['min_s']:7.3f} {result['peak_rss_mb']:8.0f} "

@@ -29,7 +29,7 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from meta_iteration import time_calls  # this script's directory is on sys.path
+from meta_iteration import machine_description, time_calls  # this script's directory is on sys.path
 from torch import nn
 
 from metalab.nn import native
@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                         help="1. first-block, 2. and 3. norm, 4. convolution")
     args = parser.parse_args()
+    print(f"CPU: {machine_description()}")
     torch.set_num_threads(args.threads)
     if not native.available():
         raise SystemExit("metalab's compiled kernels are unavailable here (see the warning above)")

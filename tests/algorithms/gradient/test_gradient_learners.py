@@ -245,5 +245,19 @@ def test_automatic_task_slices_follow_the_cpu_and_the_support_size(capability, s
     learner = MAML(MAML.Options(name="maml", ways=5), (1, 28, 28))
     batch = Task(torch.zeros(shape), torch.zeros(shape[:2], dtype=torch.long), torch.zeros(shape),
                  torch.zeros(shape[:2], dtype=torch.long))
-    assert learner.task_chunk(batch) == expected
-    assert MAML(MAML.Options(name="maml", ways=5, task_chunk=1), (1, 28, 28)).task_chunk(batch) == 1
+    assert learner.task_chunk(batch, training=True) == expected
+    assert MAML(MAML.Options(name="maml", ways=5, task_chunk=1), (1, 28, 28)).task_chunk(batch, training=True) == 1
+
+
+@pytest.mark.parametrize("steps, first_order, training, expected", [
+    (1, False, True, 4), (3, False, True, 3), (5, False, True, 2), (10, False, True, 1),
+    (5, True, True, 4), (5, False, False, 4)])
+def test_second_order_slices_shrink_with_the_inner_steps_they_hold(steps, first_order, training, expected,
+                                                                    monkeypatch):
+    """5-way 1-shot on AVX-512: every held step of every task in a slice stays in memory until the meta-backward."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    learner = MAML(MAML.Options(name="maml", ways=5, inner_steps=steps, first_order=first_order), (1, 28, 28))
+    shape = (32, 5, 1, 28, 28)
+    batch = Task(torch.zeros(shape), torch.zeros(shape[:2], dtype=torch.long), torch.zeros(shape),
+                 torch.zeros(shape[:2], dtype=torch.long))
+    assert learner.task_chunk(batch, training=training) == expected

@@ -52,7 +52,7 @@ class GradientOptions(LearnerOptions):
     checkpoint: bool = False
     #: tasks per inner-loop computation (1 = task by task: least memory; 0 = the whole meta-batch folded
     #: into grouped kernels; null (default) = :func:`auto_task_chunk`: slices of small support sets on
-    #: AVX-512 CPUs, where they were faster, task by task elsewhere).
+    #: AVX-512 CPUs, where they were faster, smaller the more second-order steps they hold; task by task elsewhere).
     task_chunk: Optional[int] = None
     #: tasks per query forward+backward (1 = each task's queries alone: ordinary kernels, least memory).
     query_chunk: int = 1
@@ -107,21 +107,31 @@ def build_network(options: GradientOptions, input_shape: tuple[int, ...]) -> nn.
 
 #: support examples (of all the tasks in one slice) that an automatic inner-loop slice aims for
 SLICE_SUPPORT = 20
+#: bound of an automatic slice of a second-order inner loop, in support examples x inner steps: every step's
+#: graph of every task in the slice is held until the meta-backward
+SLICE_HELD_SUPPORT_STEPS = 50
 
 
-def auto_task_chunk(support_x: Tensor) -> int:
+def auto_task_chunk(support_x: Tensor, held_steps: int = 0) -> int:
     """Tasks per inner-loop slice when ``learner.task_chunk`` is null, for support sets [T, S, ...].
 
     On a CPU whose PyTorch capability is AVX-512, tasks with small support sets are adapted together in
     grouped kernels, ``SLICE_SUPPORT // S`` at a time (4 tasks at 5-way 1-shot): measured there (AMD EPYC,
     Zen 5, 2 threads, Conv-4, meta-batch 32; benchmarks/speed/RESULTS.md) this took 0.74-0.87x the time of
     task by task at 5-way 1-shot for ~20-55 MB more memory, while 20-image support sets gained nothing
-    reliable from slicing. Elsewhere (AVX2 CPUs, where folding tasks was slower, and GPUs, not measured):
-    task by task.
+    reliable from slicing. ``held_steps``: inner steps whose graph the slice keeps for the meta-backward
+    (a second-order meta-training step; 0 otherwise). Their memory grows with tasks x support x steps, so
+    such slices hold at most ``SLICE_HELD_SUPPORT_STEPS // (S * held_steps)`` tasks (2 at 5-way 1-shot, 5
+    steps: 0.77-0.81x task by task's time for +22 MB, where 4 tasks took 0.69-0.72x for +56 MB). Elsewhere (AVX2
+    CPUs, where folding tasks was slower, and GPUs, not measured): task by task.
     """
     if support_x.device.type != "cpu" or torch.backends.cpu.get_cpu_capability() != "AVX512":
         return 1
-    return max(1, SLICE_SUPPORT // max(1, support_x.shape[1]))
+    support = max(1, support_x.shape[1])
+    tasks = SLICE_SUPPORT // support
+    if held_steps > 0:
+        tasks = min(tasks, SLICE_HELD_SUPPORT_STEPS // (support * held_steps))
+    return max(1, tasks)
 
 
 def chunks(batch: Task, size: int) -> Iterator[Task]:
@@ -175,10 +185,16 @@ class GradientLearner(MetaLearner):
                 raise ValueError(f"tasks have {ways} classes but the learner's head has {self.options.ways} "
                                  f"outputs; set learner.ways={ways} (or more) and retrain")
 
-    def task_chunk(self, batch: Task) -> int:
-        """Tasks per inner-loop slice of ``batch`` (0 = all): ``learner.task_chunk``, or :func:`auto_task_chunk`."""
+    def task_chunk(self, batch: Task, training: bool) -> int:
+        """Tasks per inner-loop slice of ``batch`` (0 = all): ``learner.task_chunk``, or :func:`auto_task_chunk`.
+
+        ``training``: a meta-training step (whose second-order inner loop keeps its graph), else prediction.
+        """
         chosen = self.options.task_chunk
-        return auto_task_chunk(batch.support_x) if chosen is None else chosen
+        if chosen is not None:
+            return chosen
+        held_steps = self.inner_steps(training) if training and not self.loop.first_order else 0
+        return auto_task_chunk(batch.support_x, held_steps)
 
     def inner_steps(self, training: bool) -> int:
         """Inner steps in meta-training, or at evaluation (``inner_steps_test``, unless overridden)."""
@@ -213,7 +229,7 @@ class GradientLearner(MetaLearner):
         running = self.options.bn_mode == "running"
         records: list[tuple[dict, int]] = []
         outputs, total = [], len(batch)
-        for chunk in chunks(batch, self.task_chunk(batch)):
+        for chunk in chunks(batch, self.task_chunk(batch, training=True)):
             fast = self.adapt_tasks(chunk.support_x, chunk.support_y, training=True)
 
             def query_loss(params: dict[str, Tensor], start: int, stop: int, chunk: Task = chunk):
@@ -262,7 +278,7 @@ class GradientLearner(MetaLearner):
             finally:
                 self._steps_override = None
         predictions = []
-        for chunk in chunks(batch, self.task_chunk(batch)):
+        for chunk in chunks(batch, self.task_chunk(batch, training=False)):
             with torch.enable_grad():
                 fast = self.adapt_tasks(chunk.support_x, chunk.support_y, training=False)
             with torch.no_grad():

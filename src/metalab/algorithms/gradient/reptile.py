@@ -63,7 +63,7 @@ class Reptile(GradientLearner):
         moved = {name: torch.zeros_like(p) for name, p in params.items()}
         outputs = []
         records: list[tuple[dict, int]] | None = [] if self.options.bn_mode == "running" else None
-        for chunk in chunks(batch, self.task_chunk(batch)):
+        for chunk in chunks(batch, self.task_chunk(batch, training=True)):
             fast = self.adapt_tasks(chunk.support_x, chunk.support_y, training=True)
             for name in self.adapted_names():
                 moved[name] += (params[name].detach() - fast[name]).sum(0) / total
