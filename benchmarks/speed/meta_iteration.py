@@ -28,23 +28,24 @@ from collections.abc import Callable
 CONFIGS = {"so1": (1, False), "so5": (5, False), "fo5": (5, True)}  # inner steps, first order
 #: metalab's execution paths (learner options); all give the same meta-gradient (tests compare with higher).
 METALAB_PATHS = {
-    # default: task by task (inner loop in NCHW, then a two-stage query backward in channels-last); on AVX-512
-    # CPUs the inner loop of small support sets in slices of tasks (auto_task_chunk) and no NNPACK
+    # default: the inner loop (NCHW) of small support sets in slices of tasks (auto_task_chunk), then a two-stage
+    # query backward in channels-last, task by task; NNPACK only for 150+ query images on AVX2 CPUs
     "metalab": {},
     "metalab-nchw": {"channels_last": False},
-    "metalab-winograd": {"winograd": True},  # query pass's second layer on NNPACK on every CPU (the default on AVX2)
-    "metalab-no-winograd": {"winograd": False},  # ... on oneDNN on every CPU (the default on AVX-512)
+    "metalab-winograd": {"winograd": True},  # query pass's second layer on NNPACK (the default on AVX2 until 2026-12-06)
+    "metalab-no-winograd": {"winograd": False},  # ... on oneDNN (the default at 5 ways and on AVX-512 CPUs)
     "metalab-no-native": {"native_kernels": False, "winograd": False},  # first block's ReLU + max-pool in PyTorch (before 2026-12-02)
     "metalab-no-fold": {"fold_conv_norm": False},  # first conv + BatchNorm as separate PyTorch kernels (before 2026-12-01)
     "metalab-all-cl": {"inner_channels_last": None},  # inner loop channels-last too (the default until 2026-11-30)
     "metalab-ckpt": {"checkpoint": True},
-    "metalab-task-by-task": {"task_chunk": 1},  # the inner loop task by task on every CPU (the default on AVX2)
+    "metalab-task-by-task": {"task_chunk": 1},  # the inner loop task by task (the default on AVX2 until 2026-12-06)
     "metalab-folded-inner": {"task_chunk": 0},  # inner loop of all tasks folded into grouped kernels
     "metalab-chunk2": {"task_chunk": 2},  # inner loop of 2 tasks at a time in grouped kernels
     "metalab-chunk3": {"task_chunk": 3},
     "metalab-chunk4": {"task_chunk": 4},
     "metalab-chunk8": {"task_chunk": 8},
     "metalab-chunk16": {"task_chunk": 16},
+    "metalab-task-by-task-winograd": {"task_chunk": 1, "winograd": True},  # the AVX2 default until 2026-12-06
     "metalab-folded": {"task_chunk": 0, "query_chunk": 32},  # inner loop and query pass folded
     "metalab-bf16": {"precision": "bf16"},  # bf16 autocast of the forward passes
     "metalab-default-malloc": {},  # the default path in a process with glibc's default malloc thresholds

@@ -13,10 +13,10 @@
    projection of the input, gamma and beta gradients with respect to the input, gamma and the
    incoming gradient), vs ``F.batch_norm``, ``F.max_pool2d`` and ``F.relu``.
 4. A 3x3 convolution (64 -> 64 channels, padding 1) by NNPACK (``metalab.nn.nnpack_conv.conv3x3``,
-   NCHW, as the query pass's second layer runs it with ``learner.winograd``) vs ``F.conv2d`` (oneDNN)
-   on a channels-last map (the query pass's layout without it): forward, input and weight gradients.
+   as the query pass's second layer runs it with ``learner.winograd``) vs ``F.conv2d`` (oneDNN),
+   both on a channels-last map (the query pass's layout): forward, input and weight gradients.
    Whether NNPACK pays depends on the CPU: its kernels are AVX2, oneDNN's use AVX-512 where the CPU
-   has it (``learner.winograd=null`` takes NNPACK only where PyTorch's CPU capability is AVX2).
+   has it.
 
 Each row: median milliseconds of forward + backward (gradients of every parameter and, for 2. and
 3., of the input; for 3. the double backward too), after 3 warm-up calls, in one process. The PyTorch
@@ -97,7 +97,9 @@ def checked_times(kernel, pytorch, gradients, repeats: int, rtol: float) -> tupl
     """Median ms of ``gradients(kernel)`` and ``gradients(pytorch)``, after checking values and gradients agree."""
     assert torch.allclose(kernel(), pytorch(), atol=1e-4)
     for ours, theirs in zip(gradients(kernel), gradients(pytorch)):
-        assert torch.allclose(ours, theirs, atol=1e-3, rtol=rtol)
+        # relative to the largest entry: float32 sums over many images (weight gradients of ~1e3) round to ~1e-5 of it
+        error = ((ours - theirs).abs().max() / theirs.abs().max().clamp_min(1e-30)).item()
+        assert error <= rtol, f"the kernel and PyTorch differ by {error:.1e} of the largest entry"
     times = []
     for function in (kernel, pytorch):
         calls = time_calls(lambda: gradients(function), 3, repeats)

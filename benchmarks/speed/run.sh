@@ -11,6 +11,20 @@ export PYTHONPATH=${L2L_SRC:?set L2L_SRC to the built learn2learn-0.2.0 source t
 python=.venv/bin/python
 out=benchmarks/speed/results.jsonl
 peers="higher torchopt learn2learn"
+# the tables of 2026-12-06, on an AVX2 CPU (AMD EPYC, Zen 3): slices of tasks on every CPU, NNPACK by default
+# only for 150+ images (metalab-winograd forces it at 5 ways), with the agreement check first
+$python benchmarks/speed/meta_iteration.py --check --threads 2 --ways 5 --configs so1 so5 fo5 \
+  --libraries metalab metalab-task-by-task $peers
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 2 --warmup 1 --ways 5 \
+  --configs so1 so5 fo5 --libraries plain-tasks-cl metalab metalab-task-by-task metalab-winograd $peers --json $out
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 2 --warmup 1 --ways 5 \
+  --configs so5 --libraries metalab-chunk2 metalab-chunk3 metalab-chunk4
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 2 --rounds 1 --warmup 1 --ways 20 \
+  --configs so1 so5 --libraries metalab metalab-winograd $peers --json $out
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 2 --rounds 2 --warmup 1 --ways 20 \
+  --configs so5 --libraries metalab metalab-no-winograd torchopt --json $out
+$python benchmarks/speed/meta_iteration.py --profile metalab 5 so5 --threads 2
+$python benchmarks/speed/native_kernels.py --parts convolution
 # the tables of 2026-12-02 evening, on an AVX-512 CPU (AMD EPYC, Zen 5): NNPACK off by default there
 # (metalab-winograd forces it), the inner loop folded over the tasks as an option (metalab-folded-inner)
 $python benchmarks/speed/native_kernels.py --parts convolution

@@ -21,30 +21,37 @@ def float32():
 
 def test_gradient_formulas_are_exact_with_a_direct_convolution_in_their_place(monkeypatch):
     # the three products (forward, dx by the flipped weights, dw with images as channels) in float64
-    monkeypatch.setattr(nnpack_conv, "_convolve", lambda x, weight, padding: F.conv2d(x, weight, padding=padding))
+    monkeypatch.setattr(nnpack_conv, "_convolve",
+                        lambda x, weight, bias, padding: F.conv2d(x, weight, bias, padding=padding))
     monkeypatch.setattr(nnpack_conv, "_weight_gradient", lambda x, grad_out: F.conv2d(
         F.pad(x, (1, 1, 1, 1)).transpose(0, 1), grad_out.transpose(0, 1)).transpose(0, 1))
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(3, 4, 6, 5, dtype=torch.float64, generator=generator, requires_grad=True)
     weight = torch.randn(7, 4, 3, 3, dtype=torch.float64, generator=generator, requires_grad=True)
-    assert torch.autograd.gradcheck(nnpack_conv._Conv3x3.apply, (x, weight))
+    bias = torch.randn(7, dtype=torch.float64, generator=generator, requires_grad=True)
+    assert torch.autograd.gradcheck(nnpack_conv._Conv3x3.apply, (x, weight, bias))
     probe = torch.randn(3, 7, 6, 5, dtype=torch.float64, generator=generator)
-    ours = torch.autograd.grad(nnpack_conv._Conv3x3.apply(x, weight), (x, weight), probe)
-    theirs = torch.autograd.grad(F.conv2d(x, weight, padding=1), (x, weight), probe)
+    ours = torch.autograd.grad(nnpack_conv._Conv3x3.apply(x, weight, bias), (x, weight, bias), probe)
+    theirs = torch.autograd.grad(F.conv2d(x, weight, bias, padding=1), (x, weight, bias), probe)
     for a, b in zip(ours, theirs):
         assert torch.allclose(a, b, atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("grad_format", [torch.contiguous_format, torch.channels_last],
+                         ids=["dy-nchw", "dy-channels-last"])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels-last"])
-@pytest.mark.parametrize("shape", [(75, 64, 14, 14), (16, 3, 12, 13)], ids=["conv4-query-layer2", "odd"])
-def test_values_and_gradients_equal_a_float64_direct_convolution(shape, memory_format, float32):
+@pytest.mark.parametrize("shape", [(75, 64, 14, 14), (16, 3, 12, 13), (17, 12, 14, 9)],
+                         ids=["conv4-query-layer2", "odd", "odd-transpose-tails"])
+def test_values_and_gradients_equal_a_float64_direct_convolution(shape, memory_format, grad_format, float32):
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(*shape, generator=generator).contiguous(memory_format=memory_format).requires_grad_()
     weight = torch.randn(64 if shape[1] == 64 else 5, shape[1], 3, 3, generator=generator).requires_grad_()
     bias = torch.randn(weight.shape[0], generator=generator).requires_grad_()
     out = nnpack_conv.conv3x3(x, weight, bias)
-    probe = torch.randn(out.shape, generator=generator)
+    assert out.is_contiguous(memory_format=memory_format)  # the input's layout, without a copy after the kernel
+    probe = torch.randn(out.shape, generator=generator).contiguous(memory_format=grad_format)
     ours = [out, *torch.autograd.grad(out, (x, weight, bias), probe)]
+    assert ours[1].is_contiguous(memory_format=grad_format)  # dx in the incoming gradient's layout
     x64, weight64, bias64 = (t.detach().double().requires_grad_() for t in (x, weight, bias))
     out64 = F.conv2d(x64, weight64, bias64, padding=1)
     exact = [out64, *torch.autograd.grad(out64, (x64, weight64, bias64), probe.double())]
@@ -101,19 +108,27 @@ def test_only_forwards_differentiated_once_use_it_and_a_maml_meta_gradient_agree
     assert torch.allclose(ours, theirs, rtol=0, atol=1e-4 * theirs.abs().max().item())
 
 
-@pytest.mark.parametrize("capability, used", [("AVX2", True), ("AVX512", False), ("DEFAULT", False)])
-def test_by_default_only_cpus_without_avx512_use_it(capability, used, monkeypatch, float32):
+@pytest.mark.parametrize("capability, images, used", [
+    ("AVX2", 20, False), ("AVX2", 150, True), ("AVX512", 150, False), ("DEFAULT", 150, False)])
+def test_by_default_only_large_batches_on_avx2_cpus_use_it(capability, images, used, monkeypatch, float32):
+    """NNPACK's workspaces cost ~30 MB whatever the batch, so by default (winograd=None) it runs only on AVX2 CPUs
+    and batches of DEFAULT_MIN_IMAGES or more; True asks for it on any batch it supports, False never."""
     from metalab.algorithms.gradient.maml import MAML
     from metalab.data.task import Task
 
+    assert nnpack_conv.DEFAULT_MIN_IMAGES == 150
     calls = []
     original = nnpack_conv.conv3x3
     monkeypatch.setattr(nnpack_conv, "conv3x3", lambda *a: calls.append(a[0].shape) or original(*a))
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    learner = MAML(MAML.Options(name="maml", ways=5, inner_steps=1, inner_lr=0.4), (1, 28, 28))
-    assert learner.options.winograd is None
     torch.manual_seed(0)
-    support_x, query_x = torch.rand(1, 5, 1, 28, 28), torch.rand(1, 20, 1, 28, 28)
+    support_x, query_x = torch.rand(1, 5, 1, 28, 28), torch.rand(1, images, 1, 28, 28)
     labels = torch.arange(5)
-    learner.meta_step(Task(support_x, labels[None], query_x, labels.repeat_interleave(4)[None]))
-    assert calls == ([torch.Size([20, 64, 14, 14])] if used else [])
+    batch = Task(support_x, labels[None], query_x, labels.repeat_interleave(images // 5)[None])
+    for winograd in ("default", None, True, False):
+        options = {} if winograd == "default" else {"winograd": winograd}
+        learner = MAML(MAML.Options(name="maml", ways=5, inner_steps=1, inner_lr=0.4, **options), (1, 28, 28))
+        calls.clear()
+        learner.meta_step(batch)
+        expected = winograd is True or (winograd in ("default", None) and used)
+        assert calls == ([torch.Size([images, 64, 14, 14])] if expected else [])

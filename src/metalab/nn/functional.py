@@ -100,9 +100,9 @@ class ForwardSettings:
     #: replaces a dozen of PyTorch's calls; otherwise only on maps of ``MIN_BYTES`` or more.
     once_differentiable: bool = False
     #: in forwards differentiated once, 3x3 convolutions of large enough maps and batches by NNPACK's
-    #: Winograd kernels, forward and both gradients (:mod:`metalab.nn.nnpack_conv`): fewer multiplications,
-    #: results that differ from oneDNN's direct convolution by float32 rounding (relative ~1e-6-1e-5).
-    #: None: where they beat oneDNN on this CPU (:func:`metalab.nn.nnpack_conv.pays_on_this_cpu`).
+    #: fast-transform kernels, forward and both gradients (:mod:`metalab.nn.nnpack_conv`): fewer
+    #: multiplications, results that differ from oneDNN's direct convolution by float32 rounding (relative
+    #: ~1e-6-1e-5). None: on AVX2 CPUs for large batches only (:func:`metalab.nn.nnpack_conv.pays_by_default`).
     winograd: bool | None = None
 
 
@@ -177,7 +177,7 @@ def _convolve(x: Tensor, weight: Tensor, bias: Tensor | None, args: tuple, group
     settings = state.settings
     if (settings.winograd is not False and settings.once_differentiable and settings.precision == "fp32"
             and nnpack_conv.supported(x, weight, *args, groups)
-            and (settings.winograd or nnpack_conv.pays_on_this_cpu())):
+            and (settings.winograd or nnpack_conv.pays_by_default(x))):
         return nnpack_conv.conv3x3(x, weight, bias)
     return F.conv2d(x, weight, bias, *args, groups)
 
@@ -505,9 +505,10 @@ class InnerLoop:
             layer with its ReLU + 2x2 max-pool (:mod:`metalab.nn.patch_conv_pool`), and BatchNorm + ReLU +
             max-pool (:mod:`metalab.nn.batch_norm_relu_pool`), twice differentiable.
         winograd: where a forward's gradients are taken once (the query pass, a first-order inner loop),
-            3x3 convolutions of 12x12-14x14 maps and 16+ images by NNPACK's Winograd kernels
-            (:mod:`metalab.nn.nnpack_conv`; float32 rounding differs from the direct convolution's);
-            None (default): only on CPUs where they beat oneDNN's (AVX2, not AVX-512).
+            3x3 convolutions of 12x12-14x14 maps and 16+ images by NNPACK's fast-transform kernels
+            (:mod:`metalab.nn.nnpack_conv`; float32 rounding differs from the direct convolution's); None
+            (default): on AVX2 CPUs for batches of 150+ images (:func:`metalab.nn.nnpack_conv.pays_by_default`:
+            NNPACK's workspaces cost ~30 MB whatever the batch).
     """
 
     steps: int = 1

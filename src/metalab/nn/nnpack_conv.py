@@ -1,15 +1,19 @@
 """3x3 convolutions by NNPACK's fast algorithms, forward and both gradients (Conv-4's second layer).
 
-On this project's CPUs (AVX2, no AVX-512) oneDNN's direct convolution already runs near the fp32
-multiply-add rate, so a faster 3x3 convolution has to do fewer multiplications: Winograd's
-F(6x6, 3x3) does 2.25-5x fewer. PyTorch bundles NNPACK, which has it, but calls it only for the
-forward and only where oneDNN is absent, and its gradient goes back to oneDNN. :func:`conv3x3` runs
-all three products of a convolution on NNPACK (``nnpack_conv2d`` of :mod:`metalab.nn.native`, on
-PyTorch's own threads), since each of them is a convolution:
+On AVX2 CPUs oneDNN's direct convolution already runs near the fp32 multiply-add rate, so a faster 3x3
+convolution has to do fewer multiplications: transform-based algorithms (FFT, Winograd) do 2.25-5x fewer.
+PyTorch bundles NNPACK, which has them, but calls it only for the forward and only where oneDNN is
+absent, and its gradient goes back to oneDNN. :func:`conv3x3` runs all three products of a convolution
+on NNPACK (``nnpack_conv2d`` of :mod:`metalab.nn.native`, on PyTorch's own threads), since each of them
+is a convolution:
 
-    y  = x * w                       (NCHW, padding 1: Winograd)
-    dx = dy * flip(w)^T              (a 3x3 convolution, weights flipped and in/out swapped: Winograd)
-    dw = (pad(x)^T * dy^T)^T         (images as channels, dy as an H x W kernel: FFT)
+    y  = x * w + b                   (padding 1; NNPACK's choice of algorithm)
+    dx = dy * flip(w)^T              (a 3x3 convolution, weights flipped and in/out swapped)
+    dw = (x^T * dy^T)^T              (images as channels, dy as an H x W kernel, x padded: FFT 16x16)
+
+Maps may be NCHW or channels-last (the query pass's layout): the kernel transposes a thread's slice of
+images into NNPACK's NCHW planes and back in 8x8 register blocks, and returns each result in its
+input's layout, so no layout copy runs around it.
 
 The backward is not differentiated again (``once_differentiable``): only forwards whose gradients
 are taken once use it (query passes, first-order inner loops, evaluation). (Written as autograd
@@ -17,7 +21,10 @@ functions of each other, the products are differentiable to any order and were e
 but in float32 a second-order MAML meta-gradient through them drifted 7e-3-9e-3 from float64 on
 some tasks where oneDNN's stayed at 2e-6, whatever the primitive inside; not understood, so not
 shipped.) NNPACK pays on large maps and batches only (:data:`MIN_SIZE`, :data:`MAX_SIZE`,
-:data:`MIN_IMAGES`), and only on CPUs without AVX-512 (:func:`pays_on_this_cpu`).
+:data:`MIN_IMAGES`), on AVX2 CPUs (with AVX-512 oneDNN is faster), and its workspaces and the layout
+scratch hold ~30 MB (2 threads), whatever the batch: by default (:func:`pays_by_default`) it runs only on
+AVX2 CPUs and only on batches of :data:`DEFAULT_MIN_IMAGES` or more, where that memory is small beside the
+rest of a meta-iteration's.
 Its results differ from a direct convolution by rounding (relative 1e-6 to 1e-5 in float32); it
 has no float64 kernels, so float64 runs never take this path.
 """
@@ -30,7 +37,7 @@ from torch.autograd.function import once_differentiable
 from metalab.nn import native
 
 #: the map sides and the smallest batch where NNPACK's forward and both gradients together beat oneDNN's
-#: on an AVX2-only CPU (AMD EPYC, Zen; the only kind where they run by default, :func:`pays_on_this_cpu`).
+#: on an AVX2-only CPU (AMD EPYC, Zen).
 #: Measured 2026-12-02 with an ad-hoc script (not kept; ``benchmarks/speed/native_kernels.py --parts
 #: convolution`` does the same now; 2 threads, forward + autograd backward, ms): 14x14
 #: maps of 75 images (channels-last) 30.4 vs oneDNN 43.8, 300 images 138 vs 174, 16/20/32 images (NCHW)
@@ -39,13 +46,21 @@ from metalab.nn import native
 MIN_SIZE, MAX_SIZE = 12, 14
 MIN_IMAGES = 16
 
+#: the smallest batch on which NNPACK runs without being asked (``learner.winograd=null``). On an AVX2 CPU (AMD
+#: EPYC, Zen 3; benchmarks/speed/RESULTS.md, 2026-12-06) it made MAML meta-iterations 0.89-0.94x as long at 5
+#: ways (75 query images) but grew their memory by 30-33 MB, which took 5-way second order past half the peers'
+#: growth (0.56x); at 20 ways (300 query images) 0.75-0.94x as long at 5 inner steps for 9-30 MB more, out of
+#: ~200 MB.
+DEFAULT_MIN_IMAGES = 150
 
-def pays_on_this_cpu() -> bool:
-    """Whether NNPACK beats oneDNN here: where PyTorch's CPU capability is AVX2. NNPACK's x86 kernels are
-    AVX2 + FMA; oneDNN's direct convolution uses AVX-512 where the CPU has it, and on such a CPU (AMD EPYC,
-    Zen 5, 2 threads; ``benchmarks/speed/native_kernels.py --parts convolution``, 2026-12-02) NNPACK took
-    1.21x oneDNN's time on 75 x 64 x 14 x 14 maps, 1.03x on 300, 1.75-1.94x on 16-20, 2.51x on 7 x 7."""
-    return torch.backends.cpu.get_cpu_capability() == "AVX2"
+
+def pays_by_default(x: Tensor) -> bool:
+    """Whether ``learner.winograd=null`` (the default) takes NNPACK for the map ``x`` [N, C, H, W]: where PyTorch's
+    CPU capability is AVX2 (NNPACK's x86 kernels are AVX2 + FMA; oneDNN's direct convolution uses AVX-512 where
+    the CPU has it and was faster there: 1.21x oneDNN's time on 75 x 64 x 14 x 14 maps, AMD EPYC Zen 5,
+    ``benchmarks/speed/native_kernels.py --parts convolution``, 2026-12-02), on :data:`DEFAULT_MIN_IMAGES`
+    images or more."""
+    return x.shape[0] >= DEFAULT_MIN_IMAGES and torch.backends.cpu.get_cpu_capability() == "AVX2"
 
 
 def supported(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> bool:
@@ -59,37 +74,45 @@ def supported(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int)
             and not torch.is_autocast_enabled("cpu") and native.available())
 
 
-def _convolve(x: Tensor, weight: Tensor, padding: int) -> Tensor:
-    """x [N, C, H, W] * weight [O, C, kH, kW] -> [N, O, H + 2 padding - kH + 1, ...] (NCHW, stride 1)."""
-    return torch.ops.metalab_native.nnpack_conv2d(x.contiguous(), weight.contiguous(), padding)
+def _map(x: Tensor) -> Tensor:
+    """``x`` as the kernels take it: NCHW-contiguous or channels-last (any other strides are copied to NCHW)."""
+    return x if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last) else x.contiguous()
+
+
+def _convolve(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tensor:
+    """x [N, C, H, W] * weight [O, C, kH, kW] + bias [O] -> [N, O, H + 2 padding - kH + 1, ...] (stride 1), in
+    x's memory format (NCHW or channels-last; NNPACK's NCHW planes are transposed in the kernel)."""
+    return torch.ops.metalab_native.nnpack_conv2d(_map(x), weight.contiguous(), bias, padding)
 
 
 def _weight_gradient(x: Tensor, grad_out: Tensor) -> Tensor:
     """dw [O, C, 3, 3] of x [N, C, H, W] * w (padding 1) from dy [N, O, H, W]: (pad(x)^T * dy^T)^T."""
-    return torch.ops.metalab_native.nnpack_conv2d_weight_grad(x, grad_out, 1)
+    return torch.ops.metalab_native.nnpack_conv2d_weight_grad(_map(x), _map(grad_out), 1)
 
 
 class _Conv3x3(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
-        return _convolve(x, weight, 1)
+        ctx.has_bias = bias is not None
+        return _convolve(x, weight, None if bias is None else bias.detach(), 1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         x, weight = ctx.saved_tensors
-        grad_x = grad_weight = None
+        grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_x = _convolve(grad_out, weight.flip(2, 3).transpose(0, 1), 1)
+            grad_x = _convolve(grad_out, weight.flip(2, 3).transpose(0, 1), None, 1)
         if ctx.needs_input_grad[1]:
             grad_weight = _weight_gradient(x, grad_out)
-        return grad_x, grad_weight
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_out.sum((0, 2, 3))
+        return grad_x, grad_weight, grad_bias
 
 
 def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``F.conv2d(x, weight, bias, padding=1)`` for x [N, C, H, W] and weight [O, C, 3, 3] by NNPACK;
-    the output [N, O, H, W] is in the default (NCHW) layout. Check :func:`supported` first."""
+    """``F.conv2d(x, weight, bias, padding=1)`` for x [N, C, H, W] and weight [O, C, 3, 3] by NNPACK; the
+    output [N, O, H, W] is in x's memory format (NCHW or channels-last). Check :func:`supported` first."""
     native.require("conv3x3")
-    out = _Conv3x3.apply(x, weight)
-    return out if bias is None else out + bias.view(1, -1, 1, 1)
+    return _Conv3x3.apply(x, weight, bias)

@@ -59,7 +59,7 @@ def metalab_meta_gradient(learner: MAML, batch: Task) -> list[torch.Tensor]:
 
 
 PATHS = {
-    "default: inner loop NCHW (slices of tasks by the CPU's rule), query pass channels-last": {},
+    "default: inner loop NCHW (slices of tasks by the support-size rule), query pass channels-last": {},
     "task by task": {"task_chunk": 1},
     "query pass folded over the tasks": {"query_chunk": TASKS},
     "inner loop folded over all tasks": {"task_chunk": 0},

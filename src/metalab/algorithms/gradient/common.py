@@ -51,8 +51,8 @@ class GradientOptions(LearnerOptions):
     #: recompute the query forward's block activations in its backward (less memory, same result).
     checkpoint: bool = False
     #: tasks per inner-loop computation (1 = task by task: least memory; 0 = the whole meta-batch folded
-    #: into grouped kernels; null (default) = :func:`auto_task_chunk`: slices of small support sets on
-    #: AVX-512 CPUs, where they were faster, smaller the more second-order steps they hold; task by task elsewhere).
+    #: into grouped kernels; null (default) = :func:`auto_task_chunk`: on CPUs, slices of small support sets,
+    #: smaller the more second-order steps they hold; task by task for large support sets and on GPUs).
     task_chunk: Optional[int] = None
     #: tasks per query forward+backward (1 = each task's queries alone: ordinary kernels, least memory).
     query_chunk: int = 1
@@ -72,10 +72,12 @@ class GradientOptions(LearnerOptions):
     #: max-pool in the query pass and the inner loop, second order included (metalab/nn/batch_norm_relu_pool.py).
     native_kernels: bool = True
     #: 3x3 convolutions of the query pass (and of first-order inner loops) on 12x12-14x14 maps of 16+ images by
-    #: NNPACK's Winograd kernels, forward and both gradients (metalab/nn/nnpack_conv.py): fewer multiplications
-    #: than oneDNN's direct convolution; results differ from it by float32 rounding only. false = oneDNN.
-    #: null (default): only on CPUs where NNPACK beats oneDNN (PyTorch's CPU capability AVX2; with AVX-512
-    #: oneDNN is faster: benchmarks/speed/native_kernels.py --parts convolution).
+    #: NNPACK's fast-transform kernels, forward and both gradients (metalab/nn/nnpack_conv.py): fewer
+    #: multiplications than oneDNN's direct convolution; results differ from it by float32 rounding only.
+    #: false = oneDNN. null (default): NNPACK on AVX2 CPUs for batches of 150+ images (20-way query sets), where its
+    #: ~30 MB of workspaces are small beside the rest; on an AVX2 CPU (AMD EPYC, Zen 3) it made a 5-way MAML
+    #: meta-iteration 0.89-0.94x as long for 30-33 MB more memory, a 20-way one with 5 inner steps 0.75-0.94x
+    #: for 9-30 MB more; on AVX-512 CPUs oneDNN is faster (benchmarks/speed/RESULTS.md, 2026-12-06).
     winograd: Optional[bool] = None
 
 
@@ -115,17 +117,18 @@ SLICE_HELD_SUPPORT_STEPS = 50
 def auto_task_chunk(support_x: Tensor, held_steps: int = 0) -> int:
     """Tasks per inner-loop slice when ``learner.task_chunk`` is null, for support sets [T, S, ...].
 
-    On a CPU whose PyTorch capability is AVX-512, tasks with small support sets are adapted together in
-    grouped kernels, ``SLICE_SUPPORT // S`` at a time (4 tasks at 5-way 1-shot): measured there (AMD EPYC,
-    Zen 5, 2 threads, Conv-4, meta-batch 32; benchmarks/speed/RESULTS.md) this took 0.74-0.87x the time of
-    task by task at 5-way 1-shot for ~20-55 MB more memory, while 20-image support sets gained nothing
-    reliable from slicing. ``held_steps``: inner steps whose graph the slice keeps for the meta-backward
-    (a second-order meta-training step; 0 otherwise). Their memory grows with tasks x support x steps, so
-    such slices hold at most ``SLICE_HELD_SUPPORT_STEPS // (S * held_steps)`` tasks (2 at 5-way 1-shot, 5
-    steps: 0.77-0.81x task by task's time for +22 MB, where 4 tasks took 0.69-0.72x for +56 MB). Elsewhere (AVX2
-    CPUs, where folding tasks was slower, and GPUs, not measured): task by task.
+    On the CPU, tasks with small support sets are adapted together in grouped kernels, ``SLICE_SUPPORT // S``
+    at a time (4 tasks at 5-way 1-shot; task by task from 11-image support sets on): fewer, larger kernels.
+    Measured at 5-way 1-shot (Conv-4, meta-batch 32, 2 threads; benchmarks/speed/RESULTS.md): 0.74-0.87x task
+    by task's time for ~20-55 MB more memory on an AVX-512 CPU (AMD EPYC, Zen 5), 0.83x for 15-18 MB more on an
+    AVX2 CPU (AMD EPYC, Zen 3), while 20-image support sets gained nothing reliable. ``held_steps``: inner steps
+    whose graph the slice keeps for the meta-backward (a second-order meta-training step; 0 otherwise). Their
+    memory grows with tasks x support x steps, so such slices hold at most
+    ``SLICE_HELD_SUPPORT_STEPS // (S * held_steps)`` tasks (2 at 5-way 1-shot, 5 steps: 0.77-0.81x task by task's
+    time for +22 MB on the AVX-512 CPU, 0.90x for +19 MB on the AVX2 one, where 4 tasks took 0.69-0.72x for
+    +56 MB on the AVX-512 CPU). GPUs (not measured): task by task.
     """
-    if support_x.device.type != "cpu" or torch.backends.cpu.get_cpu_capability() != "AVX512":
+    if support_x.device.type != "cpu":
         return 1
     support = max(1, support_x.shape[1])
     tasks = SLICE_SUPPORT // support
