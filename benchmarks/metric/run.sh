@@ -23,6 +23,13 @@ taskset -c "$cpu" /usr/bin/time -f '%e %U %S' -o "$run.train.time" \
   $root/.venv/bin/$command > "$run.train.log" 2>&1
 "$root/.venv/bin/python" - "$run" "$recipe" "$steps" "$*" "$cpu" "$started" "$command" >> "$out" <<'PY'
 import json, sys
+def cpu_model():
+    """The CPU as /proc/cpuinfo names it (name, family, model): runs on different machines do not compare."""
+    fields = {}
+    for line in open("/proc/cpuinfo"):
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return f"{fields.get('model name', '?')}, family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
 run, recipe, steps, extra, cpu, started, command = sys.argv[1:]
 wall, user, system = (float(v) for v in open(f"{run}.train.time").read().split()[-3:])
 result = json.load(open(f"{run}/results.json"))
@@ -32,7 +39,7 @@ print(json.dumps({"recipe": recipe, "steps": result.get("steps", int(steps)),
                   "train_wall_s": wall, "train_cpu_s": round(user + system, 1), "eval": f"{test['ways']}w{test['shots']}s",
                   "accuracy": test["accuracy"], "ci95": test["ci95"], "episodes": test["episodes"],
                   "eval_wall_s": round(test["seconds"], 1), "checkpoint": result["checkpoint"],
-                  "best_val": result.get("best_val"), "run": run, "command": command}))
+                  "best_val": result.get("best_val"), "cpu_model": cpu_model(), "run": run, "command": command}))
 PY
 for setting in ${EXTRA_EVALS-}; do
   IFS=: read -r ways shots episodes <<< "$setting"

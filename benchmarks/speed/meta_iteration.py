@@ -38,6 +38,10 @@ METALAB_PATHS = {
     "metalab-no-fold": {"fold_conv_norm": False},  # first conv + BatchNorm as separate PyTorch kernels (before 2026-12-01)
     "metalab-all-cl": {"inner_channels_last": None},  # inner loop channels-last too (the default until 2026-11-30)
     "metalab-ckpt": {"checkpoint": True},
+    # second-order inner loop recomputed one step at a time in the meta-backward (slices of 4 tasks at 5-way 1-shot)
+    "metalab-ckpt-inner": {"checkpoint_inner_loop": True},
+    "metalab-ckpt-inner-task-by-task": {"checkpoint_inner_loop": True, "task_chunk": 1},
+    "metalab-ckpt-inner-chunk8": {"checkpoint_inner_loop": True, "task_chunk": 8},
     "metalab-task-by-task": {"task_chunk": 1},  # the inner loop task by task (the default on AVX2 until 2026-12-06)
     "metalab-folded-inner": {"task_chunk": 0},  # inner loop of all tasks folded into grouped kernels
     "metalab-chunk2": {"task_chunk": 2},  # inner loop of 2 tasks at a time in grouped kernels

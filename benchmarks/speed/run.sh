@@ -11,6 +11,16 @@ export PYTHONPATH=${L2L_SRC:?set L2L_SRC to the built learn2learn-0.2.0 source t
 python=.venv/bin/python
 out=benchmarks/speed/results.jsonl
 peers="higher torchopt learn2learn"
+# 2026-12-06, 17:04-17:20 UTC (same CPU): the checkpointed unroll (learner.checkpoint_inner_loop), then the 5-way
+# target measured again with 3 rounds
+$python benchmarks/speed/meta_iteration.py --check --threads 2 --ways 5 --configs so1 so5 \
+  --libraries metalab metalab-ckpt-inner metalab-ckpt-inner-task-by-task higher
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 2 --warmup 1 --ways 5 --configs so5 \
+  --libraries metalab metalab-ckpt-inner metalab-ckpt-inner-task-by-task metalab-ckpt-inner-chunk8 higher --json $out
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 2 --rounds 1 --warmup 1 --ways 20 --configs so5 \
+  --libraries metalab metalab-ckpt-inner torchopt higher --json $out
+$python benchmarks/speed/meta_iteration.py --threads 2 --iterations 3 --rounds 3 --warmup 1 --ways 5 \
+  --configs so5 fo5 --libraries metalab $peers --json $out
 # the tables of 2026-12-06, on an AVX2 CPU (AMD EPYC, Zen 3): slices of tasks on every CPU, NNPACK by default
 # only for 150+ images (metalab-winograd forces it at 5 ways), with the agreement check first
 $python benchmarks/speed/meta_iteration.py --check --threads 2 --ways 5 --configs so1 so5 fo5 \

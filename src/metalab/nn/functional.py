@@ -509,6 +509,10 @@ class InnerLoop:
             (:mod:`metalab.nn.nnpack_conv`; float32 rounding differs from the direct convolution's); None
             (default): on AVX2 CPUs for batches of 150+ images (:func:`metalab.nn.nnpack_conv.pays_by_default`:
             NNPACK's workspaces cost ~30 MB whatever the batch).
+        checkpoint_inner_loop: second order: keep only each step's parameters and recompute one step's graph at
+            a time in the meta-backward (:mod:`metalab.nn.checkpointed_unroll`): memory of one inner step's
+            graph instead of all of them, for one more forward+backward of the support set per step but the
+            last; same meta-gradient. Plain gradient steps only (not Reptile's inner Adam).
     """
 
     steps: int = 1
@@ -526,6 +530,7 @@ class InnerLoop:
     fold_conv_norm: bool = True
     native_kernels: bool = True
     winograd: bool | None = None
+    checkpoint_inner_loop: bool = False
 
     def __post_init__(self) -> None:
         if self.bn_mode not in BN_MODES:
@@ -541,9 +546,9 @@ class InnerLoop:
                  create_graph: bool | None = None) -> ForwardSettings:
         """Forward settings for meta-training (``training``) or evaluation.
 
-        ``inner``: a forward inside the inner loop. Those are never checkpointed: their activations
-        are needed by the double backward (and are few: support sets are small); the query forward,
-        which holds most of the activations, is. ``create_graph``: whether the inner loop keeps the
+        ``inner``: a forward inside the inner loop. Its activations are never recomputed block by block
+        (the double backward needs them; ``checkpoint_inner_loop`` recomputes whole steps instead); the
+        query forward, which holds most of the activations, is. ``create_graph``: whether the inner loop keeps the
         graph of its gradients (default: second order).
         """
         statistics = "running" if (self.bn_mode == "running" and not training) else "batch"
@@ -595,29 +600,60 @@ def inner_loop(
     """
     adapted = list(adapted)
     tasks = support_x.shape[0]
+    steps = loop.steps if steps is None else steps
     create_graph = (not loop.first_order) if create_graph is None else create_graph
-    fast = expand_for_tasks(params, adapted, tasks)
     settings = loop.settings(training, inner=True, create_graph=create_graph)
     batches = _minibatches(support_x.shape[1], loop.minibatch, support_x.device)
+    indices = [next(batches) if loop.minibatch else None for _ in range(steps)]
+    if loop.checkpoint_inner_loop and create_graph and steps > 0:
+        if loop.optimizer != "sgd":
+            raise ValueError("checkpoint_inner_loop recomputes plain gradient steps; the inner optimizer "
+                             f"{loop.optimizer!r} keeps a state across steps: set checkpoint_inner_loop=false")
+        from metalab.nn.checkpointed_unroll import checkpointed_inner_loop
+
+        step = functools.partial(inner_step, module, adapted=adapted, loss_fn=loss_fn, settings=settings,
+                                 lr=loop.lr)
+        return checkpointed_inner_loop(step, params, adapted, support_x, support_y, indices, lrs)
+    fast = expand_for_tasks(params, adapted, tasks)
     adam = {name: (torch.zeros_like(fast[name]), torch.zeros_like(fast[name])) for name in adapted} \
         if loop.optimizer == "adam" else None
-    for step in range(loop.steps if steps is None else steps):
-        x, y = support_x, support_y
-        if loop.minibatch:
-            index = next(batches)
-            x, y = support_x[:, index], support_y[:, index]
-        outputs = task_forward(module, fast, x, adapted, settings)
-        # the sum of per-task losses: its gradient w.r.t. task t's parameters is task t's own gradient.
-        loss = loss_fn(outputs, y).sum()
-        grads = torch.autograd.grad(loss, [fast[n] for n in adapted], create_graph=create_graph)
+    for step, index in enumerate(indices):
+        x, y = (support_x, support_y) if index is None else (support_x[:, index], support_y[:, index])
+        if adam is None:
+            fast = inner_step(module, fast, x, y, adapted=adapted, loss_fn=loss_fn, settings=settings, lr=loop.lr,
+                              lrs=lrs, create_graph=create_graph)
+            continue
+        grads = _support_gradients(module, fast, x, y, adapted, loss_fn, settings, create_graph)
+        fast = dict(fast)
         for name, grad in zip(adapted, grads):
-            if not create_graph:
-                grad = grad.detach()
             rate = loop.lr if lrs is None else lrs[name]
-            if adam is not None:
-                grad = _adam_direction(adam, name, grad, step + 1, loop)
-            fast[name] = fast[name] - rate * grad
+            fast[name] = fast[name] - rate * _adam_direction(adam, name, grad, step + 1, loop)
     return fast
+
+
+def _support_gradients(module: nn.Module, fast: Mapping[str, Tensor], x: Tensor, y: Tensor, adapted: list[str],
+                       loss_fn: LossFn, settings: ForwardSettings, create_graph: bool) -> tuple[Tensor, ...]:
+    """Gradients of the support losses w.r.t. the ``adapted`` parameters [T, ...] (detached unless create_graph)."""
+    outputs = task_forward(module, fast, x, adapted, settings)
+    # the sum of per-task losses: its gradient w.r.t. task t's parameters is task t's own gradient.
+    loss = loss_fn(outputs, y).sum()
+    grads = torch.autograd.grad(loss, [fast[n] for n in adapted], create_graph=create_graph)
+    return grads if create_graph else tuple(grad.detach() for grad in grads)
+
+
+def inner_step(module: nn.Module, fast: Mapping[str, Tensor], x: Tensor, y: Tensor, *, adapted: list[str],
+               loss_fn: LossFn, settings: ForwardSettings, lr: float, lrs: Mapping[str, Tensor] | None,
+               create_graph: bool) -> dict[str, Tensor]:
+    """One plain gradient step of T tasks on support examples x [T, S, ...], y [T, S(, D)].
+
+    ``fast``: parameters by name, ``adapted`` names [T, ...]; returns them after the step,
+    theta - rate * grad, with ``rate`` = ``lrs[name]`` (Meta-SGD) or ``lr``.
+    """
+    grads = _support_gradients(module, fast, x, y, adapted, loss_fn, settings, create_graph)
+    stepped = dict(fast)
+    for name, grad in zip(adapted, grads):
+        stepped[name] = fast[name] - (lr if lrs is None else lrs[name]) * grad
+    return stepped
 
 
 def backward_through_adaptation(

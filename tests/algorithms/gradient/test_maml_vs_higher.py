@@ -67,6 +67,8 @@ PATHS = {
     "NCHW throughout": {"channels_last": False},
     "inner loop channels-last too": {"inner_channels_last": None},
     "checkpointed": {"checkpoint": True},
+    "inner loop checkpointed (one step's graph at a time)": {"checkpoint_inner_loop": True},
+    "inner loop checkpointed, task by task": {"checkpoint_inner_loop": True, "task_chunk": 1},
     "first conv + BatchNorm unfolded": {"fold_conv_norm": False},
     "without the compiled kernels": {"native_kernels": False},
 }

@@ -50,6 +50,10 @@ class GradientOptions(LearnerOptions):
     bn_mode: str = "transductive"
     #: recompute the query forward's block activations in its backward (less memory, same result).
     checkpoint: bool = False
+    #: second order: keep only each inner step's parameters and recompute one step's graph at a time in the
+    #: meta-backward (memory of one step's graph instead of all ``inner_steps``; one more support forward+backward
+    #: per step but the last; same meta-gradient). metalab/nn/checkpointed_unroll.py.
+    checkpoint_inner_loop: bool = False
     #: tasks per inner-loop computation (1 = task by task: least memory; 0 = the whole meta-batch folded
     #: into grouped kernels; null (default) = :func:`auto_task_chunk`: on CPUs, slices of small support sets,
     #: smaller the more second-order steps they hold; task by task for large support sets and on GPUs).
@@ -166,6 +170,7 @@ class GradientLearner(MetaLearner):
             bn_mode=options.bn_mode, checkpoint=options.checkpoint, channels_last=options.channels_last,
             inner_channels_last=options.inner_channels_last, precision=options.precision,
             fold_conv_norm=options.fold_conv_norm, native_kernels=options.native_kernels, winograd=options.winograd,
+            checkpoint_inner_loop=options.checkpoint_inner_loop,
         )
 
     # ------------------------------------------------------------------------ what the algorithm sets
@@ -197,6 +202,8 @@ class GradientLearner(MetaLearner):
         if chosen is not None:
             return chosen
         held_steps = self.inner_steps(training) if training and not self.loop.first_order else 0
+        if held_steps and self.loop.checkpoint_inner_loop:
+            held_steps = 1  # one step's graph at a time
         return auto_task_chunk(batch.support_x, held_steps)
 
     def inner_steps(self, training: bool) -> int:

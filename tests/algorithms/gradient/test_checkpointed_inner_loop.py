@@ -1,0 +1,105 @@
+"""metalab/nn/checkpointed_unroll.py through the learners: the checkpointed second-order inner loop (one
+step's graph at a time) against the unrolled one, which test_maml_vs_higher.py checks against `higher`
+(float64): the same meta-gradients for Meta-SGD's learned rates, ANIL's body (reached through the support
+features), running BatchNorm and minibatch steps; and what it holds after the inner loop."""
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+
+from metalab.algorithms.gradient.anil import ANIL
+from metalab.algorithms.gradient.maml import MAML
+from metalab.algorithms.gradient.metasgd import MetaSGD
+from metalab.data.task import Task
+from metalab.nn.functional import InnerLoop, classification_losses, inner_loop
+from test_gradient_learners import build, make_tasks
+
+
+def meta_gradients(learner, batch: Task) -> dict[str, torch.Tensor]:
+    learner.zero_grad(set_to_none=True)
+    learner.meta_step(batch)
+    return {name: p.grad.clone() for name, p in learner.named_parameters()}
+
+
+@pytest.mark.parametrize("cls,options", [
+    (MAML, {"inner_steps": 4, "inner_lr": 0.1}),
+    (MAML, {"inner_steps": 3, "inner_lr": 0.1, "bn_mode": "running"}),
+    (MetaSGD, {"inner_steps": 3, "inner_lr": 0.1, "lr_init_range": [0.02, 0.2]}),
+    (ANIL, {"inner_steps": 5, "inner_lr": 0.3}),
+], ids=["maml", "maml-running-batchnorm", "metasgd-rates", "anil-body-through-features"])
+@pytest.mark.parametrize("task_chunk", [1, 2])
+def test_same_meta_gradient_as_the_unrolled_loop(cls, options, task_chunk):
+    batch = make_tasks(count=3)
+    unrolled = meta_gradients(build(cls, task_chunk=task_chunk, **options), batch)
+    checkpointed = meta_gradients(build(cls, task_chunk=task_chunk, checkpoint_inner_loop=True, **options), batch)
+    assert unrolled.keys() == checkpointed.keys()
+    assert max(float(grad.abs().max()) for grad in unrolled.values()) > 1e-3  # not a comparison of zeros
+    if cls is MetaSGD:
+        assert float(unrolled["inner_lrs.0"].abs().max()) > 0
+    if cls is ANIL:  # the body's gradient comes through the support and query features
+        assert float(unrolled["network.body.blocks.1.0.weight"].abs().max()) > 0
+    for name, grad in unrolled.items():
+        error = float((checkpointed[name] - grad).abs().max())
+        assert error <= 1e-12, f"{name}: checkpointed meta-gradient differs by {error:.3g}"
+
+
+def test_minibatch_steps_replay_the_same_examples():
+    """With a minibatch per step (random, from the global RNG), the recomputation uses the step's own examples."""
+    learner, batch = build(MAML), make_tasks(count=3, shots=3)
+    params = dict(learner.network.named_parameters())
+    results = []
+    for checkpointed in (False, True):
+        loop = InnerLoop(steps=4, lr=0.1, minibatch=4, checkpoint_inner_loop=checkpointed)
+        torch.manual_seed(1)
+        fast = inner_loop(learner.network, params, list(params), batch.support_x, batch.support_y,
+                          classification_losses, loop)
+        loss = sum((value * value).sum() for name, value in fast.items())
+        results.append((torch.autograd.grad(loss, list(params.values())), fast))
+    (plain, plain_fast), (ours, ours_fast) = results
+    for name in params:
+        assert torch.equal(plain_fast[name], ours_fast[name])
+    assert max(float((a - b).abs().max()) for a, b in zip(plain, ours)) <= 1e-12
+
+
+def held_bytes(learner, batch: Task) -> tuple[int, dict]:
+    """Bytes of the tensors saved for the meta-backward that are still alive after the inner loop."""
+    saved: list[weakref.ref] = []
+
+    def pack(tensor):
+        saved.append(weakref.ref(tensor))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fast = learner.adapt_tasks(batch.support_x, batch.support_y, training=True)
+    gc.collect()
+    storages = {}
+    for ref in saved:
+        tensor = ref()
+        if tensor is not None:
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+    return sum(storages.values()), fast
+
+
+def test_holds_one_step_graph_after_the_inner_loop():
+    batch = make_tasks(count=2, shots=5)
+    one_step, _ = held_bytes(build(MAML, inner_steps=1, inner_lr=0.1, task_chunk=0), batch)
+    five_steps, _ = held_bytes(build(MAML, inner_steps=5, inner_lr=0.1, task_chunk=0), batch)
+    learner = build(MAML, inner_steps=5, inner_lr=0.1, task_chunk=0, checkpoint_inner_loop=True)
+    checkpointed, fast = held_bytes(learner, batch)
+    # the unrolled loop keeps 5 steps' graphs; the checkpointed one the last step's (the starting points of the
+    # other steps live outside autograd's saved tensors: 4 x 2 tasks x the parameters)
+    assert checkpointed <= 1.01 * one_step
+    assert five_steps > 4 * checkpointed
+    assert all(value.grad_fn is not None for value in fast.values() if value.dim() > 0 and value.shape[0] == 2)
+
+
+def test_inner_adam_is_refused_with_a_clear_error():
+    learner, batch = build(MAML), make_tasks()
+    params = dict(learner.network.named_parameters())
+    loop = InnerLoop(steps=2, lr=0.1, optimizer="adam", checkpoint_inner_loop=True)
+    with pytest.raises(ValueError, match="checkpoint_inner_loop"):
+        inner_loop(learner.network, params, list(params), batch.support_x, batch.support_y, classification_losses,
+                   loop)
