@@ -95,7 +95,7 @@ class _CheckpointedUnroll(torch.autograd.Function):
         params, rates, support_x = unroll.split(leaves)
         tasks, steps = support_x.shape[0], len(unroll.indices)
         fast = {n: (v.unsqueeze(0).expand(tasks, *v.shape) if n in unroll.adapted else v) for n, v in params.items()}
-        starts: list[list[Tensor] | None] = []
+        starts: list[list[Tensor] | None] = []  # per step, its starting point (None once back-propagated)
         with torch.enable_grad():
             for k in range(steps):
                 start = [fast[n].detach().requires_grad_() for n in unroll.adapted]

@@ -48,6 +48,7 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 from metalab.nn import batch_norm_relu_pool as fused_norm
 from metalab.nn import nnpack_conv
 from metalab.nn.backbones import MLP, Conv4
+from metalab.nn.checkpointed_unroll import checkpointed_inner_loop
 from metalab.nn.conv_norm import conv_batch_norm, foldable
 from metalab.nn.pooling import max_pool2d
 
@@ -609,8 +610,6 @@ def inner_loop(
         if loop.optimizer != "sgd":
             raise ValueError("checkpoint_inner_loop recomputes plain gradient steps; the inner optimizer "
                              f"{loop.optimizer!r} keeps a state across steps: set checkpoint_inner_loop=false")
-        from metalab.nn.checkpointed_unroll import checkpointed_inner_loop
-
         step = functools.partial(inner_step, module, adapted=adapted, loss_fn=loss_fn, settings=settings,
                                  lr=loop.lr)
         return checkpointed_inner_loop(step, params, adapted, support_x, support_y, indices, lrs)
