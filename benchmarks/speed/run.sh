@@ -11,6 +11,9 @@ export PYTHONPATH=${L2L_SRC:?set L2L_SRC to the built learn2learn-0.2.0 source t
 python=.venv/bin/python
 out=benchmarks/speed/results.jsonl
 peers="higher torchopt learn2learn"
+# 2026-12-06, 19:50-20:01 UTC (same CPU): the task-threads experiment ran from a checkout of the local branch
+# task-threads (commit 29a9645, not merged); its commands are in RESULTS.md (its `metalab-one-task-thread` path
+# exists only there)
 # 2026-12-06, 17:04-17:20 UTC (same CPU): the checkpointed unroll (learner.checkpoint_inner_loop), then the 5-way
 # target measured again with 3 rounds
 $python benchmarks/speed/meta_iteration.py --check --threads 2 --ways 5 --configs so1 so5 \
