@@ -651,7 +651,8 @@ def inner_step(module: nn.Module, fast: Mapping[str, Tensor], x: Tensor, y: Tens
     grads = _support_gradients(module, fast, x, y, adapted, loss_fn, settings, create_graph)
     stepped = dict(fast)
     for name, grad in zip(adapted, grads):
-        stepped[name] = fast[name] - (lr if lrs is None else lrs[name]) * grad
+        # a fixed rate as sub's alpha: one operator (and one backward node) fewer per tensor and step than lr * grad
+        stepped[name] = torch.sub(fast[name], grad, alpha=lr) if lrs is None else fast[name] - lrs[name] * grad
     return stepped
 
 
