@@ -496,7 +496,8 @@ class InnerLoop:
         inner_channels_last: the layout of the inner loop's forward passes when it should differ from
             the query pass's (None = ``channels_last``); the result is the same either way.
         precision: "fp32" or "bf16" (bf16 autocast of the forward passes; the update is kept in fp32).
-        optimizer: "sgd" (plain gradient steps) or "adam" (Reptile's inner Adam, state per task).
+        optimizer: "sgd" (plain gradient steps) or "adam" (Reptile's inner Adam; its moments start from zero
+            for every task unless :func:`inner_loop` is given an :class:`AdamState` to go on from).
         betas, eps: Adam's (Reptile uses beta1 = 0).
         minibatch: support examples per step (0 = the whole support set); batches follow a random
             permutation of the support set, redrawn after every pass (Reptile).
@@ -565,6 +566,21 @@ class InnerLoop:
                                self.native_kernels, once, self.winograd)
 
 
+@dataclass
+class AdamState:
+    """The inner Adam's moments by adapted parameter name and the Adam steps taken so far.
+
+    Given to :func:`inner_loop`, the loop starts from these moments (each broadcastable to the adapted
+    parameter's [T, ...]; a name without moments starts from zero) and continues Adam's bias correction
+    from ``steps``; on return the object holds the moments the T tasks ended with, [T, ...] each, and
+    ``steps`` has grown by the steps taken. Empty (the default) is Adam's usual fresh start.
+    """
+
+    first: dict[str, Tensor] = field(default_factory=dict)
+    second: dict[str, Tensor] = field(default_factory=dict)
+    steps: int = 0
+
+
 def expand_for_tasks(params: Mapping[str, Tensor], names: Iterable[str], tasks: int) -> dict[str, Tensor]:
     """Give ``names`` a leading task dimension (a view: gradients flow back summed to the originals)."""
     chosen = set(names)
@@ -583,6 +599,7 @@ def inner_loop(
     lrs: Mapping[str, Tensor] | None = None,
     training: bool = True,
     create_graph: bool | None = None,
+    adam_state: AdamState | None = None,
 ) -> dict[str, Tensor]:
     """Adapt T tasks at once by gradient descent on their support sets.
 
@@ -596,6 +613,8 @@ def inner_loop(
         lrs: per-parameter learning rates (Meta-SGD): a tensor broadcastable to each parameter.
         create_graph: keep the graph of the inner gradients (default: not ``loop.first_order``);
             False in evaluation, where no meta-gradient is needed.
+        adam_state: with ``loop.optimizer == "adam"``, the moments and step count to start from; updated
+            in place to the ones the tasks end with (see :class:`AdamState`). None: a fresh Adam per task.
     Returns:
         the adapted parameters: ``adapted`` names with a leading task dimension [T, ...], others as given.
     """
@@ -613,9 +632,15 @@ def inner_loop(
         step = functools.partial(inner_step, module, adapted=adapted, loss_fn=loss_fn, settings=settings,
                                  lr=loop.lr)
         return checkpointed_inner_loop(step, params, adapted, support_x, support_y, indices, lrs)
+    if adam_state is not None and loop.optimizer != "adam":
+        raise ValueError(f"an Adam state was given to an inner loop whose optimizer is {loop.optimizer!r}")
     fast = expand_for_tasks(params, adapted, tasks)
-    adam = {name: (torch.zeros_like(fast[name]), torch.zeros_like(fast[name])) for name in adapted} \
-        if loop.optimizer == "adam" else None
+    adam, first_step = None, 1
+    if loop.optimizer == "adam":
+        start = adam_state if adam_state is not None else AdamState()
+        adam = {name: tuple(moments[name].expand_as(fast[name]) if name in moments else torch.zeros_like(fast[name])
+                            for moments in (start.first, start.second)) for name in adapted}
+        first_step = start.steps + 1
     for step, index in enumerate(indices):
         x, y = (support_x, support_y) if index is None else (support_x[:, index], support_y[:, index])
         if adam is None:
@@ -626,7 +651,11 @@ def inner_loop(
         fast = dict(fast)
         for name, grad in zip(adapted, grads):
             rate = loop.lr if lrs is None else lrs[name]
-            fast[name] = fast[name] - rate * _adam_direction(adam, name, grad, step + 1, loop)
+            fast[name] = fast[name] - rate * _adam_direction(adam, name, grad, first_step + step, loop)
+    if adam is not None and adam_state is not None:
+        adam_state.first = {name: first for name, (first, _) in adam.items()}
+        adam_state.second = {name: second for name, (_, second) in adam.items()}
+        adam_state.steps += steps
     return fast
 
 
