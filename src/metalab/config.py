@@ -70,6 +70,9 @@ class OptimConfig:
     #: StepLR: multiply lr by lr_gamma every lr_step steps (0 = constant lr).
     lr_step: int = 0
     lr_gamma: float = 0.5
+    #: linear annealing: the lr goes in a straight line from ``lr`` at step 0 to ``lr_final`` at
+    #: ``train.steps`` (Reptile's meta step, 1.0 -> 0); None = off. Excludes ``lr_step``.
+    lr_final: Optional[float] = None
     #: clip the global gradient norm (None = no clipping).
     grad_clip: Optional[float] = None
 

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from metalab.algorithms.base import MetaLearner
 from metalab.algorithms.registry import learner_class
-from metalab.config import compose, learner_options
+from metalab.config import ConfigError, compose, learner_options
 from metalab.train.checkpoint import config_of, load_checkpoint, run_checkpoint
 
 
@@ -27,11 +27,30 @@ def build_optimizer(config: DictConfig, learner: MetaLearner) -> tuple[torch.opt
         optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
     else:
         raise ValueError(f"optim.name must be 'adam' or 'sgd', got {optim.name!r}")
+    return optimizer, build_scheduler(config, optimizer)
+
+
+def build_scheduler(config: DictConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """Constant, step (``optim.lr_step``) or linear (``optim.lr_final``) learning rate over ``train.steps``.
+
+    The linear schedule is Reptile's: at step ``i`` (0-based) of ``n`` the lr is
+    ``lr + (i / n) * (lr_final - lr)``, so the last step uses ``lr / n`` when ``lr_final`` is 0, as in
+    the authors' code; steps past ``n`` (a resumed run with more steps) keep ``lr_final``.
+    """
+    optim = config.optim
+    if optim.lr_final is None:
+        if optim.lr_step > 0:
+            return torch.optim.lr_scheduler.StepLR(optimizer, step_size=optim.lr_step, gamma=optim.lr_gamma)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     if optim.lr_step > 0:
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=optim.lr_step, gamma=optim.lr_gamma)
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return optimizer, scheduler
+        raise ConfigError(f"optim.lr_final={optim.lr_final} (linear annealing) and optim.lr_step={optim.lr_step} "
+                         f"(step decay) are two schedules; set optim.lr_step=0 or optim.lr_final=null")
+    if optim.lr <= 0:
+        raise ConfigError(f"optim.lr_final anneals from optim.lr, which must be positive; got optim.lr={optim.lr}")
+    total = max(config.train.steps, 1)
+    final_fraction = optim.lr_final / optim.lr
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 1.0 + min(step / total, 1.0) * (final_fraction - 1.0))
 
 
 def load_run(run_dir: str | Path, checkpoint: str | None = None,
