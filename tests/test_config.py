@@ -22,6 +22,16 @@ def test_protonet_recipes_follow_the_paper():
         assert config.optim.lr == 1e-3 and config.optim.lr_step == 2000 and config.optim.lr_gamma == 0.5
 
 
+def test_reptile_recipes_anneal_the_meta_step_to_zero_as_the_paper():
+    for name in [f"omniglot-reptile-{setting}" for setting in ("5w1s", "5w5s", "20w1s", "20w5s")]:
+        config = load_recipe(name)
+        assert (config.optim.name, config.optim.lr, config.optim.lr_final, config.optim.lr_step) == ("sgd", 1.0, 0.0, 0), name
+        assert config.train.steps == (100000 if name.startswith("omniglot-reptile-5w") else 200000), name
+    for shots in (5, 10, 20):
+        config = load_recipe(f"sinusoid-reptile-{shots}shot")
+        assert (config.optim.lr, config.optim.lr_final) == (0.1, 0.0)
+
+
 def test_overrides_apply_with_types():
     config = load_recipe("omniglot-protonet-5w1s", ["train.steps=7", "learner.distance=cosine", "run.dir=runs/x"])
     assert config.train.steps == 7 and config.learner.distance == "cosine" and config.run.dir == "runs/x"

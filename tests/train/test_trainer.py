@@ -104,3 +104,24 @@ def test_spent_time_budget_ends_training_with_validation_checkpoint_and_test(ima
     # the run continues from there to train.steps, as any stopped run
     resumed = Trainer(folder_config(image_folders, run, steps=6), resume=True).fit()
     assert not resumed["stopped_by_budget"] and load_checkpoint(run / "last.pt")["step"] == 6
+
+
+def test_linearly_annealed_run_resumed_after_its_budget_equals_a_straight_run(image_folders, tmp_path, monkeypatch):
+    anneal = {"optim.name": "sgd", "optim.lr_step": 0, "optim.lr_final": 0.0}
+    used = []
+    original_step = torch.optim.SGD.step
+
+    def recording_step(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    Trainer(folder_config(image_folders, tmp_path / "straight", steps=4, **anneal)).fit()
+    assert used == pytest.approx([0.01, 0.0075, 0.005, 0.0025])  # lr * (1 - i / steps), the last step lr / steps
+    Trainer(folder_config(image_folders, tmp_path / "split", steps=4, **anneal, **{"train.max_minutes": 0})).fit()
+    Trainer(folder_config(image_folders, tmp_path / "split", steps=4, **anneal), resume=True).fit()
+    assert used[4:] == used[:4]
+    expected = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    resumed = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, resumed[name]), name
