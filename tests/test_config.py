@@ -30,6 +30,7 @@ def test_reptile_recipes_anneal_the_meta_step_to_zero_as_the_paper():
     for shots in (5, 10, 20):
         config = load_recipe(f"sinusoid-reptile-{shots}shot")
         assert (config.optim.lr, config.optim.lr_final) == (0.1, 0.0)
+        assert (config.learner.inner_lr, config.learner.inner_grad_clip) == (0.02, 50.0)
 
 
 def test_overrides_apply_with_types():

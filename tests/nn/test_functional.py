@@ -103,19 +103,16 @@ def meta_loss(module, params, support, query, steps):
     return classification_losses(task_forward(module, fast, query[0], names), query[1]).mean()
 
 
-@pytest.mark.parametrize("steps", [1, 5])
-def test_meta_gradient_equals_central_finite_differences(steps):
-    module = smooth_network()
-    params = {n: p.detach().clone().requires_grad_() for n, p in module.named_parameters()}
-    support, query = tasks(2, 3, 2, seed=1), tasks(2, 3, 3, seed=2)
-    gradient = torch.autograd.grad(meta_loss(module, params, support, query, steps), list(params.values()))
+def assert_gradient_equals_finite_differences(loss_of, params: dict[str, torch.Tensor]) -> None:
+    """``loss_of(params)``'s autograd gradient against central differences along two random directions."""
+    gradient = torch.autograd.grad(loss_of(params), list(params.values()))
     generator = torch.Generator().manual_seed(3)
-    for _ in range(2):  # directional derivatives along random directions
+    for _ in range(2):
         direction = [torch.randn(p.shape, generator=generator) for p in params.values()]
 
         def loss_at(step: float) -> float:
             moved = {n: (p.detach() + step * d).requires_grad_() for (n, p), d in zip(params.items(), direction)}
-            return float(meta_loss(module, moved, support, query, steps).detach())
+            return float(loss_of(moved).detach())
 
         def central(h: float) -> float:
             return (loss_at(h) - loss_at(-h)) / (2 * h)
@@ -125,6 +122,14 @@ def test_meta_gradient_equals_central_finite_differences(steps):
         analytic = float(sum((g * d).sum() for g, d in zip(gradient, direction)))
         assert abs(analytic) > 1e-4
         assert abs(finite - analytic) < 1e-8, (finite, analytic)
+
+
+@pytest.mark.parametrize("steps", [1, 5])
+def test_meta_gradient_equals_central_finite_differences(steps):
+    module = smooth_network()
+    params = {n: p.detach().clone().requires_grad_() for n, p in module.named_parameters()}
+    support, query = tasks(2, 3, 2, seed=1), tasks(2, 3, 3, seed=2)
+    assert_gradient_equals_finite_differences(lambda moved: meta_loss(module, moved, support, query, steps), params)
 
 
 def test_first_order_leaves_no_second_order_terms_and_running_statistics_update():

@@ -35,7 +35,7 @@ import functools
 import itertools
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -515,6 +515,10 @@ class InnerLoop:
             a time in the meta-backward (:mod:`metalab.nn.checkpointed_unroll`): memory of one inner step's
             graph instead of all of them, for one more forward+backward of the support set per step but the
             last; same meta-gradient. Plain gradient steps only (not Reptile's inner Adam).
+        grad_clip: the largest L2 norm of one task's inner gradient over its adapted parameters (0 = no limit);
+            a longer gradient is scaled down to it before the step (or before it enters Adam's moments), as
+            ``torch.nn.utils.clip_grad_norm_`` would on that task alone. It bounds each step at ``lr * grad_clip``,
+            so a task whose curvature outruns the inner learning rate cannot diverge.
     """
 
     steps: int = 1
@@ -533,6 +537,7 @@ class InnerLoop:
     native_kernels: bool = True
     winograd: bool | None = None
     checkpoint_inner_loop: bool = False
+    grad_clip: float = 0.0
 
     def __post_init__(self) -> None:
         if self.bn_mode not in BN_MODES:
@@ -543,6 +548,8 @@ class InnerLoop:
             raise ValueError(f"inner optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.steps < 0:
             raise ValueError(f"inner steps must be >= 0, got {self.steps}")
+        if not self.grad_clip >= 0:
+            raise ValueError(f"the inner gradient clip must be >= 0 (0 = no limit), got {self.grad_clip}")
 
     def settings(self, training: bool, record: dict | None = None, inner: bool = False,
                  create_graph: bool | None = None) -> ForwardSettings:
@@ -630,7 +637,7 @@ def inner_loop(
             raise ValueError("checkpoint_inner_loop recomputes plain gradient steps; the inner optimizer "
                              f"{loop.optimizer!r} keeps a state across steps: set checkpoint_inner_loop=false")
         step = functools.partial(inner_step, module, adapted=adapted, loss_fn=loss_fn, settings=settings,
-                                 lr=loop.lr)
+                                 lr=loop.lr, grad_clip=loop.grad_clip)
         return checkpointed_inner_loop(step, params, adapted, support_x, support_y, indices, lrs)
     if adam_state is not None and loop.optimizer != "adam":
         raise ValueError(f"an Adam state was given to an inner loop whose optimizer is {loop.optimizer!r}")
@@ -645,9 +652,9 @@ def inner_loop(
         x, y = (support_x, support_y) if index is None else (support_x[:, index], support_y[:, index])
         if adam is None:
             fast = inner_step(module, fast, x, y, adapted=adapted, loss_fn=loss_fn, settings=settings, lr=loop.lr,
-                              lrs=lrs, create_graph=create_graph)
+                              lrs=lrs, create_graph=create_graph, grad_clip=loop.grad_clip)
             continue
-        grads = _support_gradients(module, fast, x, y, adapted, loss_fn, settings, create_graph)
+        grads = _support_gradients(module, fast, x, y, adapted, loss_fn, settings, create_graph, loop.grad_clip)
         fast = dict(fast)
         for name, grad in zip(adapted, grads):
             rate = loop.lr if lrs is None else lrs[name]
@@ -660,24 +667,40 @@ def inner_loop(
 
 
 def _support_gradients(module: nn.Module, fast: Mapping[str, Tensor], x: Tensor, y: Tensor, adapted: list[str],
-                       loss_fn: LossFn, settings: ForwardSettings, create_graph: bool) -> tuple[Tensor, ...]:
-    """Gradients of the support losses w.r.t. the ``adapted`` parameters [T, ...] (detached unless create_graph)."""
+                       loss_fn: LossFn, settings: ForwardSettings, create_graph: bool,
+                       grad_clip: float = 0.0) -> tuple[Tensor, ...]:
+    """Gradients of the support losses w.r.t. the ``adapted`` parameters [T, ...] (detached unless create_graph),
+    each task's scaled down to L2 norm ``grad_clip`` where it is longer (0: as they are)."""
     outputs = task_forward(module, fast, x, adapted, settings)
     # the sum of per-task losses: its gradient w.r.t. task t's parameters is task t's own gradient.
     loss = loss_fn(outputs, y).sum()
     grads = torch.autograd.grad(loss, [fast[n] for n in adapted], create_graph=create_graph)
-    return grads if create_graph else tuple(grad.detach() for grad in grads)
+    if not create_graph:
+        grads = tuple(grad.detach() for grad in grads)
+    return clip_task_gradients(grads, grad_clip) if grad_clip > 0 else grads
+
+
+def clip_task_gradients(grads: Sequence[Tensor], max_norm: float) -> tuple[Tensor, ...]:
+    """Scale each task's gradients (tensors [T, ...], one per parameter) to L2 norm <= ``max_norm`` jointly.
+
+    Task t's factor is min(1, max_norm / (norm_t + 1e-6)), ``torch.nn.utils.clip_grad_norm_``'s; it is part of
+    the graph, so a second-order meta-gradient differentiates through the clipping too.
+    """
+    squares = sum(grad.flatten(1).square().sum(1) for grad in grads)
+    factor = (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+    return tuple(grad * factor.view(-1, *([1] * (grad.dim() - 1))) for grad in grads)
 
 
 def inner_step(module: nn.Module, fast: Mapping[str, Tensor], x: Tensor, y: Tensor, *, adapted: list[str],
                loss_fn: LossFn, settings: ForwardSettings, lr: float, lrs: Mapping[str, Tensor] | None,
-               create_graph: bool) -> dict[str, Tensor]:
+               create_graph: bool, grad_clip: float = 0.0) -> dict[str, Tensor]:
     """One plain gradient step of T tasks on support examples x [T, S, ...], y [T, S(, D)].
 
     ``fast``: parameters by name, ``adapted`` names [T, ...]; returns them after the step,
-    theta - rate * grad, with ``rate`` = ``lrs[name]`` (Meta-SGD) or ``lr``.
+    theta - rate * grad, with ``rate`` = ``lrs[name]`` (Meta-SGD) or ``lr`` and each task's grad clipped to
+    L2 norm ``grad_clip`` (0: not clipped).
     """
-    grads = _support_gradients(module, fast, x, y, adapted, loss_fn, settings, create_graph)
+    grads = _support_gradients(module, fast, x, y, adapted, loss_fn, settings, create_graph, grad_clip)
     stepped = dict(fast)
     for name, grad in zip(adapted, grads):
         # a fixed rate as sub's alpha: one operator (and one backward node) fewer per tensor and step than lr * grad

@@ -103,3 +103,16 @@ def test_inner_adam_is_refused_with_a_clear_error():
     with pytest.raises(ValueError, match="checkpoint_inner_loop"):
         inner_loop(learner.network, params, list(params), batch.support_x, batch.support_y, classification_losses,
                    loop)
+
+
+def test_clipped_inner_gradients_give_the_same_meta_gradient():
+    """learner.inner_grad_clip: the recomputed steps clip as the unrolled ones do (the factor is in both graphs)."""
+    batch = make_tasks(count=3)
+    options = {"inner_steps": 3, "inner_lr": 0.1}
+    free = meta_gradients(build(MAML, **options), batch)
+    unrolled = meta_gradients(build(MAML, inner_grad_clip=0.05, **options), batch)
+    checkpointed = meta_gradients(build(MAML, inner_grad_clip=0.05, checkpoint_inner_loop=True, **options), batch)
+    assert max(float((unrolled[name] - grad).abs().max()) for name, grad in free.items()) > 1e-4  # the clip acts
+    for name, grad in unrolled.items():
+        error = float((checkpointed[name] - grad).abs().max())
+        assert error <= 1e-12, f"{name}: checkpointed meta-gradient differs by {error:.3g}"

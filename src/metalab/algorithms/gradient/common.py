@@ -45,6 +45,11 @@ class GradientOptions(LearnerOptions):
     #: inner steps at evaluation and prediction (None = ``inner_steps``).
     inner_steps_test: Optional[int] = None
     inner_lr: float = 0.4
+    #: the largest L2 norm of one task's inner gradient (over its adapted parameters); a longer one is scaled down
+    #: to it before the step (before Adam's moments with Reptile's inner Adam), so a plain SGD step is at most
+    #: inner_lr * inner_grad_clip long. 0 (default) = no limit. The sinusoid Reptile recipes set it: without it one
+    #: task's 5 inner steps diverged at meta-iteration 7078 (benchmarks/gradient/RESULTS.md).
+    inner_grad_clip: float = 0.0
     first_order: bool = False
     #: "transductive" (batch statistics of the current set, as in the MAML paper) or "running".
     bn_mode: str = "transductive"
@@ -92,6 +97,8 @@ def check_options(options: GradientOptions) -> None:
         raise ValueError(f"learner.bn_mode must be one of {', '.join(BN_MODES)}, got {options.bn_mode!r}")
     if options.task_chunk is not None and options.task_chunk < 0:
         raise ValueError(f"learner.task_chunk must be >= 0 (0 = all tasks at once), got {options.task_chunk}")
+    if not options.inner_grad_clip >= 0:
+        raise ValueError(f"learner.inner_grad_clip must be >= 0 (0 = no limit), got {options.inner_grad_clip}")
     if options.query_chunk < 1:
         raise ValueError(f"learner.query_chunk must be >= 1 (tasks per query pass), got {options.query_chunk}")
 
@@ -170,7 +177,7 @@ class GradientLearner(MetaLearner):
             bn_mode=options.bn_mode, checkpoint=options.checkpoint, channels_last=options.channels_last,
             inner_channels_last=options.inner_channels_last, precision=options.precision,
             fold_conv_norm=options.fold_conv_norm, native_kernels=options.native_kernels, winograd=options.winograd,
-            checkpoint_inner_loop=options.checkpoint_inner_loop,
+            checkpoint_inner_loop=options.checkpoint_inner_loop, grad_clip=options.inner_grad_clip,
         )
 
     # ------------------------------------------------------------------------ what the algorithm sets
