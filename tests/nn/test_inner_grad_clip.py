@@ -99,3 +99,18 @@ def test_second_order_meta_gradient_through_the_clipping_equals_finite_differenc
 def test_a_negative_clip_is_refused():
     with pytest.raises(ValueError, match="clip must be >= 0"):
         InnerLoop(grad_clip=-1.0)
+
+
+def test_a_task_with_a_zero_gradient_keeps_a_finite_second_order_meta_gradient():
+    """The norm's derivative at zero is taken as 0 (vector_norm's), not 0/0: a task already fitted stays finite."""
+    network = regression_network()
+    x, y = regression_tasks()
+    params = {n: p.detach().clone().requires_grad_() for n, p in network.named_parameters()}
+    with torch.no_grad():
+        y = y.clone()
+        y[0] = network(x[0])  # task 0's support loss and gradient are exactly zero
+    fast = inner_loop(network, params, list(params), x, y, regression_losses, InnerLoop(steps=2, lr=LR, grad_clip=1.0))
+    loss = regression_losses(task_forward(network, fast, x, list(params)), y).sum()
+    gradient = torch.autograd.grad(loss, list(params.values()))
+    assert all(bool(torch.isfinite(g).all()) for g in gradient)
+    assert max(float(g.abs().max()) for g in gradient) > 0

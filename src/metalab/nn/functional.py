@@ -517,8 +517,8 @@ class InnerLoop:
             last; same meta-gradient. Plain gradient steps only (not Reptile's inner Adam).
         grad_clip: the largest L2 norm of one task's inner gradient over its adapted parameters (0 = no limit);
             a longer gradient is scaled down to it before the step (or before it enters Adam's moments), as
-            ``torch.nn.utils.clip_grad_norm_`` would on that task alone. It bounds each step at ``lr * grad_clip``,
-            so a task whose curvature outruns the inner learning rate cannot diverge.
+            ``torch.nn.utils.clip_grad_norm_`` would on that task alone. It bounds a plain SGD step at
+            ``lr * grad_clip``, so a task whose curvature outruns the inner learning rate cannot diverge.
     """
 
     steps: int = 1
@@ -686,8 +686,10 @@ def clip_task_gradients(grads: Sequence[Tensor], max_norm: float) -> tuple[Tenso
     Task t's factor is min(1, max_norm / (norm_t + 1e-6)), ``torch.nn.utils.clip_grad_norm_``'s; it is part of
     the graph, so a second-order meta-gradient differentiates through the clipping too.
     """
-    squares = sum(grad.flatten(1).square().sum(1) for grad in grads)
-    factor = (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+    # a norm of per-tensor norms, as clip_grad_norm_: vector_norm's backward is 0, not NaN, at a zero gradient
+    norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(grad.flatten(1), dim=1) for grad in grads]),
+                                     dim=0)
+    factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     return tuple(grad * factor.view(-1, *([1] * (grad.dim() - 1))) for grad in grads)
 
 

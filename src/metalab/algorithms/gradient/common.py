@@ -47,8 +47,9 @@ class GradientOptions(LearnerOptions):
     inner_lr: float = 0.4
     #: the largest L2 norm of one task's inner gradient (over its adapted parameters); a longer one is scaled down
     #: to it before the step (before Adam's moments with Reptile's inner Adam), so a plain SGD step is at most
-    #: inner_lr * inner_grad_clip long. 0 (default) = no limit. The sinusoid Reptile recipes set it: without it one
-    #: task's 5 inner steps diverged at meta-iteration 7078 (benchmarks/gradient/RESULTS.md).
+    #: inner_lr * inner_grad_clip long. 0 (default) = no limit. The sinusoid recipes of Reptile (without it one
+    #: task's 5 inner steps diverged at meta-iteration 7078) and ANIL (10 test steps) set it: RESULTS.md of
+    #: benchmarks/gradient.
     inner_grad_clip: float = 0.0
     first_order: bool = False
     #: "transductive" (batch statistics of the current set, as in the MAML paper) or "running".
