@@ -2,10 +2,10 @@
 
     python benchmarks/gradient/inner_gradient_norms.py RUN_DIR [--checkpoint PATH] [--batches 40] [--seed 20000000]
 
-Replays the run's meta-training inner loop (its steps and fixed inner lr; plain SGD only) on ``--batches``
-meta-batches of training tasks drawn from ``--seed`` (not the run's own, so none of them was trained on), one
-task at a time without clipping, and prints for every inner step the median, 90th, 99th, 99.9th percentile and
-maximum of the tasks' gradient L2 norms over their adapted parameters.
+Replays the run's meta-training inner loop (its steps and fixed inner lr; plain full-batch SGD only) on
+``--batches`` meta-batches of training tasks drawn from ``--seed`` (not the run's own, so none of them was trained
+on), with the inner loop's own gradients, unclipped, and prints for every inner step the median, 90th, 99th and
+99.9th percentile and maximum of the tasks' gradient L2 norms over their adapted parameters.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from metalab.data.sources import task_source
+from metalab.nn.functional import expand_for_tasks, support_gradients, task_gradient_norms
 from metalab.train.build import load_run
 
 
@@ -27,25 +28,27 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     learner, config, state = load_run(args.run_dir, checkpoint=args.checkpoint)
-    if learner.loop.optimizer != "sgd" or learner.learning_rates() is not None:
-        raise SystemExit("this replay covers plain SGD inner loops with a fixed inner lr (not Adam or Meta-SGD)")
+    if learner.loop.optimizer != "sgd" or learner.learning_rates() is not None or learner.loop.minibatch:
+        raise SystemExit("this replay covers full-batch SGD inner loops with a fixed inner lr "
+                         "(not Adam, Meta-SGD's learned rates or support minibatches)")
     tasks = task_source(config, config.data.train_split, config.task.ways, config.task.shots, config.task.queries,
                         seed=config.train.seed, within_group=config.task.within_group)
     network, adapted = learner.network.train(), learner.adapted_names()
-    start = {name: p.detach() for name, p in network.named_parameters()}
+    params = {name: p.detach() for name, p in network.named_parameters()}
     steps, lr, size = config.learner.inner_steps, learner.loop.lr, config.task.meta_batch
+    settings = learner.loop.settings(training=True, inner=True, create_graph=False)
     norms: list[list[float]] = [[] for _ in range(steps)]
     for index in range(args.batches):
         batch = tasks.batch(args.seed + index * size, size)
-        for t in range(size):
-            weights = {name: p.clone().requires_grad_(name in adapted) for name, p in start.items()}
-            for step in range(steps):
-                outputs = torch.func.functional_call(network, weights, (batch.support_x[t],))
-                loss = learner.loss_fn(outputs[None], batch.support_y[t][None]).sum()
-                grads = torch.autograd.grad(loss, [weights[name] for name in adapted])
-                norms[step].append(float(torch.sqrt(sum(grad.square().sum() for grad in grads))))
-                for name, grad in zip(adapted, grads):
-                    weights[name] = (weights[name] - lr * grad).detach().requires_grad_()
+        fast = {name: value.clone().requires_grad_() if name in adapted else value
+                for name, value in expand_for_tasks(params, adapted, size).items()}
+        for step in range(steps):
+            # the inner loop's own gradients (all tasks of the meta-batch at once), unclipped
+            grads = support_gradients(network, fast, batch.support_x, batch.support_y, adapted, learner.loss_fn,
+                                      settings, create_graph=False)
+            norms[step] += task_gradient_norms(grads).tolist()
+            for name, grad in zip(adapted, grads):
+                fast[name] = (fast[name] - lr * grad).detach().requires_grad_()
     print(f"{args.run_dir} at step {state.get('step')}: {args.batches} x {size} tasks, inner lr {lr}")
     for step, values in enumerate(norms):
         values = np.array(values)

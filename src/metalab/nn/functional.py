@@ -654,7 +654,7 @@ def inner_loop(
             fast = inner_step(module, fast, x, y, adapted=adapted, loss_fn=loss_fn, settings=settings, lr=loop.lr,
                               lrs=lrs, create_graph=create_graph, grad_clip=loop.grad_clip)
             continue
-        grads = _support_gradients(module, fast, x, y, adapted, loss_fn, settings, create_graph, loop.grad_clip)
+        grads = support_gradients(module, fast, x, y, adapted, loss_fn, settings, create_graph, loop.grad_clip)
         fast = dict(fast)
         for name, grad in zip(adapted, grads):
             rate = loop.lr if lrs is None else lrs[name]
@@ -666,7 +666,7 @@ def inner_loop(
     return fast
 
 
-def _support_gradients(module: nn.Module, fast: Mapping[str, Tensor], x: Tensor, y: Tensor, adapted: list[str],
+def support_gradients(module: nn.Module, fast: Mapping[str, Tensor], x: Tensor, y: Tensor, adapted: list[str],
                        loss_fn: LossFn, settings: ForwardSettings, create_graph: bool,
                        grad_clip: float = 0.0) -> tuple[Tensor, ...]:
     """Gradients of the support losses w.r.t. the ``adapted`` parameters [T, ...] (detached unless create_graph),
@@ -680,16 +680,23 @@ def _support_gradients(module: nn.Module, fast: Mapping[str, Tensor], x: Tensor,
     return clip_task_gradients(grads, grad_clip) if grad_clip > 0 else grads
 
 
+def task_gradient_norms(grads: Sequence[Tensor]) -> Tensor:
+    """Each task's gradient L2 norm [T] over all its tensors [T, ...].
+
+    A norm of per-tensor norms, as ``clip_grad_norm_`` computes it: ``vector_norm``'s backward is 0, not NaN (0/0),
+    where a task's gradient is exactly zero.
+    """
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(grad.flatten(1), dim=1) for grad in grads]),
+                                    dim=0)
+
+
 def clip_task_gradients(grads: Sequence[Tensor], max_norm: float) -> tuple[Tensor, ...]:
     """Scale each task's gradients (tensors [T, ...], one per parameter) to L2 norm <= ``max_norm`` jointly.
 
     Task t's factor is min(1, max_norm / (norm_t + 1e-6)), ``torch.nn.utils.clip_grad_norm_``'s; it is part of
     the graph, so a second-order meta-gradient differentiates through the clipping too.
     """
-    # a norm of per-tensor norms, as clip_grad_norm_: vector_norm's backward is 0, not NaN, at a zero gradient
-    norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(grad.flatten(1), dim=1) for grad in grads]),
-                                     dim=0)
-    factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    factor = (max_norm / (task_gradient_norms(grads) + 1e-6)).clamp(max=1.0)
     return tuple(grad * factor.view(-1, *([1] * (grad.dim() - 1))) for grad in grads)
 
 
@@ -702,7 +709,7 @@ def inner_step(module: nn.Module, fast: Mapping[str, Tensor], x: Tensor, y: Tens
     theta - rate * grad, with ``rate`` = ``lrs[name]`` (Meta-SGD) or ``lr`` and each task's grad clipped to
     L2 norm ``grad_clip`` (0: not clipped).
     """
-    grads = _support_gradients(module, fast, x, y, adapted, loss_fn, settings, create_graph, grad_clip)
+    grads = support_gradients(module, fast, x, y, adapted, loss_fn, settings, create_graph, grad_clip)
     stepped = dict(fast)
     for name, grad in zip(adapted, grads):
         # a fixed rate as sub's alpha: one operator (and one backward node) fewer per tensor and step than lr * grad
