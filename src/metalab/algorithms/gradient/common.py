@@ -6,6 +6,7 @@ meta-gradient is formed.
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from metalab.data.task import Task
 from metalab.nn.backbones import MLP, Conv4, embedding_dim
 from metalab.nn.functional import (
     BN_MODES,
+    PRECISIONS,
     InnerLoop,
     backward_through_adaptation,
     classification_losses,
@@ -92,8 +94,25 @@ class GradientOptions(LearnerOptions):
 
 
 def check_options(options: GradientOptions) -> None:
+    """Refuse options that would build a broken learner or train into NaN, naming the option and its range."""
     if options.kind not in ("classification", "regression"):
         raise ValueError(f"learner.kind must be 'classification' or 'regression', got {options.kind!r}")
+    if not (math.isfinite(options.inner_lr) and options.inner_lr >= 0):
+        raise ValueError(f"learner.inner_lr must be a finite step size >= 0 (a negative one climbs the support "
+                         f"loss), got {options.inner_lr}")
+    if options.inner_steps < 0:
+        raise ValueError(f"learner.inner_steps must be >= 0, got {options.inner_steps}")
+    if options.inner_steps_test is not None and options.inner_steps_test < 0:
+        raise ValueError(f"learner.inner_steps_test must be >= 0 (or null: inner_steps), got {options.inner_steps_test}")
+    if options.ways < 1:
+        raise ValueError(f"learner.ways must be >= 1 (classes per task, or the regression target's size), "
+                         f"got {options.ways}")
+    if options.hidden < 1:
+        raise ValueError(f"learner.hidden must be >= 1 (Conv-4 channels), got {options.hidden}")
+    if not options.mlp_hidden or min(options.mlp_hidden) < 1:
+        raise ValueError(f"learner.mlp_hidden must be a non-empty list of layer sizes >= 1, got {list(options.mlp_hidden)}")
+    if options.precision not in PRECISIONS:
+        raise ValueError(f"learner.precision must be one of {', '.join(PRECISIONS)}, got {options.precision!r}")
     if options.bn_mode not in BN_MODES:
         raise ValueError(f"learner.bn_mode must be one of {', '.join(BN_MODES)}, got {options.bn_mode!r}")
     if options.task_chunk is not None and options.task_chunk < 0:

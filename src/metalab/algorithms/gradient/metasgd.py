@@ -6,6 +6,7 @@ receives its meta-gradient through the same backward pass as theta.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -32,16 +33,22 @@ class MetaSGD(GradientLearner):
         super().__init__(options, input_shape)
         if options.lr_per not in ("element", "tensor"):
             raise ValueError(f"learner.lr_per must be 'element' or 'tensor', got {options.lr_per!r}")
-        if options.lr_init_range is not None and len(options.lr_init_range) != 2:
-            raise ValueError(f"learner.lr_init_range must be [low, high], got {list(options.lr_init_range)}")
+        if options.lr_init_range is not None:
+            bounds = list(options.lr_init_range)
+            if len(bounds) != 2 or not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])
+                                        and 0 <= bounds[0] <= bounds[1]):
+                raise ValueError(f"learner.lr_init_range must be [low, high] with 0 <= low <= high, got {bounds}")
         params = self.parameters_by_name()
         rates = []
         for name in self.adapted_names():
             shape = params[name].shape if options.lr_per == "element" else ()
             rate = torch.full(shape, float(options.inner_lr))
             if options.lr_init_range is not None:
-                low, high = options.lr_init_range
-                rate.uniform_(float(low), float(high))
+                low, high = (float(bound) for bound in options.lr_init_range)
+                if high > low:
+                    rate.uniform_(low, high)
+                else:
+                    rate.fill_(low)
             rates.append(nn.Parameter(rate))
         #: one learned rate tensor per adapted parameter, in the order of ``adapted_names()``.
         self.inner_lrs = nn.ParameterList(rates)

@@ -59,6 +59,15 @@ class Reptile(GradientLearner):
         if options.inner_adam_state not in INNER_ADAM_STATES:
             raise ValueError(f"learner.inner_adam_state must be one of {', '.join(INNER_ADAM_STATES)}, "
                              f"got {options.inner_adam_state!r}")
+        if options.inner_optimizer not in ("sgd", "adam"):
+            raise ValueError(f"learner.inner_optimizer must be 'sgd' or 'adam', got {options.inner_optimizer!r}")
+        betas = list(options.adam_betas)
+        if len(betas) != 2 or not all(0.0 <= float(beta) < 1.0 for beta in betas):
+            raise ValueError(f"learner.adam_betas must be [beta1, beta2], each in [0, 1), got {betas}")
+        for name in ("inner_batch", "inner_batch_test"):
+            if getattr(options, name) < 0:
+                raise ValueError(f"learner.{name} must be >= 0 (support examples per inner step; 0 = all), "
+                                 f"got {getattr(options, name)}")
         super().__init__(options, input_shape)
         betas = tuple(float(b) for b in options.adam_betas)
         self.loop = replace(self.loop, optimizer=options.inner_optimizer, betas=betas, minibatch=options.inner_batch)
