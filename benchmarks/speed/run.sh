@@ -11,6 +11,11 @@ export PYTHONPATH=${L2L_SRC:?set L2L_SRC to the built learn2learn-0.2.0 source t
 python=.venv/bin/python
 out=benchmarks/speed/results.jsonl
 peers="higher torchopt learn2learn"
+# 2026-12-07, 04:49-05:01 UTC (same CPU): where so5's time goes, then the libraries turn by turn in one process
+# (the same allocator setting for all)
+$python benchmarks/speed/meta_iteration.py --profile metalab 5 so5 --threads 2
+$python benchmarks/speed/meta_iteration.py --interleave --threads 2 --iterations 12 --warmup 1 --ways 5 --configs so5 \
+  --libraries metalab metalab-chunk3 $peers --json $out
 # 2026-12-06, 19:50-20:01 UTC (same CPU): the task-threads experiment ran from a checkout of the local branch
 # task-threads (commit 29a9645, not merged); its commands are in RESULTS.md (its `metalab-one-task-thread` path
 # exists only there)
