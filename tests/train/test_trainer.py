@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from metalab.config import compose
+from metalab.config import compose, load_recipe
 from metalab.train.checkpoint import load_checkpoint
 from metalab.train.trainer import NonFiniteLossError, RunExistsError, Trainer
 
@@ -85,12 +85,28 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(image_folders, tmp_path, 
         return original(step)
 
     monkeypatch.setattr(trainer, "train_step", poisoned)
-    with pytest.raises(NonFiniteLossError, match="at step 5.*last good checkpoint"):
+    with pytest.raises(NonFiniteLossError, match="at step 5.*last good checkpoint") as stopped:
         trainer.fit()
+    assert "resume with --resume" in str(stopped.value)
+    assert "learner.inner_lr" not in str(stopped.value)  # ProtoNet has no inner loop to blame
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["step"] == 4
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
     assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_a_diverging_inner_loop_at_the_first_step_names_the_inner_options(tmp_path):
+    """MAML whose inner step overflows: the error points at the inner loop's options, and says honestly that no
+    checkpoint exists yet (so there is nothing to resume)."""
+    config = load_recipe("sinusoid-maml-5shot", ["learner.inner_lr=1e30", "train.steps=3", "train.progress=false",
+                                                 "run.tensorboard=false", f"run.dir={tmp_path / 'run'}"])
+    with pytest.raises(NonFiniteLossError) as stopped:
+        Trainer(config).fit()
+    message = str(stopped.value)
+    assert "at step 0" in message and "no checkpoint had been written yet" in message
+    assert "learner.inner_lr" in message and "learner.inner_grad_clip" in message
+    assert "start the run again" in message and "--resume" not in message
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
 def test_spent_time_budget_ends_training_with_validation_checkpoint_and_test(image_folders, tmp_path):

@@ -39,7 +39,7 @@ from metalab.utils.io import atomic_write_text
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/inf loss or gradient; the last good checkpoint is kept."""
+    """Training produced a NaN/inf loss or gradient; the last good checkpoint (if one was written) is kept."""
 
 
 class RunExistsError(FileExistsError):
@@ -167,10 +167,17 @@ class Trainer:
         max_norm = self.config.optim.grad_clip or math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            fix = "Lower optim.lr or set optim.grad_clip"
+            if hasattr(self.learner.options, "inner_grad_clip"):  # adapts by gradient steps: its inner loop may diverge
+                fix += (", or lower learner.inner_lr or set learner.inner_grad_clip (`python "
+                        "benchmarks/gradient/inner_gradient_norms.py RUN` prints the inner gradient norms to choose it)")
+            if (self.run_dir / LAST).exists():
+                kept, then = f"the last good checkpoint in {self.run_dir} was kept", "then resume with --resume"
+            else:
+                kept, then = "no checkpoint had been written yet", "then start the run again"
             raise NonFiniteLossError(
                 f"the {'loss' if not math.isfinite(loss) else 'gradient'} became {loss if not math.isfinite(loss) else grad_norm} "
-                f"at step {step}; training stopped and the last good checkpoint in {self.run_dir} was kept. "
-                f"Lower optim.lr or set optim.grad_clip, then resume with --resume."
+                f"at step {step}; training stopped and {kept}. {fix}, {then}."
             )
         self.optimizer.step()
         self.scheduler.step()
