@@ -73,6 +73,13 @@ def test_resume_without_checkpoint_is_a_clear_error(image_folders, tmp_path):
         Trainer(folder_config(image_folders, tmp_path / "none"), resume=True).fit()
 
 
+def test_resume_with_overrides_that_change_the_network_names_them(image_folders, tmp_path):
+    Trainer(folder_config(image_folders, tmp_path / "run", steps=2)).fit()
+    changed = folder_config(image_folders, tmp_path / "run", steps=4, **{"learner.hidden": 4})
+    with pytest.raises(ValueError, match=r"last.pt does not fit .*learner.hidden: 8 -> 4. Drop them"):
+        Trainer(changed, resume=True).fit()
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(image_folders, tmp_path, monkeypatch):
     trainer = Trainer(folder_config(image_folders, tmp_path / "run", steps=8))
     original = trainer.train_step

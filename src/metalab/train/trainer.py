@@ -133,7 +133,19 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any]) -> int:
         self._check_resumable(state)
-        self.learner.load_state_dict(state["model"])
+        try:
+            self.learner.load_state_dict(state["model"])
+        except RuntimeError as error:  # the overrides built another network than the checkpoint's
+            saved = state.get("config", {}).get("learner", {})
+            now = OmegaConf.to_container(self.config.learner)
+            changed = [f"learner.{key}: {saved.get(key)!r} -> {now.get(key)!r}"
+                       for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
+            lines = str(error).splitlines()
+            cause = (lines[1] if len(lines) > 1 else lines[0]).strip().rstrip(".")
+            fix = (f"The overrides change it: {'; '.join(changed)}. Drop them, or start a new run (another run.dir) "
+                   f"with them" if changed else "Start a new run (another run.dir) for another network")
+            raise ValueError(f"{self.run_dir / LAST} does not fit the learner that this config builds ({cause}). "
+                             f"A resumed run keeps the network it was trained with. {fix}.") from error
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
