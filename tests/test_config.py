@@ -70,3 +70,24 @@ def test_unknown_learner_is_named():
 
     with pytest.raises(ValueError, match="unknown learner 'protonett'.*protonet"):
         compose({"learner": {"name": "protonett"}})
+
+
+@pytest.mark.parametrize("override", ["task.meta_batch=0", "task.shots=0", "task.queries=0", "eval.episodes=0",
+                                      "eval.batch=0", "train.steps=0", "train.ckpt_every=0", "train.log_every=0",
+                                      "eval.val_episodes=-1", "optim.lr_step=-2"])
+def test_counts_that_cannot_work_are_refused_by_name(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{key} must be >= "):
+        load_recipe("omniglot-protonet-5w1s", [override])
+
+
+@pytest.mark.parametrize("override", ["train.val_every=0", "eval.val_episodes=0", "train.max_minutes=0"])
+def test_zero_means_off_where_it_is_documented(override):
+    load_recipe("omniglot-protonet-5w1s", [override])
+
+
+def test_negative_time_budget_and_threads_are_refused():
+    with pytest.raises(ConfigError, match="train.max_minutes must be >= 0"):
+        load_recipe("omniglot-protonet-5w1s", ["train.max_minutes=-1"])
+    with pytest.raises(ConfigError, match="train.threads must be >= 1"):
+        load_recipe("omniglot-protonet-5w1s", ["train.threads=0"])

@@ -195,9 +195,43 @@ def compose(recipe: dict | DictConfig, overrides: list[str] = (), origin: str = 
         key = getattr(error, "full_key", "")
         reason = str(error).splitlines()[0]
         raise ConfigError(f"bad value for {key or 'a config key'} in {origin} or the overrides: {reason}") from None
+    _check_ranges(config, origin)
     OmegaConf.set_readonly(config, False)
     OmegaConf.set_struct(config, True)
     return config
+
+
+#: counts that must be at least 1 or 0, with what they count (for the error message)
+_AT_LEAST = {
+    "task.ways": (1, "classes per training task"),
+    "task.shots": (1, "support examples per class"),
+    "task.queries": (1, "query examples per class"),
+    "task.meta_batch": (1, "tasks per meta-iteration"),
+    "eval.ways": (1, "classes per evaluation episode"),
+    "eval.shots": (1, "support examples per class"),
+    "eval.queries": (1, "query examples per class"),
+    "eval.episodes": (1, "test episodes"),
+    "eval.val_episodes": (0, "validation episodes; 0 = no validation"),
+    "eval.batch": (1, "episodes per evaluation batch"),
+    "train.steps": (1, "meta-iterations"),
+    "train.val_every": (0, "steps between validations; 0 = no validation"),
+    "train.ckpt_every": (1, "steps between checkpoints"),
+    "train.log_every": (1, "steps between log lines"),
+    "optim.lr_step": (0, "steps between lr decays; 0 = constant"),
+}
+
+
+def _check_ranges(config: DictConfig, origin: str) -> None:
+    """Refuse counts that cannot work (a meta-batch of 0 tasks, 0 test episodes, ...), naming the key."""
+    for key, (low, meaning) in _AT_LEAST.items():
+        value = OmegaConf.select(config, key)
+        if value < low:
+            raise ConfigError(f"{key} must be >= {low} ({meaning}), got {value} in {origin} or the overrides")
+    minutes = config.train.max_minutes
+    if minutes is not None and not minutes >= 0:
+        raise ConfigError(f"train.max_minutes must be >= 0 (or null: no time budget), got {minutes}")
+    if config.train.threads is not None and config.train.threads < 1:
+        raise ConfigError(f"train.threads must be >= 1 (or null: PyTorch's default), got {config.train.threads}")
 
 
 def load_recipe(name: str, overrides: list[str] = ()) -> DictConfig:
