@@ -10,6 +10,17 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 
+def count_of_at_least_one(text: str) -> int:
+    """argparse type of the counts (ways, shots, episodes, ...): an integer >= 1, else a usage error naming it."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from metalab.config import load_recipe, recipe_names
 
@@ -157,18 +168,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("overrides", nargs="*",
                    help="key=value changes to the run's config that keep its weights, e.g. learner.inner_steps_test=10")
-    p.add_argument("--ways", type=int)
-    p.add_argument("--shots", type=int)
-    p.add_argument("--queries", type=int)
-    p.add_argument("--episodes", type=int)
+    p.add_argument("--ways", type=count_of_at_least_one)
+    p.add_argument("--shots", type=count_of_at_least_one)
+    p.add_argument("--queries", type=count_of_at_least_one)
+    p.add_argument("--episodes", type=count_of_at_least_one)
     p.add_argument("--seed", type=int)
     p.add_argument("--split", help="split to score on (default: the recipe's test split), e.g. lake-evaluation")
     p.add_argument("--within-group", action="store_true", help="draw all ways of an episode from one group (alphabet)")
     p.add_argument("--manifest", help="score exactly the episodes of this manifest")
     p.add_argument("--save-manifest", help="write the episodes used to this JSON manifest")
     p.add_argument("--checkpoint", help="checkpoint file (default: the run's best.pt, else last.pt)")
-    p.add_argument("--batch", type=int, help="episodes per forward batch")
-    p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--batch", type=count_of_at_least_one, help="episodes per forward batch")
+    p.add_argument("--threads", type=count_of_at_least_one, help="torch threads")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data-root")
     p.set_defaults(func=cmd_eval)
@@ -184,7 +195,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="plot a regression run's fits on test tasks (PNG)")
     p.add_argument("run", help="run directory")
     p.add_argument("--out", help="PNG path (default: in the run directory)")
-    p.add_argument("--tasks", type=int, default=4)
+    p.add_argument("--tasks", type=count_of_at_least_one, default=4)
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("data", help="which data sets are found where, and how to get the missing ones")

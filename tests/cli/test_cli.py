@@ -92,6 +92,21 @@ def test_errors_are_one_clear_line(args, message, tmp_path):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("flag, value", [("--episodes", "0"), ("--ways", "0"), ("--shots", "-1"),
+                                         ("--queries", "0"), ("--batch", "x")])
+def test_eval_counts_below_one_are_usage_errors(flag, value):
+    """They were taken as 'not given' (0 episodes scored the recipe's 1000) or scored NaN (0 queries)."""
+    result = metalab("eval", "does-not-matter", flag, value, check=False)
+    assert result.returncode == 2
+    assert f"argument {flag}: must be an integer >= 1, got" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_count_of_zero_names_the_key(tmp_path):
+    result = metalab("train", "sinusoid-maml-5shot", "task.meta_batch=0", f"run.dir={tmp_path / 'r'}", check=False)
+    assert result.returncode == 1
+    assert "task.meta_batch must be >= 1 (tasks per meta-iteration), got 0" in result.stderr
+
+
 def test_more_ways_than_classes_is_a_clear_error(image_folders, tmp_path):
     result = metalab("train", "omniglot-protonet-5w1s", *folder_overrides(image_folders, tmp_path / "r"),
                      "task.ways=11", check=False)
