@@ -142,8 +142,9 @@ class Trainer:
                        for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
             lines = str(error).splitlines()
             cause = (lines[1] if len(lines) > 1 else lines[0]).strip().rstrip(".")
-            fix = (f"The overrides change it: {'; '.join(changed)}. Drop them, or start a new run (another run.dir) "
-                   f"with them" if changed else "Start a new run (another run.dir) for another network")
+            fix = (f"The overrides changed these learner options: {'; '.join(changed)}. Drop the ones that shape the "
+                   f"network, or start a new run (another run.dir) with them" if changed
+                   else "Start a new run (another run.dir) for another network")
             raise ValueError(f"{self.run_dir / LAST} does not fit the learner that this config builds ({cause}). "
                              f"A resumed run keeps the network it was trained with. {fix}.") from error
         self.optimizer.load_state_dict(state["optimizer"])
