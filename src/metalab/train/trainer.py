@@ -180,10 +180,7 @@ class Trainer:
         max_norm = self.config.optim.grad_clip or math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            fix = "Lower optim.lr or set optim.grad_clip"
-            if hasattr(self.learner.options, "inner_grad_clip"):  # adapts by gradient steps: its inner loop may diverge
-                fix += (", or lower learner.inner_lr or set learner.inner_grad_clip (`python "
-                        "benchmarks/gradient/inner_gradient_norms.py RUN` prints the inner gradient norms to choose it)")
+            fix = f"Lower optim.lr or set optim.grad_clip{self.learner.divergence_hint}"
             if (self.run_dir / LAST).exists():
                 kept, then = f"the last good checkpoint in {self.run_dir} was kept", "then resume with --resume"
             else:

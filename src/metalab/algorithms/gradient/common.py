@@ -184,6 +184,8 @@ class GradientLearner(MetaLearner):
     """
 
     Options = GradientOptions
+    divergence_hint = (", or lower learner.inner_lr or set learner.inner_grad_clip (`python "
+                       "benchmarks/gradient/inner_gradient_norms.py RUN` prints the inner gradient norms to choose it)")
 
     def __init__(self, options: GradientOptions, input_shape: tuple[int, ...]) -> None:
         super().__init__(options, input_shape)

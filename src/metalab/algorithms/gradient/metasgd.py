@@ -33,22 +33,17 @@ class MetaSGD(GradientLearner):
         super().__init__(options, input_shape)
         if options.lr_per not in ("element", "tensor"):
             raise ValueError(f"learner.lr_per must be 'element' or 'tensor', got {options.lr_per!r}")
-        if options.lr_init_range is not None:
-            bounds = list(options.lr_init_range)
-            if len(bounds) != 2 or not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])
-                                        and 0 <= bounds[0] <= bounds[1]):
-                raise ValueError(f"learner.lr_init_range must be [low, high] with 0 <= low <= high, got {bounds}")
+        init_range = None if options.lr_init_range is None else [float(bound) for bound in options.lr_init_range]
+        if init_range is not None and not (len(init_range) == 2 and all(map(math.isfinite, init_range))
+                                           and 0 <= init_range[0] <= init_range[1]):
+            raise ValueError(f"learner.lr_init_range must be [low, high] with 0 <= low <= high, got {init_range}")
         params = self.parameters_by_name()
         rates = []
         for name in self.adapted_names():
             shape = params[name].shape if options.lr_per == "element" else ()
-            rate = torch.full(shape, float(options.inner_lr))
-            if options.lr_init_range is not None:
-                low, high = (float(bound) for bound in options.lr_init_range)
-                if high > low:
-                    rate.uniform_(low, high)
-                else:
-                    rate.fill_(low)
+            rate = torch.full(shape, float(options.inner_lr) if init_range is None else init_range[0])
+            if init_range is not None and init_range[1] > init_range[0]:
+                rate.uniform_(*init_range)
             rates.append(nn.Parameter(rate))
         #: one learned rate tensor per adapted parameter, in the order of ``adapted_names()``.
         self.inner_lrs = nn.ParameterList(rates)
