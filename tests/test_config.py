@@ -73,7 +73,7 @@ def test_unknown_learner_is_named():
 
 
 @pytest.mark.parametrize("override", ["task.meta_batch=0", "task.shots=0", "task.queries=0", "eval.episodes=0",
-                                      "eval.batch=0", "train.steps=0", "train.ckpt_every=0", "train.log_every=0",
+                                      "speed.eval_batch=0", "train.steps=0", "train.ckpt_every=0", "train.log_every=0",
                                       "eval.val_episodes=-1", "optim.lr_step=-2"])
 def test_counts_that_cannot_work_are_refused_by_name(override):
     key = override.split("=")[0]
@@ -89,5 +89,39 @@ def test_zero_means_off_where_it_is_documented(override):
 def test_negative_time_budget_and_threads_are_refused():
     with pytest.raises(ConfigError, match="train.max_minutes must be >= 0"):
         load_recipe("omniglot-protonet-5w1s", ["train.max_minutes=-1"])
-    with pytest.raises(ConfigError, match="train.threads must be >= 1"):
-        load_recipe("omniglot-protonet-5w1s", ["train.threads=0"])
+    with pytest.raises(ConfigError, match="speed.threads must be >= 1"):
+        load_recipe("omniglot-protonet-5w1s", ["speed.threads=0"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("speed.precision=fp16", "speed.precision must be one of fp32, bf16"),
+    ("speed.engine=fast", "speed.engine must be one of accel, reference"),
+    ("speed.task_chunk=-1", "speed.task_chunk must be >= 0"),
+    ("speed.query_chunk=0", "speed.query_chunk must be >= 1"),
+])
+def test_bad_speed_options_are_refused_by_name(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_recipe("omniglot-maml-5w1s", [override])
+
+
+@pytest.mark.parametrize("old, new", [("learner.task_chunk=2", "speed.task_chunk"), ("train.threads=1", "speed.threads"),
+                                      ("eval.batch=5", "speed.eval_batch"), ("learner.precision=bf16", "speed.precision")])
+def test_execution_options_at_their_old_keys_name_the_new_one(old, new):
+    with pytest.raises(ConfigError, match=f"{old.split('=')[0]} .* is now {new}"):
+        load_recipe("omniglot-maml-5w1s", [old])
+
+
+def test_a_config_saved_with_the_old_keys_loads_with_them_in_the_speed_group():
+    from metalab.config import compose, upgrade_saved_config
+
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.to_container(load_recipe("omniglot-maml-5w1s"))
+    del saved["speed"]
+    saved["learner"].update(task_chunk=3, checkpoint=True, winograd=False)
+    saved["train"].update(threads=2, reuse_freed_memory=False)
+    saved["eval"]["batch"] = 7
+    config = compose(upgrade_saved_config(saved))
+    assert (config.speed.task_chunk, config.speed.checkpoint, config.speed.winograd) == (3, True, False)
+    assert (config.speed.threads, config.speed.reuse_freed_memory, config.speed.eval_batch) == (2, False, 7)
+    assert "task_chunk" not in config.learner and "threads" not in config.train

@@ -66,7 +66,7 @@ def measure(name: str, procs: int, threads: int, steps: int, warmup: int, device
     recipe, overrides = SETTINGS[name]
     log_every = 2 if warmup % 2 == 0 and (steps - warmup) % 2 == 0 else 1
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-{procs}p-") as run_dir:
-        overrides = [*overrides, f"train.steps={steps}", f"train.log_every={log_every}", f"train.threads={threads}",
+        overrides = [*overrides, f"train.steps={steps}", f"train.log_every={log_every}", f"speed.threads={threads}",
                      f"train.device={device}", f"run.dir={run_dir}/run", "train.ckpt_every=100000"]
         if meta_batch:
             overrides.append(f"task.meta_batch={meta_batch}")

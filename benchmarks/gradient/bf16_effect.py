@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from metalab.algorithms.gradient.maml import MAML
+from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
 
 TASKS, WAYS, QUERIES = 4, 5, 15
@@ -25,10 +26,10 @@ def random_tasks() -> Task:
     return Task(support_x, support_y, query_x, query_y)
 
 
-def meta_gradient(tasks: Task, **options) -> tuple[torch.Tensor, float]:
+def meta_gradient(tasks: Task, **speed) -> tuple[torch.Tensor, float]:
     """All meta-parameter gradients as one vector, and the query loss, for fresh weights (seed 0)."""
     torch.manual_seed(0)
-    learner = MAML(MAML.Options(name="maml", ways=WAYS, **options), (1, 28, 28))
+    learner = MAML(MAML.Options(name="maml", ways=WAYS), (1, 28, 28), SpeedOptions(**speed))
     metrics = learner.meta_step(tasks)
     return torch.cat([p.grad.flatten() for p in learner.parameters()]), float(metrics["loss"])
 

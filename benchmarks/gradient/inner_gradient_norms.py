@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from metalab.data.sources import task_source
-from metalab.nn.functional import expand_for_tasks, support_gradients, task_gradient_norms
+from metalab.nn.inner_loop import SGD, InnerLoop, expand_for_tasks, task_gradient_norms, task_loss
 from metalab.train.build import load_run
 
 
@@ -28,15 +28,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     learner, config, state = load_run(args.run_dir, checkpoint=args.checkpoint)
-    if learner.loop.optimizer != "sgd" or learner.learning_rates() is not None or learner.loop.minibatch:
+    rule = learner.update_rule(training=True)
+    if not isinstance(rule, SGD) or getattr(config.learner, "inner_batch", 0):
         raise SystemExit("this replay covers full-batch SGD inner loops with a fixed inner lr "
                          "(not Adam, Meta-SGD's learned rates or support minibatches)")
     tasks = task_source(config, config.data.train_split, config.task.ways, config.task.shots, config.task.queries,
                         seed=config.train.seed, within_group=config.task.within_group)
     network, adapted = learner.network.train(), learner.adapted_names()
     params = {name: p.detach() for name, p in network.named_parameters()}
-    steps, lr, size = config.learner.inner_steps, learner.loop.lr, config.task.meta_batch
-    settings = learner.loop.settings(training=True, inner=True, create_graph=False)
+    steps, lr, size = config.learner.inner_steps, rule.lr, config.task.meta_batch
+    unclipped = InnerLoop(steps=steps, rule=rule)  # the learner's loop without its clip
+
+    def forward(params, x):
+        return learner.network_forward(params, x, training=True, inner=True)
     norms: list[list[float]] = [[] for _ in range(steps)]
     for index in range(args.batches):
         batch = tasks.batch(args.seed + index * size, size)
@@ -44,8 +48,8 @@ def main() -> None:
                 for name, value in expand_for_tasks(params, adapted, size).items()}
         for step in range(steps):
             # the inner loop's own gradients (all tasks of the meta-batch at once), unclipped
-            grads = support_gradients(network, fast, batch.support_x, batch.support_y, adapted, learner.loss_fn,
-                                      settings, create_graph=False)
+            grads = unclipped.gradients(forward, fast, batch.support_x, batch.support_y, adapted,
+                                        task_loss(learner.loss_fn), create_graph=False)
             norms[step] += task_gradient_norms(grads).tolist()
             for name, grad in zip(adapted, grads):
                 fast[name] = (fast[name] - lr * grad).detach().requires_grad_()

@@ -30,7 +30,7 @@ def clocks() -> tuple[float, float]:
 
 def built_trainer(recipe: str, overrides: list[str], run_dir: str, warmup_steps: int = 2) -> Trainer:
     """The recipe's trainer as `metalab train` builds it (one thread, no validation), after warm-up steps."""
-    config = load_recipe(recipe, ["train.threads=1", f"run.dir={run_dir}", "train.val_every=0", *overrides])
+    config = load_recipe(recipe, ["speed.threads=1", f"run.dir={run_dir}", "train.val_every=0", *overrides])
     trainer = Trainer(config)
     trainer.rank_offset, trainer.rank_tasks = trainer.ranks.share(config.task.meta_batch)
     trainer._build()

@@ -17,7 +17,7 @@ metalab="$root/.venv/bin/metalab"
 mkdir -p "${RUN_ROOT:-/tmp/metalab-metric-bench2}"
 run=${RUN_ROOT:-/tmp/metalab-metric-bench2}/$recipe-$steps${TAG:-}
 out=${OUT:-$root/benchmarks/metric/results.jsonl}
-command="metalab train $recipe train.steps=$steps train.val_every=$((steps / vals)) eval.val_episodes=${VAL_EPISODES:-100} eval.batch=10 train.threads=1 train.progress=false run.tensorboard=false run.dir=$run $*"
+command="metalab train $recipe train.steps=$steps train.val_every=$((steps / vals)) eval.val_episodes=${VAL_EPISODES:-100} speed.eval_batch=10 speed.threads=1 train.progress=false run.tensorboard=false run.dir=$run $*"
 started=$(date -u +%FT%TZ)
 taskset -c "$cpu" /usr/bin/time -f '%e %U %S' -o "$run.train.time" \
   $root/.venv/bin/$command > "$run.train.log" 2>&1

@@ -14,7 +14,7 @@ RUNS=${RUNS:-/tmp/metalab-model-runs}
 HERE=$(dirname "$0")
 LOGS=$HERE/logs
 mkdir -p "$RUNS" "$LOGS"
-COMMON="train.threads=1 train.progress=false run.tensorboard=false train.val_every=0 train.ckpt_every=25 train.log_every=25"
+COMMON="speed.threads=1 train.progress=false run.tensorboard=false train.val_every=0 train.ckpt_every=25 train.log_every=25"
 
 train_for() {  # train_for SECONDS RECIPE [overrides...]: train until the time is up, keep last.pt
   local seconds=$1 recipe=$2; shift 2

@@ -1,6 +1,6 @@
 """torch.compile as a speed lever: the query stage of a MAML meta-iteration, eager vs compiled.
 
-The query stage (:func:`metalab.nn.functional.backward_through_adaptation`, stage 1) is a plain
+The query stage (:func:`metalab.accel.two_stage_backward.backward_through_adaptation`, stage 1) is a plain
 first-order forward+backward of each task's queries at its adapted weights, the half of a
 meta-iteration that holds the most work and the only part a compiled (once-differentiable) graph
 can take: the inner loop needs double backward, which AOTAutograd does not compile. This script
@@ -37,7 +37,7 @@ def main() -> None:
     import torch
 
     from metalab.algorithms.gradient.maml import MAML
-    from metalab.nn.functional import backward_through_adaptation
+    from metalab.accel.two_stage_backward import backward_through_adaptation
 
     torch.set_num_threads(args.threads)
     network, support_x, support_y, query_x, query_y = setup(args.ways)

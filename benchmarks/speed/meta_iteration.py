@@ -26,30 +26,30 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 CONFIGS = {"so1": (1, False), "so5": (5, False), "fo5": (5, True)}  # inner steps, first order
-#: metalab's execution paths (learner options); all give the same meta-gradient (tests compare with higher).
+#: metalab's execution paths (speed options); all give the same meta-gradient (tests compare with higher and the
+#: reference engine). Which one was the default when: benchmarks/speed/RESULTS.md.
 METALAB_PATHS = {
-    # default: the inner loop (NCHW) of small support sets in slices of tasks (auto_task_chunk), then a two-stage
-    # query backward in channels-last, task by task; NNPACK only for 150+ query images on AVX2 CPUs
-    "metalab": {},
+    "metalab": {},  # the defaults
+    "metalab-reference": {"engine": "reference"},  # plain PyTorch, task by task (the specification)
     "metalab-nchw": {"channels_last": False},
-    "metalab-winograd": {"winograd": True},  # query pass's second layer on NNPACK (the default on AVX2 until 2026-12-06)
-    "metalab-no-winograd": {"winograd": False},  # ... on oneDNN (the default at 5 ways and on AVX-512 CPUs)
-    "metalab-no-native": {"native_kernels": False, "winograd": False},  # first block's ReLU + max-pool in PyTorch (before 2026-12-02)
-    "metalab-no-fold": {"fold_conv_norm": False},  # first conv + BatchNorm as separate PyTorch kernels (before 2026-12-01)
-    "metalab-all-cl": {"inner_channels_last": None},  # inner loop channels-last too (the default until 2026-11-30)
+    "metalab-winograd": {"winograd": True},  # the query pass's second layer on NNPACK
+    "metalab-no-winograd": {"winograd": False},  # ... on oneDNN
+    "metalab-no-native": {"native_kernels": False, "winograd": False},  # first block's ReLU + max-pool in PyTorch
+    "metalab-no-fold": {"fold_conv_norm": False},  # first conv + BatchNorm as separate PyTorch kernels
+    "metalab-all-cl": {"inner_channels_last": None},  # inner loop channels-last too
     "metalab-ckpt": {"checkpoint": True},
-    # second-order inner loop recomputed one step at a time in the meta-backward (slices of 4 tasks at 5-way 1-shot)
+    # second-order inner loop recomputed one step at a time in the meta-backward
     "metalab-ckpt-inner": {"checkpoint_inner_loop": True},
     "metalab-ckpt-inner-task-by-task": {"checkpoint_inner_loop": True, "task_chunk": 1},
     "metalab-ckpt-inner-chunk8": {"checkpoint_inner_loop": True, "task_chunk": 8},
-    "metalab-task-by-task": {"task_chunk": 1},  # the inner loop task by task (the default on AVX2 until 2026-12-06)
+    "metalab-task-by-task": {"task_chunk": 1},  # the inner loop task by task
     "metalab-folded-inner": {"task_chunk": 0},  # inner loop of all tasks folded into grouped kernels
     "metalab-chunk2": {"task_chunk": 2},  # inner loop of 2 tasks at a time in grouped kernels
     "metalab-chunk3": {"task_chunk": 3},
     "metalab-chunk4": {"task_chunk": 4},
     "metalab-chunk8": {"task_chunk": 8},
     "metalab-chunk16": {"task_chunk": 16},
-    "metalab-task-by-task-winograd": {"task_chunk": 1, "winograd": True},  # the AVX2 default until 2026-12-06
+    "metalab-task-by-task-winograd": {"task_chunk": 1, "winograd": True},
     "metalab-folded": {"task_chunk": 0, "query_chunk": 32},  # inner loop and query pass folded
     "metalab-bf16": {"precision": "bf16"},  # bf16 autocast of the forward passes
     "metalab-default-malloc": {},  # the default path in a process with glibc's default malloc thresholds
@@ -150,10 +150,10 @@ def step_function(library: str, ways: int, steps: int, first_order: bool):
     lr = 0.4 if steps == 1 else 0.1
     if library.startswith("metalab"):
         from metalab.algorithms.gradient.maml import MAML
+        from metalab.nn.execution import SpeedOptions
 
-        options = METALAB_PATHS[library]
-        learner = MAML(MAML.Options(name="maml", ways=ways, inner_steps=steps, inner_lr=lr,
-                                    first_order=first_order, **options), (1, 28, 28))
+        learner = MAML(MAML.Options(name="maml", ways=ways, inner_steps=steps, inner_lr=lr, first_order=first_order),
+                       (1, 28, 28), SpeedOptions(**METALAB_PATHS[library]))
         learner.network.load_state_dict(network.state_dict())
         from metalab.data.task import Task
 
@@ -281,7 +281,7 @@ def check(ways: int, config: str, libraries: list[str], tasks: int = 4) -> None:
 
 
 def uses_reuse(library: str, allocator: str) -> bool:
-    """Whether ``library``'s process keeps freed memory for reuse (metalab/train/allocator.py).
+    """Whether ``library``'s process keeps freed memory for reuse (metalab/accel/allocator.py).
 
     "library": as each ships (``metalab train`` / ``metalab eval`` turn it on, the peers have no such
     setting); "all": every process, peers and the plain limit included; "none": no process.
@@ -302,7 +302,7 @@ def child(library: str, ways: int, config: str, iterations: int, warmup: int, th
         os.sched_setaffinity(0, cpus)
     torch.set_num_threads(threads)
     if uses_reuse(library, allocator):
-        from metalab.train.allocator import reuse_freed_memory
+        from metalab.accel.allocator import reuse_freed_memory
 
         reuse_freed_memory()
     steps, first_order = CONFIGS[config]
@@ -325,7 +325,7 @@ def interleave(libraries: list[str], ways: int, config: str, iterations: int, wa
     median and, for each peer, the median over turns of metalab's time / the peer's."""
     import torch
 
-    from metalab.train.allocator import reuse_freed_memory
+    from metalab.accel.allocator import reuse_freed_memory
 
     torch.set_num_threads(threads)
     reuse_freed_memory()
@@ -361,7 +361,7 @@ def profile(library: str, ways: int, config: str, threads: int, allocator: str =
 
     torch.set_num_threads(threads)
     if uses_reuse(library, allocator):
-        from metalab.train.allocator import reuse_freed_memory
+        from metalab.accel.allocator import reuse_freed_memory
 
         reuse_freed_memory()
     steps, first_order = CONFIGS[config]

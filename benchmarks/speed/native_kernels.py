@@ -2,7 +2,7 @@
 
     python benchmarks/speed/native_kernels.py [--threads 2] [--repeats 20] [--parts first-block norm convolution]
 
-1. Conv-4's folded first block: ``conv_batch_norm`` (metalab/nn/conv_norm.py) with ReLU and 2x2
+1. Conv-4's folded first block: ``conv_batch_norm`` (metalab/accel/conv_norm.py) with ReLU and 2x2
    max-pool, on a query set of 75 (5-way) and 300 (20-way) Omniglot images and a 5-image support
    set: the compiled conv+ReLU+pool kernel (``native_kernels``) vs the 1x1 convolution of patches
    followed by PyTorch's max-pool and ReLU, in 4 MiB slices (the path before 2026-12-02).
@@ -12,7 +12,7 @@
    forward, backward with ``create_graph`` and the double backward (the gradient of a random
    projection of the input, gamma and beta gradients with respect to the input, gamma and the
    incoming gradient), vs ``F.batch_norm``, ``F.max_pool2d`` and ``F.relu``.
-4. A 3x3 convolution (64 -> 64 channels, padding 1) by NNPACK (``metalab.nn.nnpack_conv.conv3x3``,
+4. A 3x3 convolution (64 -> 64 channels, padding 1) by NNPACK (``metalab.accel.nnpack_conv.conv3x3``,
    as the query pass's second layer runs it with ``learner.winograd``) vs ``F.conv2d`` (oneDNN),
    both on a channels-last map (the query pass's layout): forward, input and weight gradients.
    Whether NNPACK pays depends on the CPU: its kernels are AVX2, oneDNN's use AVX-512 where the CPU
@@ -32,11 +32,11 @@ import torch.nn.functional as F
 from meta_iteration import machine_description, time_calls  # this script's directory is on sys.path
 from torch import nn
 
-from metalab.nn import native
-from metalab.nn.batch_norm_relu_pool import batch_norm_relu_pool
-from metalab.nn.conv_norm import conv_batch_norm
-from metalab.nn.nnpack_conv import conv3x3
-from metalab.nn.pooling import max_pool2d
+from metalab.accel import native
+from metalab.accel.batch_norm_relu_pool import batch_norm_relu_pool
+from metalab.accel.conv_norm import conv_batch_norm
+from metalab.accel.nnpack_conv import conv3x3
+from metalab.accel.pooling import max_pool2d
 
 HIDDEN = 64
 PARTS = ("first-block", "norm", "convolution")

@@ -64,8 +64,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    if config.train.reuse_freed_memory:
-        from metalab.train.allocator import reuse_freed_memory
+    if config.speed.reuse_freed_memory:
+        from metalab.accel.allocator import reuse_freed_memory
 
         reuse_freed_memory()
     split = args.split or config.data.test_split
@@ -85,7 +85,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not isinstance(episodes, FixedEpisodes):
             raise ValueError("--save-manifest applies to classification episodes")
         episodes.save(args.save_manifest)
-    result = evaluate(learner, episodes, args.batch or config.eval.batch)
+    result = evaluate(learner, episodes, args.batch or config.speed.eval_batch)
     if args.json:
         summary = result.as_dict()
         summary.update({"run": str(args.run), "split": split, "step": state["step"], "overrides": args.overrides})

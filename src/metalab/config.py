@@ -15,6 +15,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from metalab.accel.options import SpeedOptions, check_speed_options
 from metalab.algorithms.registry import learner_class
 
 
@@ -57,8 +58,6 @@ class EvalConfig:
     val_episodes: int = 200
     val_seed: int = 1
     within_group: bool = False
-    #: episodes per forward batch in evaluation (20-way Omniglot: 20 x 320 images per batch).
-    batch: int = 20
 
 
 @dataclass
@@ -85,11 +84,6 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0
     device: str = "cpu"
-    #: torch intra-op threads (None = PyTorch's default).
-    threads: Optional[int] = None
-    #: keep freed tensor memory in the process for reuse (glibc malloc thresholds; metalab/train/allocator.py):
-    #: faster CPU training, at the price of a resident size that stays at its peak.
-    reuse_freed_memory: bool = True
     progress: bool = True
     #: wall-clock budget of this invocation's training loop in minutes (None = train.steps decides).
     #: When it runs out, the step in progress is the last: validation, checkpoint, then the test.
@@ -113,6 +107,19 @@ class BaseConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    #: execution options: time and memory, never results (:class:`metalab.accel.options.SpeedOptions`)
+    speed: SpeedOptions = field(default_factory=SpeedOptions)
+
+
+#: keys that moved into the ``speed`` group (execution options), old -> new
+MOVED_TO_SPEED = {
+    "train.threads": "speed.threads",
+    "train.reuse_freed_memory": "speed.reuse_freed_memory",
+    "eval.batch": "speed.eval_batch",
+    **{f"learner.{key}": f"speed.{key}" for key in (
+        "task_chunk", "query_chunk", "checkpoint", "checkpoint_inner_loop", "channels_last", "inner_channels_last",
+        "fold_conv_norm", "native_kernels", "winograd", "precision")},
+}
 
 
 class ConfigError(ValueError):
@@ -157,6 +164,9 @@ def _check_keys(given: Any, schema_paths: list[str], prefix: str, origin: str) -
         return
     for key, value in given.items():
         path = f"{prefix}{key}"
+        if path not in schema_paths and path in MOVED_TO_SPEED:
+            raise ConfigError(f"{path} in {origin} is now {MOVED_TO_SPEED[path]}: execution options (time and memory, "
+                              f"never results) are one group, `speed` (see `metalab show RECIPE`)")
         if path not in schema_paths:
             near = difflib.get_close_matches(path, schema_paths, n=1, cutoff=0.5)
             hint = f" Did you mean {near[0]!r}?" if near else ""
@@ -212,7 +222,6 @@ _AT_LEAST = {
     "eval.queries": (1, "query examples per class"),
     "eval.episodes": (1, "test episodes"),
     "eval.val_episodes": (0, "validation episodes; 0 = no validation"),
-    "eval.batch": (1, "episodes per evaluation batch"),
     "train.steps": (1, "meta-iterations"),
     "train.val_every": (0, "steps between validations; 0 = no validation"),
     "train.ckpt_every": (1, "steps between checkpoints"),
@@ -230,8 +239,10 @@ def _check_ranges(config: DictConfig, origin: str) -> None:
     minutes = config.train.max_minutes
     if minutes is not None and not minutes >= 0:
         raise ConfigError(f"train.max_minutes must be >= 0 (or null: no time budget), got {minutes}")
-    if config.train.threads is not None and config.train.threads < 1:
-        raise ConfigError(f"train.threads must be >= 1 (or null: PyTorch's default), got {config.train.threads}")
+    try:
+        check_speed_options(SpeedOptions(**OmegaConf.to_container(config.speed)))
+    except ValueError as error:
+        raise ConfigError(f"{error} in {origin} or the overrides") from None
 
 
 def load_recipe(name: str, overrides: list[str] = ()) -> DictConfig:
@@ -247,6 +258,26 @@ def load_recipe(name: str, overrides: list[str] = ()) -> DictConfig:
 def learner_options(config: DictConfig) -> Any:
     """The learner section as an instance of the learner's Options dataclass."""
     return OmegaConf.to_object(config.learner)
+
+
+def speed_options(config: DictConfig) -> SpeedOptions:
+    """The ``speed`` section as :class:`SpeedOptions`."""
+    return OmegaConf.to_object(config.speed)
+
+
+def upgrade_saved_config(saved: dict) -> dict:
+    """A config saved by an earlier metalab (a checkpoint's) with moved keys put where they are now.
+
+    Execution options were spread over ``learner``, ``train`` and ``eval`` before they became the ``speed``
+    group; their values move there unchanged.
+    """
+    upgraded = {section: dict(values) if isinstance(values, dict) else values for section, values in saved.items()}
+    for old, new in MOVED_TO_SPEED.items():
+        section, key = old.split(".")
+        values = upgraded.get(section)
+        if isinstance(values, dict) and key in values:
+            upgraded.setdefault("speed", {})[new.split(".")[1]] = values.pop(key)
+    return upgraded
 
 
 def to_yaml(config: DictConfig) -> str:

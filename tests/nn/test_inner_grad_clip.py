@@ -9,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from metalab.nn.functional import InnerLoop, classification_losses, inner_loop, regression_losses, task_forward
-from test_functional import assert_gradient_equals_finite_differences, smooth_network, tasks
+from metalab.nn.inner_loop import SGD, Adam, InnerLoop, task_loss
+from metalab.nn.losses import classification_losses, regression_losses
+from metalab.nn.reference import task_forward
+from networks import assert_gradient_equals_finite_differences, smooth_network, tasks
 
 TASKS, POINTS, STEPS, LR = 4, 6, 4, 0.05
 
@@ -45,14 +47,20 @@ def adapt_alone(network: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer:
     return {name: p.detach() for name, p in task_network.named_parameters()}, norms
 
 
+def adapt(loop: InnerLoop, network: nn.Module, x, y, loss_fn, params=None, create_graph=None):
+    params = dict(network.named_parameters()) if params is None else params
+    return loop.adapt(lambda p, inputs: task_forward(network, p, inputs, list(params)), params, list(params), x, y,
+                      task_loss(loss_fn), create_graph=create_graph)
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_each_task_is_clipped_as_clip_grad_norm_would_alone(optimizer):
     network = regression_network()
     x, y = regression_tasks()
     clip = 4.0
-    loop = InnerLoop(steps=STEPS, lr=LR, first_order=True, optimizer=optimizer, grad_clip=clip)
-    params = dict(network.named_parameters())
-    fast = inner_loop(network, params, list(params), x, y, regression_losses, loop, training=True, create_graph=False)
+    rule = SGD(LR) if optimizer == "sgd" else Adam(LR, (0.0, 0.999))
+    loop = InnerLoop(steps=STEPS, rule=rule, first_order=True, grad_clip=clip)
+    fast = adapt(loop, network, x, y, regression_losses)
     norms = []
     for t in range(TASKS):
         expected, task_norms = adapt_alone(network, x[t], y[t], optimizer, clip)
@@ -66,19 +74,18 @@ def test_each_task_is_clipped_as_clip_grad_norm_would_alone(optimizer):
 def test_no_clip_where_every_gradient_is_shorter_than_the_limit():
     network = regression_network()
     x, y = regression_tasks()
-    params = dict(network.named_parameters())
-    free = inner_loop(network, params, list(params), x, y, regression_losses, InnerLoop(steps=STEPS, lr=LR),
-                      create_graph=False)
-    loose = inner_loop(network, params, list(params), x, y, regression_losses,
-                       InnerLoop(steps=STEPS, lr=LR, grad_clip=1e6), create_graph=False)
-    for name in params:  # a factor of exactly 1
+    free = adapt(InnerLoop(steps=STEPS, rule=SGD(LR)), network, x, y, regression_losses, create_graph=False)
+    loose = adapt(InnerLoop(steps=STEPS, rule=SGD(LR), grad_clip=1e6), network, x, y, regression_losses,
+                  create_graph=False)
+    for name in free:  # a factor of exactly 1
         assert torch.equal(free[name], loose[name])
 
 
 def clipped_meta_loss(module, params, support, query, clip):
-    loop = InnerLoop(steps=2, lr=0.5, grad_clip=clip)
+    loop = InnerLoop(steps=2, rule=SGD(0.5), grad_clip=clip)
     names = list(params)
-    fast = inner_loop(module, params, names, *support, classification_losses, loop)
+    fast = loop.adapt(lambda p, x: task_forward(module, p, x, names), params, names, *support,
+                      task_loss(classification_losses))
     return classification_losses(task_forward(module, fast, query[0], names), query[1]).mean()
 
 
@@ -86,7 +93,7 @@ def test_second_order_meta_gradient_through_the_clipping_equals_finite_differenc
     module = smooth_network()
     params = {n: p.detach().clone().requires_grad_() for n, p in module.named_parameters()}
     support, query = tasks(2, 3, 2, seed=1), tasks(2, 3, 3, seed=2)
-    loss = classification_losses(task_forward(module, params, support[0], list(params)), support[1]).sum()
+    loss = classification_losses(task_forward(module, params, support[0]), support[1]).sum()
     first_gradients = torch.autograd.grad(loss, list(params.values()))
     clip = 0.25 * float(torch.sqrt(sum(g.square().sum() for g in first_gradients)))  # a fraction: the clip acts
     unclipped = torch.autograd.grad(clipped_meta_loss(module, params, support, query, 0.0), list(params.values()))
@@ -109,7 +116,7 @@ def test_a_task_with_a_zero_gradient_keeps_a_finite_second_order_meta_gradient()
     with torch.no_grad():
         y = y.clone()
         y[0] = network(x[0])  # task 0's support loss and gradient are exactly zero
-    fast = inner_loop(network, params, list(params), x, y, regression_losses, InnerLoop(steps=2, lr=LR, grad_clip=1.0))
+    fast = adapt(InnerLoop(steps=2, rule=SGD(LR), grad_clip=1.0), network, x, y, regression_losses, params=params)
     loss = regression_losses(task_forward(network, fast, x, list(params)), y).sum()
     gradient = torch.autograd.grad(loss, list(params.values()))
     assert all(bool(torch.isfinite(g).all()) for g in gradient)

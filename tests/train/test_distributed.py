@@ -16,7 +16,7 @@ reference) the models are bit-identical. Every run is deterministic, so these co
 flaky; but they hold to rounding only while no rounding difference flips a discrete decision (a
 ReLU sign, a max-pool winner), which in this tiny network moves a weight by ~1e-3: e.g. the SAME
 one-process run with 2 intra-op threads instead of 1 differs by 1.5e-3. Hence both sides use one
-thread (``train.threads=1``), and a failure here after an unrelated change of a learner's float
+thread (``speed.threads=1``), and a failure here after an unrelated change of a learner's float
 operations should first be checked against that before suspecting the gradient averaging.
 
 SGD (with momentum) rather than Adam: Adam divides each coordinate by its own gradient's magnitude,
@@ -87,11 +87,12 @@ def recipe(case: str, folders: dict[str, Path], run_dir: Path, **changes) -> dic
         "data": {"dataset": "folder", "train_split": str(folders["train"]), "val_split": str(folders["val"]),
                  "test_split": str(folders["test"]), "image_size": 16, "channels": 1},
         "task": {"ways": 3, "shots": 1, "queries": 2, "meta_batch": 16},
-        "eval": {"ways": 3, "shots": 1, "queries": 2, "episodes": 10, "val_episodes": 6, "batch": 4},
+        "eval": {"ways": 3, "shots": 1, "queries": 2, "episodes": 10, "val_episodes": 6},
         "learner": learner_settings(case),
         "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
         # one intra-op thread on both sides: see the module docstring
-        "train": {"steps": STEPS, "val_every": 2, "ckpt_every": 2, "log_every": 1, "progress": False, "threads": 1},
+        "train": {"steps": STEPS, "val_every": 2, "ckpt_every": 2, "log_every": 1, "progress": False},
+        "speed": {"threads": 1, "eval_batch": 4},
         "run": {"dir": str(run_dir), "tensorboard": False},
     }
     for key, value in changes.items():

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from metalab.data.task import Task
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass
@@ -22,8 +23,8 @@ class MetaLearner(nn.Module):
     """A learner that meta-trains on batches of tasks and adapts to a new task from its support set.
 
     Subclasses set ``Options`` (a dataclass extending :class:`LearnerOptions`) and are built as
-    ``Learner(options, input_shape)`` where ``input_shape`` is one input's shape without the batch
-    dimension ((C, H, W) for images, (D,) for vectors).
+    ``Learner(options, input_shape, speed=None)`` where ``input_shape`` is one input's shape without the batch
+    dimension ((C, H, W) for images, (D,) for vectors) and ``speed`` the execution options (``speed.*``).
     """
 
     Options: ClassVar[type[LearnerOptions]] = LearnerOptions
@@ -33,10 +34,12 @@ class MetaLearner(nn.Module):
     #: (e.g. ", or lower learner.inner_lr"); appended to the trainer's error.
     divergence_hint: ClassVar[str] = ""
 
-    def __init__(self, options: LearnerOptions, input_shape: tuple[int, ...]) -> None:
+    def __init__(self, options: LearnerOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
         super().__init__()
         self.options = options
         self.input_shape = tuple(input_shape)
+        #: how the learner's computations run (``speed.*``: time and memory, never results)
+        self.speed = speed if speed is not None else SpeedOptions()
 
     def meta_step(self, batch: Task) -> dict[str, Tensor]:
         """Meta-train on a batch of tasks (leading task dim T).

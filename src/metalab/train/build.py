@@ -9,13 +9,13 @@ from omegaconf import DictConfig
 
 from metalab.algorithms.base import MetaLearner
 from metalab.algorithms.registry import learner_class
-from metalab.config import ConfigError, compose, learner_options
+from metalab.config import ConfigError, compose, learner_options, speed_options
 from metalab.train.checkpoint import config_of, load_checkpoint, run_checkpoint
 
 
 def build_learner(config: DictConfig, input_shape: tuple[int, ...]) -> MetaLearner:
     cls = learner_class(config.learner.name)
-    return cls(learner_options(config), tuple(input_shape))
+    return cls(learner_options(config), tuple(input_shape), speed_options(config))
 
 
 def build_optimizer(config: DictConfig, learner: MetaLearner) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from metalab.config import upgrade_saved_config
 from metalab.utils.io import atomic_torch_save
 
 FORMAT = "metalab-checkpoint/1"
@@ -47,4 +48,5 @@ def run_checkpoint(run_dir: str | Path, prefer: str = BEST) -> Path:
 
 
 def config_of(state: dict[str, Any]) -> DictConfig:
-    return OmegaConf.create(state["config"])
+    """The config a checkpoint was trained with (keys an earlier metalab kept elsewhere moved to their place)."""
+    return OmegaConf.create(upgrade_saved_config(state["config"]))

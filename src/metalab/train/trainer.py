@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from metalab.data.sources import input_shape, is_regression, load_split, task_source
-from metalab.train.allocator import reuse_freed_memory
+from metalab.accel.allocator import reuse_freed_memory
 from metalab.train.build import build_learner, build_optimizer
 from metalab.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from metalab.train.distributed import (
@@ -96,9 +96,9 @@ class Trainer:
 
     def _build(self) -> None:
         config = self.config
-        if config.train.threads:
-            torch.set_num_threads(config.train.threads)
-        if config.train.reuse_freed_memory:
+        if config.speed.threads:
+            torch.set_num_threads(config.speed.threads)
+        if config.speed.reuse_freed_memory:
             reuse_freed_memory()
         torch.manual_seed(config.train.seed)
         regression = is_regression(config)
@@ -200,7 +200,7 @@ class Trainer:
         return self.ranks.average_metrics({"past": past})["past"] > 0
 
     def validate(self) -> EvalResult:
-        return evaluate_distributed(self.learner, self.val_episodes, self.config.eval.batch, self.device, self.ranks)
+        return evaluate_distributed(self.learner, self.val_episodes, self.config.speed.eval_batch, self.device, self.ranks)
 
     def _better(self, result: EvalResult) -> bool:
         if self.best is None:
@@ -303,7 +303,7 @@ class Trainer:
             config, config.data.test_split, config.eval.ways, config.eval.shots, config.eval.queries,
             seed=config.eval.seed, within_group=config.eval.within_group, data_root=self.data_root,
         ).fixed(config.eval.episodes)
-        result = evaluate_distributed(self.learner, episodes, config.eval.batch, self.device, ranks)
+        result = evaluate_distributed(self.learner, episodes, config.speed.eval_batch, self.device, ranks)
         logger.log("test", step, {result.metric: result.mean, "ci95": result.ci95})
         results = {
             "recipe": config.name,

@@ -17,6 +17,7 @@ from metalab.algorithms.gradient.maml import MAML
 from metalab.algorithms.gradient.metasgd import MetaSGD
 from metalab.algorithms.gradient.reptile import Reptile
 from metalab.data.task import Task
+from metalab.nn.execution import SpeedOptions
 
 WAYS, SIZE = 3, 16
 
@@ -31,9 +32,9 @@ def make_tasks(count: int = 2, shots: int = 2, queries: int = 2, seed: int = 0) 
     )
 
 
-def build(cls, **options):
+def build(cls, speed: dict | None = None, **options):
     torch.manual_seed(0)
-    return cls(cls.Options(name="x", ways=WAYS, hidden=8, **options), (1, SIZE, SIZE)).double()
+    return cls(cls.Options(name="x", ways=WAYS, hidden=8, **options), (1, SIZE, SIZE), SpeedOptions(**(speed or {}))).double()
 
 
 def sgd_by_hand(network, params: dict, x, y, lr: float, steps: int) -> dict:
@@ -99,7 +100,7 @@ def test_anil_leaves_the_body_untouched_in_the_inner_loop():
     for name, p in learner.network.named_parameters():
         assert p.grad is not None, name
         # a convolution's bias cancels in the batch norm that follows it: its gradient is zero exactly
-        # when that pair runs folded (metalab/nn/conv_norm.py), and zero up to rounding otherwise.
+        # when that pair runs folded (metalab/accel/conv_norm.py), and zero up to rounding otherwise.
         if not (name.startswith("body.blocks.") and name.endswith(".0.bias")):
             assert p.grad.abs().sum() > 0, name
 
@@ -153,11 +154,11 @@ def test_more_ways_than_head_outputs_is_a_clear_error():
         learner.meta_step(batch)
 
 
-@pytest.mark.filterwarnings("ignore:precision=bf16 on a CPU without bf16 instructions")
+@pytest.mark.filterwarnings("ignore:speed.precision=bf16 on a CPU without bf16 instructions")
 def test_bf16_path_runs_and_stays_close_to_fp32():
     batch = make_tasks().to("cpu", torch.float32)
     fp32 = build(MAML).float()
-    bf16 = build(MAML, precision="bf16", channels_last=True).float()
+    bf16 = build(MAML, {"precision": "bf16", "channels_last": True}).float()
     fp32.meta_step(batch)
     bf16.meta_step(batch)
     a = torch.cat([p.grad.flatten() for p in fp32.network.parameters()])
@@ -168,22 +169,22 @@ def test_bf16_path_runs_and_stays_close_to_fp32():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_on_a_cpu_without_bf16_instructions_warns_once(monkeypatch, native):
-    from metalab.nn import functional
+    from metalab.accel import precision
 
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    functional.warn_if_cpu_lacks_bf16.cache_clear()
-    learner = build(MAML, precision="bf16").float()
+    precision.warn_if_cpu_lacks_bf16.cache_clear()
+    learner = build(MAML, {"precision": "bf16"}).float()
     batch = make_tasks().to("cpu", torch.float32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         learner.meta_step(batch)
         learner.meta_step(batch)
-    functional.warn_if_cpu_lacks_bf16.cache_clear()
+    precision.warn_if_cpu_lacks_bf16.cache_clear()
     messages = [str(w.message) for w in caught if "bf16 instructions" in str(w.message)]
     assert len(messages) == (0 if native else 1)
     if not native:
-        assert "learner.precision=fp32" in messages[0]
+        assert "speed.precision=fp32" in messages[0]
 
 
 def test_train_eval_predict_from_the_command_line(image_folders, tmp_path):
@@ -232,32 +233,3 @@ def test_sinusoid_recipe_trains_and_plots(tmp_path):
     assert result["metric"] == "mse" and result["episodes"] == 5
     path = plot_run(run, tasks=2)
     assert path.exists() and path.stat().st_size > 10_000
-
-
-@pytest.mark.parametrize("capability", ["AVX512", "AVX2", "DEFAULT"])
-@pytest.mark.parametrize("shape, expected", [
-    ((32, 5, 1, 28, 28), 4), ((32, 20, 1, 28, 28), 1), ((25, 10, 1), 2), ((8, 40, 1), 1), ((32, 11, 1), 1)])
-def test_automatic_task_slices_follow_the_support_size_on_every_cpu(capability, shape, expected, monkeypatch):
-    from metalab.algorithms.gradient.common import auto_task_chunk
-
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    assert auto_task_chunk(torch.zeros(shape)) == expected
-    assert auto_task_chunk(torch.zeros(shape, device="meta")) == 1  # not a CPU: task by task
-    learner = MAML(MAML.Options(name="maml", ways=5), (1, 28, 28))
-    batch = Task(torch.zeros(shape), torch.zeros(shape[:2], dtype=torch.long), torch.zeros(shape),
-                 torch.zeros(shape[:2], dtype=torch.long))
-    assert learner.task_chunk(batch, training=True) == expected
-    assert MAML(MAML.Options(name="maml", ways=5, task_chunk=1), (1, 28, 28)).task_chunk(batch, training=True) == 1
-
-
-@pytest.mark.parametrize("steps, first_order, training, expected", [
-    (1, False, True, 4), (3, False, True, 3), (5, False, True, 2), (10, False, True, 1),
-    (5, True, True, 4), (5, False, False, 4)])
-def test_second_order_slices_shrink_with_the_inner_steps_they_hold(steps, first_order, training, expected,
-                                                                    monkeypatch):
-    """5-way 1-shot: every held step of every task in a slice stays in memory until the meta-backward."""
-    learner = MAML(MAML.Options(name="maml", ways=5, inner_steps=steps, first_order=first_order), (1, 28, 28))
-    shape = (32, 5, 1, 28, 28)
-    batch = Task(torch.zeros(shape), torch.zeros(shape[:2], dtype=torch.long), torch.zeros(shape),
-                 torch.zeros(shape[:2], dtype=torch.long))
-    assert learner.task_chunk(batch, training=training) == expected

@@ -17,7 +17,6 @@ BAD_OPTIONS = [
     ("sinusoid-maml-5shot", "learner.ways=0", "learner.ways must be >= 1"),
     ("sinusoid-maml-5shot", "learner.mlp_hidden=[]", "learner.mlp_hidden must be a non-empty list"),
     ("sinusoid-maml-5shot", "learner.mlp_hidden=[40,0]", "learner.mlp_hidden must be a non-empty list"),
-    ("sinusoid-maml-5shot", "learner.precision=fp16", "learner.precision must be one of fp32, bf16"),
     ("sinusoid-fomaml-5shot", "learner.inner_lr=-1", "learner.inner_lr must be a finite step size >= 0"),
     ("sinusoid-anil-5shot", "learner.inner_lr=-1", "learner.inner_lr must be a finite step size >= 0"),
     ("sinusoid-reptile-5shot", "learner.inner_optimizer=adamw", "learner.inner_optimizer must be 'sgd' or 'adam'"),

@@ -2,7 +2,7 @@
 of the same nn.Module) on Conv-4 with the same weights and tasks, in float64, for every execution
 path: inner loop and query pass folded over the tasks or task by task, checkpointed, channels-last,
 first convolution + BatchNorm folded (in slices of images) or not, max-pooling through metalab's
-index-only function."""
+index-only function, and the reference path."""
 from __future__ import annotations
 
 import pytest
@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from metalab.algorithms.gradient.maml import MAML
 from metalab.data.task import Task
-from metalab.nn import batch_norm_relu_pool, functional, pooling
+from metalab.nn.execution import SpeedOptions
+from metalab.accel import batch_norm_relu_pool, folded, pooling
 
 higher = pytest.importorskip("higher")
 
@@ -28,9 +29,9 @@ def make_tasks(seed: int = 0, tasks: int = TASKS) -> Task:
     return Task(support_x, support_y, query_x, query_y)
 
 
-def make_maml(**options) -> MAML:
+def make_maml(speed: dict | None = None, **options) -> MAML:
     torch.manual_seed(0)
-    learner = MAML(MAML.Options(name="maml", ways=WAYS, hidden=8, **options), (1, SIZE, SIZE))
+    learner = MAML(MAML.Options(name="maml", ways=WAYS, hidden=8, **options), (1, SIZE, SIZE), SpeedOptions(**(speed or {})))
     return learner.double()
 
 
@@ -59,6 +60,7 @@ def metalab_meta_gradient(learner: MAML, batch: Task) -> list[torch.Tensor]:
 
 
 PATHS = {
+    "the reference path (plain PyTorch, torch.func)": {"engine": "reference"},
     "default: inner loop NCHW (slices of tasks by the support-size rule), query pass channels-last": {},
     "task by task": {"task_chunk": 1},
     "query pass folded over the tasks": {"query_chunk": TASKS},
@@ -83,11 +85,11 @@ def test_meta_gradient_equals_higher_on_every_path(steps, first_order, monkeypat
     # every max-pool through metalab's index-only function, and the folded first block one image at a
     # time (the defaults do so only for large inputs)
     monkeypatch.setattr(pooling, "MIN_BYTES", 0)
-    monkeypatch.setattr(functional, "SLICE_BYTES", 1)
+    monkeypatch.setattr(folded, "SLICE_BYTES", 1)
     # and the compiled BatchNorm + ReLU + max-pool kernel on every map it may take (query passes, first order)
     monkeypatch.setattr(batch_norm_relu_pool, "MIN_BYTES", 0)
     for path, options in PATHS.items():
-        learner = make_maml(inner_steps=steps, inner_lr=lr, first_order=first_order, **options)
+        learner = make_maml(options, inner_steps=steps, inner_lr=lr, first_order=first_order)
         ours = metalab_meta_gradient(learner, batch)
         error = max(float((a - b).abs().max()) for a, b in zip(ours, reference))
         assert error <= TOLERANCE, f"{path}: meta-gradient differs from higher's by {error:.3g}"
@@ -99,6 +101,6 @@ def test_inner_loop_in_slices_of_tasks_equals_higher():
     """3 tasks in slices of 2 (a grouped slice and a lone task): second order, 5 steps."""
     batch = make_tasks(tasks=3)
     reference = higher_meta_gradient(make_maml(), batch, 5, 0.1, False)
-    ours = metalab_meta_gradient(make_maml(inner_steps=5, inner_lr=0.1, task_chunk=2), batch)
+    ours = metalab_meta_gradient(make_maml({"task_chunk": 2}, inner_steps=5, inner_lr=0.1), batch)
     error = max(float((a - b).abs().max()) for a, b in zip(ours, reference))
     assert error <= TOLERANCE, f"slices of 2 tasks: meta-gradient differs from higher's by {error:.3g}"

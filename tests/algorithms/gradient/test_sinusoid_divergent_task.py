@@ -13,7 +13,7 @@ import torch
 
 from metalab.config import load_recipe
 from metalab.data.task import Task
-from metalab.nn.functional import regression_losses
+from metalab.nn.losses import regression_losses
 from metalab.train.build import build_learner
 
 FIXTURE = Path(__file__).parent / "data" / "sinusoid_reptile_divergent_task.pt"

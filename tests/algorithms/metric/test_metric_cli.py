@@ -40,8 +40,8 @@ def test_train_eval_predict(algorithm, image_folders, support_folder, tmp_path, 
     data = ["data.dataset=folder", f"data.train_split={image_folders['train']}", f"data.val_split={image_folders['val']}",
             f"data.test_split={image_folders['test']}", "data.image_size=28", "data.channels=1"]
     small = ["task.ways=3", "task.shots=1", "task.queries=2", "task.meta_batch=1", "eval.ways=3", "eval.shots=1",
-             "eval.queries=2", "eval.episodes=4", "eval.val_episodes=2", "eval.batch=2", "train.steps=2",
-             "train.val_every=2", "train.log_every=1", "train.threads=1", "train.progress=false",
+             "eval.queries=2", "eval.episodes=4", "eval.val_episodes=2", "speed.eval_batch=2", "train.steps=2",
+             "train.val_every=2", "train.log_every=1", "speed.threads=1", "train.progress=false",
              "run.tensorboard=false", f"run.dir={run}"]
     try:
         assert main(["train", f"omniglot-{algorithm}-5w1s", *data, *small, *LEARNER_OVERRIDES[algorithm]]) == 0

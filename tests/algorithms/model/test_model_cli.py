@@ -12,7 +12,7 @@ from metalab.algorithms.model.np_plot import main as plot_main
 from metalab.cli import main
 
 FAST = ["train.steps=2", "train.val_every=2", "train.ckpt_every=2", "train.log_every=1", "train.progress=false",
-        "train.threads=1", "run.tensorboard=false", "eval.episodes=3", "eval.val_episodes=2", "eval.batch=3"]
+        "speed.threads=1", "run.tensorboard=false", "eval.episodes=3", "eval.val_episodes=2", "speed.eval_batch=3"]
 
 CLASSIFIERS = {
     "omniglot-mann-5w1s": ["learner.controller_size=16", "learner.memory_slots=8", "learner.memory_size=4"],

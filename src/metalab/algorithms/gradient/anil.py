@@ -1,7 +1,8 @@
 """ANIL (Raghu et al. 2020), "almost no inner loop": only the head adapts; the body is meta-learned.
 
-Since the body does not change within a task, its features are computed once per task (support and
-queries), and the inner loop runs on the head alone: much less work than MAML per step.
+MAML's meta-step with the inner loop restricted to the head (section 4): the body's features of a task's
+support and query images do not change within the task, so they are computed once, and the inner steps
+run on the head alone, much less work than MAML's. The meta-gradient reaches the body through the features.
 """
 from __future__ import annotations
 
@@ -9,43 +10,49 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
-from metalab.algorithms.gradient.common import GradientLearner, GradientOptions
+from metalab.algorithms.gradient.base import GradientOptions
+from metalab.algorithms.gradient.maml import MAML
 from metalab.algorithms.registry import register
-from metalab.nn.functional import inner_loop, task_forward
+from metalab.nn.batch_norm import Record, statistics_for
+from metalab.nn.inner_loop import Params
 
 
 @register("anil")
-class ANIL(GradientLearner):
+class ANIL(MAML):
     Options = GradientOptions
 
     def adapted_names(self) -> list[str]:
         return [f"head.{name}" for name, _ in self.network.head.named_parameters()]
 
-    def body_features(self, x: Tensor, training: bool, record: dict | None = None) -> Tensor:
+    def body_features(self, x: Tensor, training: bool, record: Record | None = None) -> Tensor:
         """Body features [T, N, D] of inputs [T, N, ...] with the shared (meta-learned) body."""
-        params = {f"{n}": p for n, p in self.network.body.named_parameters()}
-        settings = self.loop.settings(training, None if record is None else _Prefixed(record, "body."))
-        return task_forward(self.network.body, params, x, (), settings)
+        return self.execution.forward(self.network.body, dict(self.network.body.named_parameters()), x,
+                                      statistics=statistics_for(self.options.bn_mode, training),
+                                      record=None if record is None else _Prefixed(record, "body."))
 
-    def head_params(self) -> dict[str, Tensor]:
-        return {f"head.{n}": p for n, p in self.network.head.named_parameters()}
+    def head_forward(self, params: Params, features: Tensor, inner: bool = False,
+                     differentiated_twice: bool = False) -> Tensor:
+        """The head on features [T, N, D], with the head's parameters in ``params`` (names ``head.*``)."""
+        head = {name: params[name] for name in self.adapted_names()}
+        return self.execution.forward(_Head(self.network.head), head, features, self.adapted_names(), inner=inner,
+                                      differentiated_twice=differentiated_twice)
 
-    def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool) -> dict[str, Tensor]:
-        steps = self.inner_steps(training)
+    def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
+                    indices: list[Tensor] | None = None) -> Params:
+        create_graph = not self.options.first_order if training else False
         features = self.body_features(support_x, training)
-        head = inner_loop(
-            _Head(self.network.head), self.head_params(), self.adapted_names(), features, support_y, self.loss_fn,
-            self.loop, steps=steps, lrs=self.learning_rates(), training=training,
-            create_graph=None if training else False,
-        )
-        return {**self.parameters_by_name(), **head}
 
-    def query_outputs(self, fast: dict[str, Tensor], query_x: Tensor, training: bool,
-                      record: dict | None = None) -> Tensor:
-        features = self.body_features(query_x, training, record)
-        head = {n: fast[n] for n in self.adapted_names()}
-        return task_forward(_Head(self.network.head), head, features, self.adapted_names(),
-                            self.loop.settings(training))
+        def forward(params: Params, x: Tensor) -> Tensor:
+            return self.head_forward(params, x, inner=True, differentiated_twice=create_graph)
+
+        head = {name: value for name, value in self.parameters_by_name().items() if name in self.adapted_names()}
+        adapted = self.inner_loop(training).adapt(
+            forward, head, self.adapted_names(), features, support_y, self.support_objective(),
+            create_graph=create_graph, indices=indices, unroll=self.execution.unroll if training else None)
+        return {**self.parameters_by_name(), **adapted}
+
+    def query_outputs(self, fast: Params, query_x: Tensor, training: bool, record: Record | None = None) -> Tensor:
+        return self.head_forward(fast, self.body_features(query_x, training, record))
 
 
 def _Head(head: nn.Module) -> nn.Sequential:
@@ -62,3 +69,7 @@ class _Prefixed(dict):
 
     def __setitem__(self, key, value) -> None:
         self.target[self.prefix + key] = value
+
+    def update(self, other=(), **kwargs) -> None:
+        for key, value in dict(other, **kwargs).items():
+            self[key] = value

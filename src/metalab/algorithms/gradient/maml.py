@@ -1,13 +1,23 @@
 """MAML (Finn et al. 2017): meta-learn an initialisation from which a few gradient steps solve a task.
 
-The meta-gradient is the gradient of the query loss at the adapted weights with respect to the
-initial weights, through the inner gradient steps (second order). All the work is the shared inner
-loop (:func:`metalab.nn.functional.inner_loop`); see :class:`GradientLearner.meta_step`.
+Algorithm 2 of the paper, for a meta-batch of T tasks with support and query sets:
+
+    phi_t = theta - alpha * grad L_support_t(phi_t)        k times from phi_t = theta   (the inner loop, eq. 1)
+    theta <- theta - beta * grad_theta (1/T) sum_t L_query_t(phi_t)                      (the meta-update)
+
+``meta_step`` leaves grad_theta in ``.grad``; the trainer's optimiser takes the step (Adam in the paper's
+code). The meta-gradient flows through the inner steps (second order) unless ``first_order`` (FOMAML,
+section 5.2, also :mod:`metalab.algorithms.gradient.fomaml`).
 """
 from __future__ import annotations
 
-from metalab.algorithms.gradient.common import GradientLearner, GradientOptions
+import torch
+from torch import Tensor
+
+from metalab.algorithms.gradient.base import GradientLearner, GradientOptions
 from metalab.algorithms.registry import register
+from metalab.data.task import Task
+from metalab.nn.batch_norm import Record
 
 
 @register("maml")
@@ -15,3 +25,24 @@ class MAML(GradientLearner):
     """Second-order MAML by default (``first_order: true`` gives first-order MAML)."""
 
     Options = GradientOptions
+
+    def meta_step(self, batch: Task) -> dict[str, Tensor]:
+        """grad_theta of the mean query loss at the adapted parameters, into ``.grad``; query metrics."""
+        self.check_batch(batch)
+        records: list[tuple[Record, int]] = []
+        outputs = []
+        for tasks in self.execution.task_slices(batch, self.held_steps()):
+            phi = self.adapt_tasks(tasks.support_x, tasks.support_y, training=True)  # the inner loop
+
+            def query_loss(params: dict[str, Tensor], start: int, stop: int, tasks: Task = tasks):
+                """(1/T) sum_t L_query_t(phi_t) over tasks start:stop of the slice, and their outputs."""
+                record = {} if self.options.bn_mode == "running" else None
+                out = self.query_outputs(params, tasks.query_x[start:stop], training=True, record=record)
+                if record is not None:
+                    records.append((record, stop - start))
+                return self.loss_fn(out, tasks.query_y[start:stop]).sum() / len(batch), out
+
+            # the meta-backward: d query loss / d theta, through phi_t(theta)
+            outputs.append(self.execution.backward_through_adaptation(phi, self.adapted_names(), query_loss, len(tasks)))
+        self.update_batch_norm(records)
+        return self.metrics(torch.cat(outputs), batch.query_y)

@@ -1,8 +1,8 @@
 """Meta-SGD (Li et al. 2017): MAML whose inner learning rates are meta-learned too.
 
-Every adapted parameter tensor has a learning-rate tensor of its own shape (``lr_per: element``, the
-paper's choice) or one rate (``lr_per: tensor``); the inner step is theta - alpha * grad and alpha
-receives its meta-gradient through the same backward pass as theta.
+The inner step is phi <- phi - alpha (.) grad L_support(phi) (eq. 3) with a rate tensor alpha of each adapted
+parameter's shape (``lr_per: element``, the paper's choice) or one rate per tensor (``lr_per: tensor``);
+alpha receives its meta-gradient through MAML's meta-step, as theta does.
 """
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from metalab.algorithms.gradient.common import GradientLearner, GradientOptions
+from metalab.algorithms.gradient.base import GradientOptions
+from metalab.algorithms.gradient.maml import MAML
 from metalab.algorithms.registry import register
+from metalab.nn.execution import SpeedOptions
+from metalab.nn.inner_loop import LearnedRates, UpdateRule
 
 
 @dataclass
@@ -26,11 +29,11 @@ class MetaSGDOptions(GradientOptions):
 
 
 @register("metasgd")
-class MetaSGD(GradientLearner):
+class MetaSGD(MAML):
     Options = MetaSGDOptions
 
-    def __init__(self, options: MetaSGDOptions, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: MetaSGDOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         if options.lr_per not in ("element", "tensor"):
             raise ValueError(f"learner.lr_per must be 'element' or 'tensor', got {options.lr_per!r}")
         init_range = None if options.lr_init_range is None else [float(bound) for bound in options.lr_init_range]
@@ -48,5 +51,5 @@ class MetaSGD(GradientLearner):
         #: one learned rate tensor per adapted parameter, in the order of ``adapted_names()``.
         self.inner_lrs = nn.ParameterList(rates)
 
-    def learning_rates(self) -> dict[str, Tensor]:
-        return dict(zip(self.adapted_names(), self.inner_lrs))
+    def update_rule(self, training: bool) -> UpdateRule:
+        return LearnedRates(dict(zip(self.adapted_names(), self.inner_lrs)))

@@ -1,33 +1,36 @@
 """Reptile (Nichol et al. 2018): move the initialisation toward the weights each task adapts to.
 
-Each task takes k steps of SGD or Adam (from the initial weights, first order, no meta-graph), and the
-meta-update is theta <- theta + epsilon * mean_t(phi_t - theta). ``meta_step`` writes the
-pseudo-gradient theta - mean_t(phi_t) into ``.grad``, so the trainer's SGD with lr = epsilon (the
-"meta step size") performs exactly that update. All tasks of a meta-batch adapt at once ("batched"
-Reptile); ``task.meta_batch: 1`` is the serial version.
+Algorithm 2 of the paper ("batched" Reptile): each task takes k steps of SGD or Adam from theta (first order,
+no meta-graph) to phi_t, and the meta-update is
 
-The inner Adam's moments are carried from task to task (``inner_adam_state: carried``, the default), as
-in the authors' code (openai/supervised-reptile), which resets only the network's weights between tasks and
-keeps Adam's moments and step count for the whole run, evaluation included (evaluation starts from them and
-leaves them unchanged). A fresh Adam per task takes +-lr sign steps for every weight in its first step, and on
-Omniglot 5w1s it reached 76.43 % against 88.01 % for carried moments after 14 minutes of training
-(benchmarks/gradient/RESULTS.md). Tasks adapted together in one slice (``learner.task_chunk`` > 1) start from
-the same moments and hand on their average; a slice of one task (the Omniglot recipes) reproduces the
-authors' sequential order exactly. The moments are buffers of the learner: checkpoints keep them.
+    theta <- theta + epsilon * (1/T) sum_t (phi_t - theta).
+
+``meta_step`` writes the pseudo-gradient theta - mean_t(phi_t) into ``.grad``, so the trainer's SGD with
+lr = epsilon (the "meta step size") performs exactly that update; ``task.meta_batch: 1`` is the serial version.
+
+The inner Adam's moments are carried from task to task (``inner_adam_state: carried``, the default), as in the
+authors' code (openai/supervised-reptile), which resets only the network's weights between tasks and keeps
+Adam's moments and step count for the whole run, evaluation included (evaluation starts from them and leaves
+them unchanged). Carried moments make the tasks of a meta-batch sequential: they adapt one after another,
+whatever ``speed.task_chunk`` says. The moments are buffers of the learner: checkpoints keep them. A fresh
+Adam per task (``per_task``) takes +-lr sign steps for every weight in its first step and trains worse
+(benchmarks/gradient/RESULTS.md).
 """
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import List, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from metalab.algorithms.gradient.common import GradientLearner, GradientOptions, chunks
+from metalab.algorithms.gradient.base import GradientLearner, GradientOptions
 from metalab.algorithms.registry import register
 from metalab.data.task import Task
-from metalab.nn.functional import AdamState, inner_loop, merge_records, update_running_statistics
+from metalab.nn.batch_norm import Record
+from metalab.nn.execution import SpeedOptions
+from metalab.nn.inner_loop import SGD, Adam, AdamState, Params, UpdateRule, support_minibatches
 
 INNER_ADAM_STATES = ("carried", "per_task")
 
@@ -53,7 +56,7 @@ class ReptileOptions(GradientOptions):
 class Reptile(GradientLearner):
     Options = ReptileOptions
 
-    def __init__(self, options: ReptileOptions, input_shape: tuple[int, ...]) -> None:
+    def __init__(self, options: ReptileOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
         if not options.first_order:
             raise ValueError("Reptile is first order by definition; remove learner.first_order=false")
         if options.inner_adam_state not in INNER_ADAM_STATES:
@@ -68,42 +71,57 @@ class Reptile(GradientLearner):
             if getattr(options, name) < 0:
                 raise ValueError(f"learner.{name} must be >= 0 (support examples per inner step; 0 = all), "
                                  f"got {getattr(options, name)}")
-        super().__init__(options, input_shape)
-        betas = tuple(float(b) for b in options.adam_betas)
-        self.loop = replace(self.loop, optimizer=options.inner_optimizer, betas=betas, minibatch=options.inner_batch)
-        self.test_loop = replace(self.loop, minibatch=options.inner_batch_test)
+        super().__init__(options, input_shape, speed)
         carried = options.inner_optimizer == "adam" and options.inner_adam_state == "carried"
         self.adam_moments = CarriedAdamMoments(self.parameters_by_name()) if carried else None
 
-    def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool) -> dict[str, Tensor]:
-        """Adapted weights [T, ...] of T tasks; meta-training hands the carried Adam moments on, evaluation does not."""
-        loop = self.loop if training else self.test_loop
-        steps = self.inner_steps(training)
+    def update_rule(self, training: bool) -> UpdateRule:
+        if self.options.inner_optimizer == "sgd":
+            return SGD(self.options.inner_lr)
+        start = self.adam_moments.state() if self.adam_moments is not None else None
+        return Adam(self.options.inner_lr, tuple(float(b) for b in self.options.adam_betas), start=start)
+
+    def support_indices(self, batch: Task, training: bool) -> list[Tensor] | None:
+        """Per inner step, each task's minibatch of support positions [T, B] (``inner_batch``), drawn for the
+        whole meta-batch before it is sliced, so that slicing never changes which examples a task sees."""
+        size = self.options.inner_batch if training else self.options.inner_batch_test
+        if not size:
+            return None
+        return support_minibatches(len(batch), batch.support_x.shape[1], size, self.inner_steps(training))
+
+    def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
+                    indices: list[Tensor] | None = None) -> Params:
+        """Adapted weights [T, ...] of T tasks (detached); meta-training hands the carried Adam moments on."""
         start = {name: p.detach().requires_grad_() for name, p in self.parameters_by_name().items()}
-        adam_state = self.adam_moments.state() if self.adam_moments is not None else None
+
+        def forward(params: Params, x: Tensor) -> Tensor:
+            return self.network_forward(params, x, training, inner=True)
+
         with torch.enable_grad():
-            fast = inner_loop(self.network, start, self.adapted_names(), support_x, support_y, self.loss_fn,
-                              loop, steps=steps, training=training, create_graph=False, adam_state=adam_state)
-        if training and adam_state is not None:
-            self.adam_moments.store(adam_state)
+            fast, state = self.inner_loop(training).adapt(
+                forward, start, self.adapted_names(), support_x, support_y, self.support_objective(),
+                create_graph=False, indices=indices, return_state=True)
+        if training and self.adam_moments is not None:
+            self.adam_moments.store(state)
         return {name: value.detach() for name, value in fast.items()}
 
     def meta_step(self, batch: Task) -> dict[str, Tensor]:
         """Pseudo-gradient theta - mean_t(phi_t) into ``.grad``; metrics from the queries at phi_t."""
         self.check_batch(batch)
         params = self.parameters_by_name()
-        total = len(batch)
         moved = {name: torch.zeros_like(p) for name, p in params.items()}
-        outputs = []
-        records: list[tuple[dict, int]] | None = [] if self.options.bn_mode == "running" else None
-        for chunk in chunks(batch, self.task_chunk(batch, training=True)):
-            fast = self.adapt_tasks(chunk.support_x, chunk.support_y, training=True)
+        indices = self.support_indices(batch, training=True)
+        records: list[tuple[Record, int]] | None = [] if self.options.bn_mode == "running" else None
+        outputs, start = [], 0
+        for tasks in self.execution.task_slices(batch, sequential=self.adam_moments is not None):
+            stop = start + len(tasks)
+            phi = self.adapt_tasks(tasks.support_x, tasks.support_y, training=True,
+                                   indices=None if indices is None else [index[start:stop] for index in indices])
             for name in self.adapted_names():
-                moved[name] += (params[name].detach() - fast[name]).sum(0) / total
-            with torch.no_grad():
-                outputs.append(self.query_outputs_in_chunks(fast, chunk.query_x, training=True, records=records))
-        if records:
-            update_running_statistics(self.network, merge_records(records))
+                moved[name] += (params[name].detach() - phi[name]).sum(0) / len(batch)
+            outputs.append(self.query_outputs_no_grad(phi, tasks.query_x, training=True, records=records))
+            start = stop
+        self.update_batch_norm(records or [])
         for name, p in params.items():
             p.grad = moved[name] if p.grad is None else p.grad + moved[name]
         return self.metrics(torch.cat(outputs), batch.query_y)
@@ -133,7 +151,7 @@ class CarriedAdamMoments(nn.Module):
 
     @torch.no_grad()
     def store(self, state: AdamState) -> None:
-        """Keep what a slice of T tasks ended with: each moment [T, ...] averaged over the tasks."""
+        """Keep what the tasks ended with (one task: the carried tasks adapt one at a time)."""
         for kind, moments in (("first", state.first), ("second", state.second)):
             for name, value in moments.items():
                 self.get_buffer(_buffer_name(kind, name)).copy_(value.detach().mean(0))

@@ -19,6 +19,7 @@ from metalab.algorithms.base import LearnerOptions, MetaLearner, classification_
 from metalab.algorithms.metric.embedding import check_support_labels, embed_task_batch, ways_of
 from metalab.algorithms.metric.heads import logistic_regression_head
 from metalab.algorithms.registry import register
+from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone, embedding_dim
 
@@ -56,8 +57,8 @@ class CosineClassifier(nn.Module):
 class Baseline(MetaLearner):
     Options = BaselineOptions
 
-    def __init__(self, options: BaselineOptions, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: BaselineOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         if options.num_classes < 2:
             raise ValueError(f"learner.num_classes must be the number of training classes (>= 2), got {options.num_classes}")
         self.backbone = build_backbone(options.backbone, input_shape, options.hidden)

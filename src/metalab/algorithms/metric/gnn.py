@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from metalab.algorithms.base import LearnerOptions
 from metalab.algorithms.metric.episodic import EpisodicMetricLearner
 from metalab.algorithms.registry import register
+from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone, embedding_dim
 
@@ -109,8 +110,8 @@ class GraphNetwork(EpisodicMetricLearner):
 
     Options = GNNOptions
 
-    def __init__(self, options: GNNOptions, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: GNNOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         if options.ways < 2:
             raise ValueError(f"learner.ways must be >= 2 (the ways the GNN is built for), got {options.ways}")
         self.backbone = build_backbone(options.backbone, input_shape, options.hidden)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from metalab.algorithms.base import LearnerOptions
 from metalab.algorithms.metric.episodic import EpisodicMetricLearner
 from metalab.algorithms.registry import register
+from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import build_backbone, embedding_dim
 
 
@@ -88,8 +89,8 @@ class AttentionLSTM(nn.Module):
 class MatchingNetwork(EpisodicMetricLearner):
     Options = MatchingOptions
 
-    def __init__(self, options: MatchingOptions, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: MatchingOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         self.backbone = build_backbone(options.backbone, input_shape, options.hidden)
         if options.fce:
             dim = embedding_dim(self.backbone, input_shape)

@@ -16,6 +16,7 @@ from metalab.algorithms.base import LearnerOptions
 from metalab.algorithms.metric.episodic import EpisodicMetricLearner
 from metalab.algorithms.metric.heads import svm_head
 from metalab.algorithms.registry import register
+from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import build_backbone
 
 
@@ -40,8 +41,8 @@ class MetaOptNetOptions(LearnerOptions):
 class MetaOptNet(EpisodicMetricLearner):
     Options = MetaOptNetOptions
 
-    def __init__(self, options: MetaOptNetOptions, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: MetaOptNetOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         if options.svm_c <= 0 or options.svm_eps < 0:
             raise ValueError(f"learner.svm_c must be > 0 and learner.svm_eps >= 0, got {options.svm_c}, {options.svm_eps}")
         self.backbone = build_backbone(options.backbone, input_shape, options.hidden)

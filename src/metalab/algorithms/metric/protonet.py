@@ -10,6 +10,7 @@ from torch import Tensor
 from metalab.algorithms.base import LearnerOptions
 from metalab.algorithms.metric.episodic import EpisodicMetricLearner
 from metalab.algorithms.registry import register
+from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone
 
@@ -56,8 +57,8 @@ class ProtoNet(EpisodicMetricLearner):
 
     Options = ProtoNetOptions
 
-    def __init__(self, options: ProtoNetOptions, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: ProtoNetOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         if options.distance not in ("euclidean", "cosine"):
             raise ValueError(f"learner.distance must be 'euclidean' or 'cosine', got {options.distance!r}")
         self.backbone = build_backbone(options.backbone, input_shape, options.hidden)

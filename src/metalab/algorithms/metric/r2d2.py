@@ -18,6 +18,7 @@ from metalab.algorithms.base import LearnerOptions
 from metalab.algorithms.metric.episodic import EpisodicMetricLearner
 from metalab.algorithms.metric.heads import ridge_head
 from metalab.algorithms.registry import register
+from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import build_backbone
 
 
@@ -37,8 +38,8 @@ class R2D2Options(LearnerOptions):
 class R2D2(EpisodicMetricLearner):
     Options = R2D2Options
 
-    def __init__(self, options: R2D2Options, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: R2D2Options, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         if options.ridge_lambda <= 0:
             raise ValueError(f"learner.ridge_lambda must be > 0, got {options.ridge_lambda}")
         self.backbone = build_backbone(options.backbone, input_shape, options.hidden)

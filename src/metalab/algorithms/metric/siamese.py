@@ -19,6 +19,7 @@ from metalab.algorithms.base import LearnerOptions
 from metalab.algorithms.metric.episodic import EpisodicMetricLearner
 from metalab.algorithms.metric.pairs import random_affine, sample_pairs
 from metalab.algorithms.registry import register
+from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone, embedding_dim
 
@@ -39,8 +40,8 @@ class SiameseOptions(LearnerOptions):
 class SiameseNetwork(EpisodicMetricLearner):
     Options = SiameseOptions
 
-    def __init__(self, options: SiameseOptions, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: SiameseOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         backbone = build_backbone(options.backbone, input_shape, options.hidden)
         dim = embedding_dim(backbone, input_shape)
         if options.features > 0:

@@ -15,6 +15,7 @@ from metalab.algorithms.metric.embedding import embed_batch
 from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder
 from metalab.algorithms.model.sequence import labelled_steps, shuffle_support, unlabelled_steps
 from metalab.algorithms.registry import register
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass
@@ -31,8 +32,8 @@ class BlackBoxOptions(LearnerOptions):
 class BlackBoxLSTM(EpisodicClassifier):
     Options = BlackBoxOptions
 
-    def __init__(self, options: BlackBoxOptions, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: BlackBoxOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         self.encoder, features = build_encoder(options.encoder, input_shape, options.hidden)
         self.lstm = nn.LSTM(features + options.max_ways, options.lstm_size, options.lstm_layers, batch_first=True)
         self.output = nn.Linear(options.lstm_size, options.max_ways)

@@ -17,6 +17,7 @@ from metalab.algorithms.metric.protonet import prototypes
 from metalab.algorithms.metric.embedding import embed_batch
 from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder
 from metalab.algorithms.registry import register
+from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import MLP
 
 
@@ -32,8 +33,8 @@ class CNPClassifierOptions(LearnerOptions):
 class CNPClassifier(EpisodicClassifier):
     Options = CNPClassifierOptions
 
-    def __init__(self, options: CNPClassifierOptions, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: CNPClassifierOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         self.encoder, features = build_encoder(options.encoder, input_shape, options.hidden)
         self.h = MLP(features, [options.representation_size], options.representation_size)
         self.g = MLP(features + options.representation_size, [options.decoder_size, options.decoder_size], 1)

@@ -21,7 +21,9 @@ from metalab.nn.backbones import build_backbone, embedding_dim
 
 
 def build_encoder(name: str, input_shape: tuple[int, ...], hidden: int) -> tuple[nn.Module, int]:
-    """An image encoder and its output size: "conv4" (the few-shot Conv-4) or "pixels" (flattened raw pixels)."""
+    """An image encoder and its output size: "pixels" (flattened raw pixels) or a backbone of
+    :func:`~metalab.nn.backbones.build_backbone`: "conv4" (the few-shot Conv-4, ``hidden`` channels)
+    or "resnet12" (ResNet-12 with its published widths, 640 features)."""
     if name == "pixels":
         encoder: nn.Module = nn.Flatten()
     else:

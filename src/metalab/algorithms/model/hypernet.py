@@ -22,6 +22,7 @@ from metalab.algorithms.metric.protonet import prototypes
 from metalab.algorithms.metric.embedding import embed_batch
 from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder
 from metalab.algorithms.registry import register
+from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import MLP
 
 
@@ -54,8 +55,8 @@ class HeadGenerator(nn.Module):
 class HyperNet(EpisodicClassifier):
     Options = HyperNetOptions
 
-    def __init__(self, options: HyperNetOptions, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: HyperNetOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         self.encoder, features = build_encoder(options.encoder, input_shape, options.hidden)
         self.generator = HeadGenerator(features, options.set_size)
         self.log_scale = nn.Parameter(torch.tensor(float(options.initial_scale)).log())

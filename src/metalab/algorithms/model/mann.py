@@ -26,12 +26,13 @@ from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder,
 from metalab.algorithms.model.memory import MemoryState, lrua_step
 from metalab.algorithms.model.sequence import offset_label_steps, one_hot, shuffle_support
 from metalab.algorithms.registry import register
+from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
 
 
 @dataclass
 class MANNOptions(LearnerOptions):
-    #: image encoder: "conv4" or "pixels" (raw pixels, as in the paper)
+    #: image encoder: "conv4", "resnet12" or "pixels" (raw pixels, as in the paper)
     encoder: str = "conv4"
     hidden: int = 64
     #: "lstm" or "feedforward"
@@ -53,8 +54,8 @@ class MANNOptions(LearnerOptions):
 class MANN(EpisodicClassifier):
     Options = MANNOptions
 
-    def __init__(self, options: MANNOptions, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: MANNOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         if options.controller not in ("lstm", "feedforward"):
             raise ValueError(f"learner.controller must be 'lstm' or 'feedforward', got {options.controller!r}")
         self.encoder, features = build_encoder(options.encoder, input_shape, options.hidden)

@@ -38,6 +38,7 @@ from metalab.algorithms.base import LearnerOptions
 from metalab.algorithms.metric.embedding import embed_batch
 from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder
 from metalab.algorithms.registry import register
+from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import MLP
 
 
@@ -146,8 +147,8 @@ def per_example_gradients(module: nn.Module, names: list[str], loss_fn, inputs: 
 class MetaNet(EpisodicClassifier):
     Options = MetaNetOptions
 
-    def __init__(self, options: MetaNetOptions, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: MetaNetOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         self.base_encoder, features = build_encoder(options.encoder, input_shape, options.hidden)
         self.representation_encoder, _ = build_encoder(options.encoder, input_shape, options.hidden)
         self.base = BaseLearner(features, options.base_hidden, options.max_ways)

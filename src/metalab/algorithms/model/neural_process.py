@@ -28,6 +28,7 @@ from torch.distributions import Normal, kl_divergence
 
 from metalab.algorithms.base import LearnerOptions, MetaLearner
 from metalab.algorithms.registry import register
+from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
 from metalab.nn.backbones import MLP
 
@@ -75,8 +76,8 @@ class _RegressionProcess(MetaLearner):
 
     task_kind = "regression"
 
-    def __init__(self, options: CNPOptions, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: CNPOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         if len(input_shape) != 1:
             raise ValueError(f"neural processes take vector inputs (e.g. data.dataset: sinusoid or gp); got inputs of shape {input_shape}")
         self.x_size, self.y_size = input_shape[0], 1
@@ -111,8 +112,8 @@ def targets_of(batch: Task) -> tuple[Tensor, Tensor]:
 class CNP(_RegressionProcess):
     Options = CNPOptions
 
-    def __init__(self, options: CNPOptions, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: CNPOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         o = options
         self.encoder = SetEncoder(self.x_size + self.y_size, o.hidden, o.encoder_layers, o.representation_size)
         self.decoder = MLP(self.x_size + o.representation_size, [o.hidden] * o.decoder_layers, 2 * self.y_size)
@@ -144,8 +145,8 @@ class CNP(_RegressionProcess):
 class NeuralProcess(_RegressionProcess):
     Options = NPOptions
 
-    def __init__(self, options: NPOptions, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: NPOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         o = options
         pair = self.x_size + self.y_size
         self.latent_encoder = SetEncoder(pair, o.hidden, o.encoder_layers, o.hidden)

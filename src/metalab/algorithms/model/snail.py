@@ -24,6 +24,7 @@ from metalab.algorithms.metric.embedding import embed_batch
 from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder
 from metalab.algorithms.model.sequence import labelled_steps, shuffle_support, unlabelled_steps
 from metalab.algorithms.registry import register
+from metalab.nn.execution import SpeedOptions
 
 
 class CausalConv1d(nn.Module):
@@ -169,8 +170,8 @@ class SNAILOptions(LearnerOptions):
 class SNAIL(EpisodicClassifier):
     Options = SNAILOptions
 
-    def __init__(self, options: SNAILOptions, input_shape: tuple[int, ...]) -> None:
-        super().__init__(options, input_shape)
+    def __init__(self, options: SNAILOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+        super().__init__(options, input_shape, speed)
         self.encoder, features = build_encoder(options.encoder, input_shape, options.hidden)
         self.temporal = SNAILNet(features + options.max_ways, options.max_ways, options.sequence_length, options.filters)
 

@@ -1,0 +1,73 @@
+"""The execution options (``speed.*`` in recipes): how a computation runs, never what it computes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+ENGINES = ("accel", "reference")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class SpeedOptions:
+    """Every execution knob of metalab, in one group.
+
+    The contract: each option changes time or memory, never the result, up to float rounding where a
+    knob says so (a different order of summation or another convolution algorithm in float32, bf16).
+    Tests hold every combination to the reference path (``engine: reference``) in float64.
+    """
+
+    #: "accel" (the speed backend: folded multi-task kernels, fused operators, task slices, two-stage
+    #: meta-backward) or "reference" (plain PyTorch, task by task with ``torch.func``: the specification).
+    engine: str = "accel"
+    #: tasks per inner-loop slice of a gradient learner (1 = task by task: least memory; 0 = the whole
+    #: meta-batch folded into grouped kernels; null = by support size, :func:`metalab.accel.slicing.auto_task_chunk`).
+    task_chunk: Optional[int] = None
+    #: tasks per query forward+backward (1 = each task's queries alone: ordinary kernels, least memory).
+    query_chunk: int = 1
+    #: recompute the query pass's block activations in its backward (less memory).
+    checkpoint: bool = False
+    #: second order: keep one inner step's graph at a time and rebuild it in the meta-backward
+    #: (:mod:`metalab.accel.checkpointed_unroll`; memory of one step instead of all, one more support
+    #: forward+backward per step but the last). Plain gradient steps only.
+    checkpoint_inner_loop: bool = False
+    #: channels-last memory format for the query pass's convolutions.
+    channels_last: bool = True
+    #: the inner loop's layout when it should differ from the query pass's (null = ``channels_last``).
+    inner_channels_last: Optional[bool] = False
+    #: a thin-input convolution + BatchNorm as one matmul of normalised weights (:mod:`metalab.accel.conv_norm`).
+    fold_conv_norm: bool = True
+    #: metalab's compiled CPU kernels (:mod:`metalab.accel.native`; the PyTorch path where they cannot be built).
+    native_kernels: bool = True
+    #: 3x3 convolutions differentiated once by NNPACK's fast transforms (:mod:`metalab.accel.nnpack_conv`;
+    #: float32 rounding differs from the direct convolution's); null = where it pays on this CPU.
+    winograd: Optional[bool] = None
+    #: "fp32" or "bf16" (autocast of the forward passes: bf16 rounding; slow on CPUs without bf16 units).
+    precision: str = "fp32"
+    #: torch intra-op threads (null = PyTorch's default; float sums may round differently with another count).
+    threads: Optional[int] = None
+    #: keep freed tensor memory in the process for reuse (:mod:`metalab.accel.allocator`): faster CPU
+    #: training, at the price of a resident size that stays at its peak.
+    reuse_freed_memory: bool = True
+    #: episodes per forward batch in evaluation.
+    eval_batch: int = 20
+
+    def __post_init__(self) -> None:
+        check_speed_options(self)
+
+
+def check_speed_options(speed: SpeedOptions) -> None:
+    """Refuse values that cannot work, naming the key and its range."""
+    if speed.engine not in ENGINES:
+        raise ValueError(f"speed.engine must be one of {', '.join(ENGINES)}, got {speed.engine!r}")
+    if speed.precision not in PRECISIONS:
+        raise ValueError(f"speed.precision must be one of {', '.join(PRECISIONS)}, got {speed.precision!r}")
+    if speed.task_chunk is not None and speed.task_chunk < 0:
+        raise ValueError(f"speed.task_chunk must be >= 0 (0 = all tasks at once; null = automatic), "
+                         f"got {speed.task_chunk}")
+    if speed.query_chunk < 1:
+        raise ValueError(f"speed.query_chunk must be >= 1 (tasks per query pass), got {speed.query_chunk}")
+    if speed.threads is not None and speed.threads < 1:
+        raise ValueError(f"speed.threads must be >= 1 (or null: PyTorch's default), got {speed.threads}")
+    if speed.eval_batch < 1:
+        raise ValueError(f"speed.eval_batch must be >= 1 (episodes per evaluation batch), got {speed.eval_batch}")
