@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
 
 from metalab.config import ConfigError, load_recipe, recipe_names
 
@@ -83,7 +84,8 @@ def test_counts_that_cannot_work_are_refused_by_name(override):
 
 @pytest.mark.parametrize("override", ["train.val_every=0", "eval.val_episodes=0", "train.max_minutes=0"])
 def test_zero_means_off_where_it_is_documented(override):
-    load_recipe("omniglot-protonet-5w1s", [override])
+    key, value = override.split("=")
+    assert OmegaConf.select(load_recipe("omniglot-protonet-5w1s", [override]), key) == float(value)
 
 
 def test_negative_time_budget_and_threads_are_refused():

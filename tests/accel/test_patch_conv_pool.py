@@ -47,8 +47,8 @@ def test_gradients_to_second_order_match_gradcheck():
     generator = torch.Generator().manual_seed(1)
     patches = torch.randn(2, 4, 6, 2, 3, generator=generator, dtype=torch.float64)
     weight = torch.randn(2, 5, 3, generator=generator, dtype=torch.float64, requires_grad=True)
-    torch.autograd.gradcheck(lambda w: patch_conv_pool(patches, w), (weight,))
-    torch.autograd.gradgradcheck(lambda w: patch_conv_pool(patches, w), (weight,))
+    assert torch.autograd.gradcheck(lambda w: patch_conv_pool(patches, w), (weight,))
+    assert torch.autograd.gradgradcheck(lambda w: patch_conv_pool(patches, w), (weight,))
 
 
 def test_gradients_equal_pytorchs_to_second_order():

@@ -56,18 +56,23 @@ class SpeedOptions:
         check_speed_options(self)
 
 
+#: option -> its allowed values
+_CHOICES = {"engine": ENGINES, "precision": PRECISIONS}
+#: option -> (smallest value, what it counts; null allowed where the option is Optional)
+_AT_LEAST = {
+    "task_chunk": (0, "tasks per inner-loop slice; 0 = all tasks at once, null = automatic"),
+    "query_chunk": (1, "tasks per query pass"),
+    "threads": (1, "torch threads; null = PyTorch's default"),
+    "eval_batch": (1, "episodes per evaluation batch"),
+}
+
+
 def check_speed_options(speed: SpeedOptions) -> None:
     """Refuse values that cannot work, naming the key and its range."""
-    if speed.engine not in ENGINES:
-        raise ValueError(f"speed.engine must be one of {', '.join(ENGINES)}, got {speed.engine!r}")
-    if speed.precision not in PRECISIONS:
-        raise ValueError(f"speed.precision must be one of {', '.join(PRECISIONS)}, got {speed.precision!r}")
-    if speed.task_chunk is not None and speed.task_chunk < 0:
-        raise ValueError(f"speed.task_chunk must be >= 0 (0 = all tasks at once; null = automatic), "
-                         f"got {speed.task_chunk}")
-    if speed.query_chunk < 1:
-        raise ValueError(f"speed.query_chunk must be >= 1 (tasks per query pass), got {speed.query_chunk}")
-    if speed.threads is not None and speed.threads < 1:
-        raise ValueError(f"speed.threads must be >= 1 (or null: PyTorch's default), got {speed.threads}")
-    if speed.eval_batch < 1:
-        raise ValueError(f"speed.eval_batch must be >= 1 (episodes per evaluation batch), got {speed.eval_batch}")
+    for key, allowed in _CHOICES.items():
+        if getattr(speed, key) not in allowed:
+            raise ValueError(f"speed.{key} must be one of {', '.join(allowed)}, got {getattr(speed, key)!r}")
+    for key, (low, meaning) in _AT_LEAST.items():
+        value = getattr(speed, key)
+        if value is not None and value < low:
+            raise ValueError(f"speed.{key} must be >= {low} ({meaning}), got {value}")

@@ -41,8 +41,21 @@ def test_a_bad_option_is_refused_with_its_name(recipe: str, override: str, messa
 
 @pytest.mark.parametrize("override", ["learner.inner_lr=0", "learner.inner_steps=0", "learner.inner_steps_test=0"])
 def test_zero_steps_or_step_size_still_build(override: str) -> None:
-    """No adaptation at all is a legitimate baseline (the meta-gradient is the plain gradient)."""
-    build_learner(load_recipe("sinusoid-maml-5shot", [override]), (1,))
+    """No adaptation at all is a legitimate baseline (the meta-gradient is then the plain gradient)."""
+    import torch
+
+    from metalab.data.task import Task
+
+    learner = build_learner(load_recipe("sinusoid-maml-5shot", [override]), (1,))
+    x = torch.linspace(-3, 3, 10).view(1, 10, 1)
+    batch = Task(x[:, :5], torch.sin(x[:, :5]), x[:, 5:], torch.sin(x[:, 5:]))
+    learner.meta_step(batch)
+    plain = learner.network
+    if override != "learner.inner_steps_test=0":  # training adapts not at all: the query loss's own gradient
+        expected = torch.autograd.grad((plain(x[0, 5:]) - torch.sin(x[0, 5:])).pow(2).mean(), list(plain.parameters()))
+        for p, g in zip(plain.parameters(), expected):
+            assert torch.allclose(p.grad, g, atol=1e-6)
+    assert learner.eval().predict(batch).shape == (1, 5, 1)
 
 
 def test_equal_lr_init_bounds_give_that_rate_everywhere() -> None:

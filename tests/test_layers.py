@@ -1,0 +1,59 @@
+"""Imports go one way (docs/architecture.md): cli -> train -> algorithms -> nn -> accel, and data is read by all
+of them but knows none of them. Checked on the source, every import statement included (lazy ones too)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import metalab
+
+PACKAGE = Path(metalab.__file__).parent
+#: layer -> the layers it must never import
+FORBIDDEN = {
+    "data": {"cli", "train", "algorithms", "nn", "accel", "config"},
+    "accel": {"cli", "train", "algorithms", "nn", "config"},
+    "nn": {"cli", "train", "algorithms", "config"},
+    "algorithms": {"cli", "train", "accel", "config"},
+    "train": {"cli"},
+}
+
+
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "metalab" else None
+
+
+def imported_modules(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_no_layer_imports_one_above_it(layer):
+    offences = []
+    for path in sorted((PACKAGE / layer).rglob("*.py")):
+        for module in imported_modules(path):
+            target = layer_of(module)
+            if target in FORBIDDEN[layer] or (target and target.removesuffix(".py") in FORBIDDEN[layer]):
+                offences.append(f"{path.relative_to(PACKAGE)} imports {module}")
+    assert not offences, "\n".join(offences)
+
+
+def test_the_speed_backend_is_reached_only_through_the_dispatch_point():
+    """Outside accel/, only nn/execution.py (and the trainer and CLI, for process-wide settings) import it."""
+    allowed = {"nn/execution.py", "config.py", "train/trainer.py", "cli.py"}
+    offences = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative.startswith("accel/") or relative in allowed:
+            continue
+        offences += [f"{relative} imports {m}" for m in imported_modules(path) if layer_of(m) == "accel"]
+    assert not offences, "\n".join(offences)
