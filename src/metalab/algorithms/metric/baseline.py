@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metalab.algorithms.base import LearnerOptions, MetaLearner, classification_metrics
-from metalab.algorithms.metric.embedding import check_support_labels, embed_task_batch, ways_of
-from metalab.algorithms.metric.heads import logistic_regression_head
+from metalab.algorithms.metric.base import check_support_labels, embed_task_batch, ways_of
+from metalab.algorithms.metric.components.heads import logistic_regression_head
 from metalab.algorithms.registry import register
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone, embedding_dim

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.metric.episodic import EpisodicMetricLearner
+from metalab.algorithms.metric.base import EpisodicMetricLearner
 from metalab.algorithms.registry import register
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone, embedding_dim

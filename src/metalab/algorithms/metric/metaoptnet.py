@@ -2,7 +2,7 @@
 
 For each task the SVM dual is solved on the support embeddings (linear kernel) and the query
 logits are scale * sum_i A[i, k] <x_i, query>; the meta-gradient flows through the solution's KKT
-conditions into the backbone (see :func:`metalab.algorithms.metric.heads.svm_head`).
+conditions into the backbone (see :func:`metalab.algorithms.metric.components.heads.svm_head`).
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.metric.episodic import EpisodicMetricLearner
-from metalab.algorithms.metric.heads import svm_head
+from metalab.algorithms.metric.base import EpisodicMetricLearner
+from metalab.algorithms.metric.components.heads import svm_head
 from metalab.algorithms.registry import register
 from metalab.nn.backbones import build_backbone
 

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.metric.episodic import EpisodicMetricLearner
-from metalab.algorithms.metric.heads import ridge_head
+from metalab.algorithms.metric.base import EpisodicMetricLearner
+from metalab.algorithms.metric.components.heads import ridge_head
 from metalab.algorithms.registry import register
 from metalab.nn.backbones import build_backbone
 

@@ -14,8 +14,7 @@ from torch import Tensor
 
 from metalab.algorithms.base import LearnerOptions
 from metalab.algorithms.metric.protonet import prototypes
-from metalab.algorithms.metric.embedding import embed_batch
-from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder
+from metalab.algorithms.model.base import EpisodicClassifier, build_encoder, embed_batch
 from metalab.algorithms.registry import register
 from metalab.nn.backbones import MLP
 

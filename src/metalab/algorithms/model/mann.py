@@ -7,10 +7,10 @@ of a task (support and query) in random order, a loss at every step. For the one
 support set is read as such a sequence and every query is a final step (queries in parallel, each
 continuing from the state after the support set).
 
-Memory mechanics (``metalab.algorithms.model.memory``): reads are addressed on the memory before
-the step's write, and by default the controller writes a vector a_t of its own next to the read
-keys k_t. An earlier version addressed reads after writing the key itself; every read then found
-its own fresh copy, so nothing stored earlier could be retrieved.
+Memory mechanics (``metalab.algorithms.model.components.memory``): reads are addressed on the
+memory before the step's write, and by default the controller writes a vector a_t of its own next
+to the read keys k_t. An earlier version addressed reads after writing the key itself; every read
+then found its own fresh copy, so nothing stored earlier could be retrieved.
 """
 from __future__ import annotations
 
@@ -21,10 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metalab.algorithms.base import LearnerOptions, classification_metrics
-from metalab.algorithms.metric.embedding import embed_batch
-from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder, check_ways
-from metalab.algorithms.model.memory import MemoryState, lrua_step
-from metalab.algorithms.model.sequence import offset_label_steps, one_hot, shuffle_support
+from metalab.algorithms.model.base import EpisodicClassifier, build_encoder, check_ways, embed_batch
+from metalab.algorithms.model.components.memory import MemoryState, lrua_step
+from metalab.algorithms.model.components.sequence import offset_label_steps, one_hot, shuffle_support
 from metalab.algorithms.registry import register
 from metalab.data.task import Task
 
@@ -43,7 +42,7 @@ class MANNOptions(LearnerOptions):
     #: usage decay gamma
     gamma: float = 0.95
     #: write the read keys themselves (the paper's equation) instead of separate vectors a_t from the
-    #: controller (the public implementations; see metalab.algorithms.model.memory)
+    #: controller (the public implementations; see metalab.algorithms.model.components.memory)
     write_keys: bool = False
     #: size of the one-hot label input and of the output layer
     max_ways: int = 5

@@ -20,9 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.metric.embedding import embed_batch
-from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder
-from metalab.algorithms.model.sequence import labelled_steps, shuffle_support, unlabelled_steps
+from metalab.algorithms.model.base import EpisodicClassifier, build_encoder, embed_batch
+from metalab.algorithms.model.components.sequence import labelled_steps, shuffle_support, unlabelled_steps
 from metalab.algorithms.registry import register
 
 

@@ -1,6 +1,7 @@
-"""Shared machinery of the model-based classifiers: the image encoder (one pass per batch with
-the metric family's ``embed_batch``) and the train/predict/adapt plumbing around a learner's
-batched ``logits``.
+"""What the model-based classifiers share: the image encoder (:func:`build_encoder`, one pass per
+batch with :func:`embed_batch`), the bound on the ways of learners with fixed-size label inputs
+(:func:`check_ways`) and the train/predict/adapt plumbing around a learner's batched ``logits``
+(:class:`EpisodicClassifier`).
 
 A model-based classifier reads a whole task at once, so it only has to implement
 ``logits(support_x [T, S, ...], support_y [T, S], query_x [T, Q, ...], ways) -> [T, Q, ways]``.
@@ -14,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.algorithms.base import MetaLearner, classification_metrics
-from metalab.algorithms.metric.embedding import check_support_labels
+from metalab.algorithms.base import MetaLearner, check_support_labels, classification_metrics, embed_batch, ways_of
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone, embedding_dim
+
+__all__ = ["EpisodicClassifier", "build_encoder", "check_support_labels", "check_ways", "embed_batch"]
 
 
 def build_encoder(name: str, input_shape: tuple[int, ...], hidden: int) -> tuple[nn.Module, int]:
@@ -55,7 +57,7 @@ class EpisodicClassifier(MetaLearner):
         raise NotImplementedError
 
     def _logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
-        ways = int(support_y.max()) + 1
+        ways = ways_of(support_y)
         check_ways(ways, self.max_ways())
         return self.logits(support_x, support_y, query_x, ways)
 
@@ -70,8 +72,7 @@ class EpisodicClassifier(MetaLearner):
         return self._logits(batch.support_x, batch.support_y, batch.query_x)
 
     def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
-        check_support_labels(support_y)
-        check_ways(int(support_y.max()) + 1, self.max_ways())
+        check_ways(check_support_labels(support_y), self.max_ways())
 
         @torch.no_grad()
         def classify(query_x: Tensor) -> Tensor:
