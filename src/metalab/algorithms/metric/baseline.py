@@ -1,10 +1,11 @@
-"""Good-embedding baselines: Baseline / Baseline++ (Chen et al. 2019) and RFS (Tian et al. 2020).
+"""Good-embedding baselines: Baseline (Chen et al. 2019) and RFS (Tian et al. 2020).
 
 Meta-training is ordinary classification over all training classes: every support and query image
 of a training batch is labelled with its global class (``batch.classes[t, label]``) and classified
-by a linear layer (Baseline) or a cosine classifier (Baseline++). Episodes with many ways are
-simply minibatches. For a test task the backbone is frozen and a multinomial logistic regression
-is fitted on the (L2-normalised, as in RFS) support embeddings, in batch over tasks.
+by a linear layer (Baseline) or a cosine classifier (``learner.classifier: cosine``, the default of
+Baseline++ in ``baselinepp.py``). Episodes with many ways are simply minibatches. For a test task
+the backbone is frozen and a multinomial logistic regression is fitted on the (L2-normalised, as in
+RFS) support embeddings, in batch over tasks.
 """
 from __future__ import annotations
 
@@ -114,14 +115,3 @@ class Baseline(MetaLearner):
 
         return classify
 
-
-@dataclass
-class BaselinePPOptions(BaselineOptions):
-    classifier: str = "cosine"
-
-
-@register("baselinepp")
-class BaselinePP(Baseline):
-    """Baseline++: :class:`Baseline` with the cosine classifier by default."""
-
-    Options = BaselinePPOptions
