@@ -136,7 +136,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from metalab.data.store import describe_data, download_dataset, resolve_data_root
+    from metalab.data.datasets import describe_data, download_dataset
+    from metalab.data.store import resolve_data_root
 
     if args.download:
         for path in download_dataset(args.download, resolve_data_root(args.data_root)):
