@@ -91,3 +91,21 @@ def test_negative_time_budget_and_threads_are_refused():
         load_recipe("omniglot-protonet-5w1s", ["train.max_minutes=-1"])
     with pytest.raises(ConfigError, match="train.threads must be >= 1"):
         load_recipe("omniglot-protonet-5w1s", ["train.threads=0"])
+
+
+def test_training_and_evaluation_episodes_have_the_same_shape_keys():
+    """TaskConfig and EvalConfig declare ways/shots/queries/within_group once (EpisodeConfig); the recipe
+    keys are the ones they always were."""
+    from dataclasses import fields
+
+    from metalab.config import EpisodeConfig, EvalConfig, TaskConfig
+
+    shape = ["ways", "shots", "queries", "within_group"]
+    assert [f.name for f in fields(EpisodeConfig)] == shape
+    assert sorted(f.name for f in fields(TaskConfig)) == sorted([*shape, "meta_batch"])
+    assert sorted(f.name for f in fields(EvalConfig)) == sorted([*shape, "episodes", "seed", "val_episodes", "val_seed",
+                                                                 "batch"])
+    config = load_recipe("omniglot-protonet-5w1s", ["task.within_group=true", "eval.queries=3"])
+    assert (config.task.within_group, config.eval.within_group, config.eval.queries, config.task.queries) == (True, False, 3, 5)
+    with pytest.raises(ConfigError, match="Did you mean 'eval.within_group'"):
+        load_recipe("omniglot-protonet-5w1s", ["eval.within_groups=true"])
