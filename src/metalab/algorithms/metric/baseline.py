@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions, MetaLearner, classification_metrics
-from metalab.algorithms.metric.base import check_support_labels, embed_task_batch, ways_of
+from metalab.algorithms.base import MetaLearner, classification_metrics
+from metalab.algorithms.metric.base import BackboneOptions, check_support_labels, embed_task_batch, ways_of
 from metalab.algorithms.metric.components.heads import logistic_regression_head
 from metalab.algorithms.registry import register
 from metalab.data.task import Task
@@ -25,9 +25,7 @@ from metalab.nn.backbones import build_backbone, embedding_dim
 
 
 @dataclass
-class BaselineOptions(LearnerOptions):
-    backbone: str = "conv4"
-    hidden: int = 64
+class BaselineOptions(BackboneOptions):
     #: number of training classes (global class indices of the training split), e.g. 4112 for
     #: Omniglot vinyals-train (1028 characters x 4 rotations).
     num_classes: int = 4112

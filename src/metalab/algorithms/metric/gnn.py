@@ -17,17 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.metric.base import EpisodicMetricLearner
+from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
 from metalab.algorithms.registry import register
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone, embedding_dim
 
 
 @dataclass
-class GNNOptions(LearnerOptions):
-    backbone: str = "conv4"
-    hidden: int = 64
+class GNNOptions(BackboneOptions):
     #: nf of the paper's code: each graph layer adds nf / 2 features; the adjacency MLP has
     #: hidden widths 2nf, 2nf, nf, nf.
     graph_features: int = 96

@@ -12,17 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.metric.base import EpisodicMetricLearner
+from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
 from metalab.algorithms.metric.components.heads import svm_head
 from metalab.algorithms.registry import register
 from metalab.nn.backbones import build_backbone
 
 
 @dataclass
-class MetaOptNetOptions(LearnerOptions):
-    backbone: str = "conv4"
-    hidden: int = 64
+class MetaOptNetOptions(BackboneOptions):
     #: SVM slack penalty C.
     svm_c: float = 0.1
     #: identity added to the dual's block kernel (MetaOptNet's 1.0, for a well-posed QP).

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.metric.base import EpisodicMetricLearner
+from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
 from metalab.algorithms.metric.components.pairs import random_affine, sample_pairs
 from metalab.algorithms.registry import register
 from metalab.data.task import Task
@@ -24,9 +23,7 @@ from metalab.nn.backbones import build_backbone, embedding_dim
 
 
 @dataclass
-class SiameseOptions(LearnerOptions):
-    backbone: str = "conv4"
-    hidden: int = 64
+class SiameseOptions(BackboneOptions):
     #: size of Koch's sigmoid fully connected feature layer after the backbone (0 = none).
     features: int = 0
     #: same/different pairs drawn per training task (half of each).

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions, classification_metrics
-from metalab.algorithms.model.base import EpisodicClassifier, build_encoder, check_ways, embed_batch
+from metalab.algorithms.base import classification_metrics
+from metalab.algorithms.model.base import EmbeddingClassifier, EncoderOptions, check_ways
 from metalab.algorithms.model.components.memory import MemoryState, lrua_step
 from metalab.algorithms.model.components.sequence import offset_label_steps, one_hot, shuffle_support
 from metalab.algorithms.registry import register
@@ -29,10 +29,7 @@ from metalab.data.task import Task
 
 
 @dataclass
-class MANNOptions(LearnerOptions):
-    #: image encoder: "conv4" or "pixels" (raw pixels, as in the paper)
-    encoder: str = "conv4"
-    hidden: int = 64
+class MANNOptions(EncoderOptions):
     #: "lstm" or "feedforward"
     controller: str = "lstm"
     controller_size: int = 200
@@ -49,16 +46,15 @@ class MANNOptions(LearnerOptions):
 
 
 @register("mann")
-class MANN(EpisodicClassifier):
+class MANN(EmbeddingClassifier):
     Options = MANNOptions
 
     def __init__(self, options: MANNOptions, input_shape: tuple[int, ...]) -> None:
         super().__init__(options, input_shape)
         if options.controller not in ("lstm", "feedforward"):
             raise ValueError(f"learner.controller must be 'lstm' or 'feedforward', got {options.controller!r}")
-        self.encoder, features = build_encoder(options.encoder, input_shape, options.hidden)
         reads = options.read_heads * options.memory_size
-        controller_in = features + options.max_ways + reads
+        controller_in = self.embedding_size + options.max_ways + reads
         if options.controller == "lstm":
             self.controller: nn.Module = nn.LSTMCell(controller_in, options.controller_size)
         else:
@@ -124,9 +120,8 @@ class MANN(EpisodicClassifier):
         loss.backward()
         return classification_metrics(logits, y, loss)
 
-    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
-        tasks, queries = query_x.shape[:2]
-        support, query = embed_batch(self.encoder, support_x, query_x)
+    def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
+        tasks, queries = query.shape[:2]
         support, labels = shuffle_support(support, support_y, self.training)
         _, state = self.run(offset_label_steps(support, labels, self.options.max_ways))
         # Each query is a final step after the support sequence, carrying the last support label.

@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.model.base import EpisodicClassifier, build_encoder, embed_batch
+from metalab.algorithms.model.base import EmbeddingClassifier, EncoderOptions
 from metalab.algorithms.model.components.sequence import labelled_steps, shuffle_support, unlabelled_steps
 from metalab.algorithms.registry import register
 
@@ -154,9 +153,7 @@ class SNAILNet(nn.Module):
 
 
 @dataclass
-class SNAILOptions(LearnerOptions):
-    encoder: str = "conv4"
-    hidden: int = 64
+class SNAILOptions(EncoderOptions):
     #: size of the one-hot label input and of the output layer
     max_ways: int = 5
     #: longest sequence the TC blocks are sized for (ways * shots + 1); longer ones still run
@@ -165,16 +162,14 @@ class SNAILOptions(LearnerOptions):
 
 
 @register("snail")
-class SNAIL(EpisodicClassifier):
+class SNAIL(EmbeddingClassifier):
     Options = SNAILOptions
 
     def __init__(self, options: SNAILOptions, input_shape: tuple[int, ...]) -> None:
         super().__init__(options, input_shape)
-        self.encoder, features = build_encoder(options.encoder, input_shape, options.hidden)
-        self.temporal = SNAILNet(features + options.max_ways, options.max_ways, options.sequence_length, options.filters)
+        self.temporal = SNAILNet(self.embedding_size + options.max_ways, options.max_ways, options.sequence_length, options.filters)
 
-    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
-        support, query = embed_batch(self.encoder, support_x, query_x)
+    def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
         support, labels = shuffle_support(support, support_y, self.training)
         outputs = self.temporal.query_outputs(labelled_steps(support, labels, self.options.max_ways),
                                               unlabelled_steps(query, self.options.max_ways))  # [T, Q, max_ways]
