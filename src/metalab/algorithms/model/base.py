@@ -1,7 +1,8 @@
 """What the model-based classifiers share: the image encoder (:class:`EncoderOptions`,
-:func:`build_encoder`, one pass per batch with :func:`embed_batch`), the bound on the ways of learners with fixed-size label inputs
-(:func:`check_ways`) and the train/predict/adapt plumbing around a learner's batched ``logits``
-(:class:`EpisodicClassifier`; :class:`EmbeddingClassifier` when the logits come from the embeddings).
+:func:`build_encoder`, one pass per batch with :func:`embed_batch`), the bound on the ways of
+learners with fixed-size label inputs (:func:`check_ways`) and the train/predict/adapt plumbing
+around a learner's batched ``logits`` (:class:`EpisodicClassifier`; :class:`EmbeddingClassifier`
+when the logits come from the embeddings).
 
 A model-based classifier reads a whole task at once, so it only has to implement
 ``logits(support_x [T, S, ...], support_y [T, S], query_x [T, Q, ...], ways) -> [T, Q, ways]``.
@@ -16,11 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions, MetaLearner, check_support_labels, classification_metrics, embed_batch, ways_of
+from metalab.algorithms.base import (
+    LearnerOptions,
+    MetaLearner,
+    check_support_labels,
+    classification_metrics,
+    embed_batch,
+    ways_of,
+)
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone, embedding_dim
 
-__all__ = ["EmbeddingClassifier", "EncoderOptions", "EpisodicClassifier", "build_encoder", "check_support_labels", "check_ways", "embed_batch"]
+__all__ = ["EmbeddingClassifier", "EncoderOptions", "EpisodicClassifier", "build_encoder", "check_support_labels",
+           "check_ways", "embed_batch"]
 
 
 @dataclass

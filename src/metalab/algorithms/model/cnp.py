@@ -18,13 +18,11 @@ from torch.distributions import Normal
 from metalab.algorithms.model.components.processes import (
     ProcessOptions,
     RegressionProcess,
-    SetEncoder,
     gaussian,
     targets_of,
 )
 from metalab.algorithms.registry import register
 from metalab.data.task import Task
-from metalab.nn.backbones import MLP
 
 
 @dataclass
@@ -38,9 +36,8 @@ class CNP(RegressionProcess):
 
     def __init__(self, options: CNPOptions, input_shape: tuple[int, ...]) -> None:
         super().__init__(options, input_shape)
-        o = options
-        self.encoder = SetEncoder(self.x_size + self.y_size, o.hidden, o.encoder_layers, o.representation_size)
-        self.decoder = MLP(self.x_size + o.representation_size, [o.hidden] * o.decoder_layers, 2 * self.y_size)
+        self.encoder = self.set_encoder(options.representation_size)
+        self.decoder = self.gaussian_decoder(self.x_size + options.representation_size)
 
     def distribution(self, context_x: Tensor, context_y: Tensor, target_x: Tensor) -> Normal:
         """p(y | x, C) at target_x [T, N, Dx] given the context [T, K, D] -> Normal over [T, N, Dy]."""

@@ -22,16 +22,11 @@ from torch.distributions import Normal, kl_divergence
 from metalab.algorithms.model.components.processes import (
     ProcessOptions,
     RegressionProcess,
-    SetEncoder,
     gaussian,
     targets_of,
 )
 from metalab.algorithms.registry import register
 from metalab.data.task import Task
-from metalab.nn.backbones import MLP
-
-#: seed of the latent samples drawn in evaluation, so that predictions are deterministic
-EVAL_SAMPLE_SEED = 0
 
 
 @dataclass
@@ -44,6 +39,10 @@ class NPOptions(ProcessOptions):
     eval_samples: int = 32
 
 
+#: seed of the ``eval_samples`` latent draws of evaluation, so that predictions are deterministic
+EVAL_SAMPLE_SEED = 0
+
+
 @register("np")
 class NeuralProcess(RegressionProcess):
     Options = NPOptions
@@ -51,14 +50,11 @@ class NeuralProcess(RegressionProcess):
     def __init__(self, options: NPOptions, input_shape: tuple[int, ...]) -> None:
         super().__init__(options, input_shape)
         o = options
-        pair = self.x_size + self.y_size
-        self.latent_encoder = SetEncoder(pair, o.hidden, o.encoder_layers, o.hidden)
+        self.latent_encoder = self.set_encoder(o.hidden)
         self.latent = nn.Linear(o.hidden, 2 * o.latent_size)
-        self.deterministic_encoder = (
-            SetEncoder(pair, o.hidden, o.encoder_layers, o.representation_size) if o.deterministic_path else None
-        )
-        decoder_in = self.x_size + o.latent_size + (o.representation_size if o.deterministic_path else 0)
-        self.decoder = MLP(decoder_in, [o.hidden] * o.decoder_layers, 2 * self.y_size)
+        self.deterministic_encoder = self.set_encoder(o.representation_size) if o.deterministic_path else None
+        self.decoder = self.gaussian_decoder(
+            self.x_size + o.latent_size + (o.representation_size if o.deterministic_path else 0))
 
     def prior(self, x: Tensor, y: Tensor) -> Normal:
         """q(z | points): x, y [T, N, D] -> Normal over [T, latent_size] (std floored at 0.1 as in the paper's code)."""

@@ -69,6 +69,17 @@ class RegressionProcess(MetaLearner):
             raise ValueError(f"neural processes take vector inputs (e.g. data.dataset: sinusoid or gp); got inputs of shape {input_shape}")
         self.x_size, self.y_size = input_shape[0], 1
 
+    def set_encoder(self, out: int) -> SetEncoder:
+        """An encoder h of the (x, y) pairs of a set into [T, out], with ``encoder_layers`` layers of ``hidden``."""
+        options = self.options
+        return SetEncoder(self.x_size + self.y_size, options.hidden, options.encoder_layers, out)
+
+    def gaussian_decoder(self, inputs: int) -> MLP:
+        """A decoder g from ``inputs`` features of a target point to the parameters of its Gaussian over y
+        (see :func:`gaussian`), with ``decoder_layers`` hidden layers of ``hidden``."""
+        options = self.options
+        return MLP(inputs, [options.hidden] * options.decoder_layers, 2 * self.y_size)
+
     def predictive(self, batch: Task) -> tuple[Tensor, Tensor]:
         """Predictive mean and standard deviation at the query points: [T, Q, 1] each."""
         raise NotImplementedError
