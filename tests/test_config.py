@@ -127,3 +127,20 @@ def test_a_config_saved_with_the_old_keys_loads_with_them_in_the_speed_group():
     assert (config.speed.task_chunk, config.speed.checkpoint, config.speed.winograd) == (3, True, False)
     assert (config.speed.threads, config.speed.reuse_freed_memory, config.speed.eval_batch) == (2, False, 7)
     assert "task_chunk" not in config.learner and "threads" not in config.train
+
+
+def test_training_and_evaluation_episodes_have_the_same_shape_keys():
+    """TaskConfig and EvalConfig declare ways/shots/queries/within_group once (EpisodeConfig); the recipe
+    keys are the ones they always were."""
+    from dataclasses import fields
+
+    from metalab.config import EpisodeConfig, EvalConfig, TaskConfig
+
+    shape = ["ways", "shots", "queries", "within_group"]
+    assert [f.name for f in fields(EpisodeConfig)] == shape
+    assert sorted(f.name for f in fields(TaskConfig)) == sorted([*shape, "meta_batch"])
+    assert sorted(f.name for f in fields(EvalConfig)) == sorted([*shape, "episodes", "seed", "val_episodes", "val_seed"])
+    config = load_recipe("omniglot-protonet-5w1s", ["task.within_group=true", "eval.queries=3"])
+    assert (config.task.within_group, config.eval.within_group, config.eval.queries, config.task.queries) == (True, False, 3, 5)
+    with pytest.raises(ConfigError, match="Did you mean 'eval.within_group'"):
+        load_recipe("omniglot-protonet-5w1s", ["eval.within_groups=true"])

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 import metalab.algorithms.model.mann as mann_module
 from metalab.algorithms.model.mann import MANN, MANNOptions, accuracy_by_presentation
-from metalab.algorithms.model.memory import MemoryState, content_weights, least_used_weights
-from metalab.algorithms.model.sequence import offset_label_steps
+from metalab.algorithms.model.components.memory import MemoryState, content_weights, least_used_weights
+from metalab.algorithms.model.components.sequence import offset_label_steps
 from mann_presentations import memory_reads_zeroed  # this folder's script (sys.path[0] when run as a script)
 
 

@@ -64,7 +64,7 @@ def main() -> None:
     print(json.dumps({"run": args.run, "learner": config.learner.name, "family": config.data.dataset, "step": state["step"],
                       "shots": shots, "queries": queries, "tasks": args.tasks, "seconds": seconds, **summary}))
     if args.plot:
-        from metalab.algorithms.model.np_plot import plot_predictions
+        from metalab.train.plots import plot_predictions
 
         plot_predictions(learner, source, range(4), args.plot)
         print(f"wrote {args.plot}")

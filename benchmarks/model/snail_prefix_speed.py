@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from metalab.algorithms.model.sequence import query_sequences
+from metalab.algorithms.model.components.sequence import query_sequences
 from metalab.algorithms.model.snail import SNAILNet
 
 

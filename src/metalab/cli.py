@@ -55,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from metalab.data.episodes import FixedEpisodes
-    from metalab.data.sources import is_regression, load_split, task_source
+    from metalab.data.sources import evaluation_episodes
     from metalab.train.build import load_run
     from metalab.train.evaluate import evaluate
 
@@ -69,18 +69,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         reuse_freed_memory()
     split = args.split or config.data.test_split
-    if args.manifest:
-        if is_regression(config):
-            raise ValueError("--manifest applies to classification episodes; regression tasks are fixed by --seed")
-        episodes = FixedEpisodes.load(args.manifest, load_split(config, split, args.data_root))
-    else:
-        ways = args.ways or config.eval.ways
-        shots = args.shots or config.eval.shots
-        queries = args.queries if args.queries is not None else config.eval.queries
-        seed = args.seed if args.seed is not None else config.eval.seed
-        source = task_source(config, split, ways, shots, queries, seed=seed,
-                             within_group=args.within_group or config.eval.within_group, data_root=args.data_root)
-        episodes = source.fixed(args.episodes or config.eval.episodes)
+    episodes = evaluation_episodes(
+        config, split, ways=args.ways, shots=args.shots, queries=args.queries, seed=args.seed, episodes=args.episodes,
+        within_group=True if args.within_group else None, manifest=args.manifest, data_root=args.data_root,
+    )
     if args.save_manifest:
         if not isinstance(episodes, FixedEpisodes):
             raise ValueError("--save-manifest applies to classification episodes")
@@ -136,7 +128,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from metalab.data.store import describe_data, download_dataset, resolve_data_root
+    from metalab.data.datasets import describe_data, download_dataset
+    from metalab.data.store import resolve_data_root
 
     if args.download:
         for path in download_dataset(args.download, resolve_data_root(args.data_root)):

@@ -36,23 +36,30 @@ class DataConfig:
 
 
 @dataclass
-class TaskConfig:
-    """Meta-training episodes."""
+class EpisodeConfig:
+    """The shape of an episode, the same keys for training (``task.``) and evaluation (``eval.``)."""
 
+    #: classes per episode (N-way).
     ways: int = 5
+    #: support examples per class (K-shot).
     shots: int = 1
+    #: query examples per class.
     queries: int = 15
-    meta_batch: int = 1
+    #: draw all ways of an episode from one group (e.g. one Omniglot alphabet).
     within_group: bool = False
 
 
 @dataclass
-class EvalConfig:
+class TaskConfig(EpisodeConfig):
+    """Meta-training episodes."""
+
+    meta_batch: int = 1
+
+
+@dataclass
+class EvalConfig(EpisodeConfig):
     """Validation and test episodes (the evaluation protocol)."""
 
-    ways: int = 5
-    shots: int = 1
-    queries: int = 15
     episodes: int = 1000
     seed: int = 0
     val_episodes: int = 200

@@ -67,6 +67,19 @@ def test_train_eval_predict_end_to_end(image_folders, tmp_path):
     assert plain.split("\t")[1] in classes
 
 
+def test_eval_without_flags_scores_the_episodes_that_training_tested(image_folders, tmp_path):
+    """The test at the end of training and `metalab eval RUN` build their episodes with one function
+    (metalab.data.sources.evaluation_episodes), so they score the same episodes: the same numbers."""
+    run = tmp_path / "run"
+    metalab("train", "omniglot-protonet-5w1s", *folder_overrides(image_folders, run))
+    tested = json.loads((run / "results.json").read_text())["test"]
+    scored = json.loads(metalab("eval", str(run), "--json").stdout)
+    timing = {"seconds", "episodes_per_second"}
+    assert {key: scored[key] for key in set(tested) - timing} == {key: tested[key] for key in set(tested) - timing}
+    other_seed = json.loads(metalab("eval", str(run), "--seed", "1", "--json").stdout)  # the comparison can fail
+    assert (other_seed["accuracy"], other_seed["ci95"]) != (tested["accuracy"], tested["ci95"])
+
+
 def test_resume_from_run_dir(image_folders, tmp_path):
     run = tmp_path / "run"
     metalab("train", "omniglot-protonet-5w1s", *folder_overrides(image_folders, run))

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from metalab.data.datasets import DATASETS, load_dataset
-from metalab.data.folders import load_image_files, load_image_folder, load_miniimagenet, read_split_csv
+from metalab.data.folders import load_image_files, load_image_folder
+from metalab.data.miniimagenet import load_miniimagenet, read_split_csv
 from metalab.data.store import DataNotFoundError
 
 COLOURS = {"blue": (0, 0, 255), "red": (255, 0, 0), "green": (0, 200, 0)}

@@ -12,16 +12,9 @@ from pathlib import Path
 import platformdirs
 import pytest
 
+from metalab.data.datasets import describe_data, download_dataset
 from metalab.data.omniglot import load_omniglot
-from metalab.data.store import (
-    ChecksumError,
-    DataNotFoundError,
-    cache_dir,
-    describe_data,
-    download,
-    download_dataset,
-    resolve_data_root,
-)
+from metalab.data.store import ChecksumError, DataNotFoundError, cache_dir, download, resolve_data_root
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

@@ -26,14 +26,19 @@ def register(name: str) -> Callable[[type[MetaLearner]], type[MetaLearner]]:
 
 
 def _discover() -> None:
-    """Import every module of the algorithm families once, so that their learners register."""
+    """Import every module of the algorithm families once, so that their learners register.
+
+    Sub-packages of a family (its ``components/``) hold building blocks, not learners: they are not
+    imported here, only by the algorithm modules that use them.
+    """
     global _discovered
     if _discovered:
         return
     for family in _FAMILIES:
         package = importlib.import_module(f"metalab.algorithms.{family}")
         for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package.__name__}.{module.name}")
+            if not module.ispkg:
+                importlib.import_module(f"{package.__name__}.{module.name}")
     _discovered = True
 
 

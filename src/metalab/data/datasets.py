@@ -1,22 +1,34 @@
-"""One entry point for every class-labelled image collection: ``load_dataset(dataset, split, ...)``."""
+"""The one module that knows every class-labelled image collection: ``load_dataset(dataset, split, ...)``,
+``download_dataset`` and ``describe_data`` (the report of ``metalab data``).
+
+Each data set's module reports its own state through one function, ``data_report(root) -> lines``
+(found where, cache state, how to get what is missing); adding a data set means adding its module
+and naming it here, in :data:`DATASETS`, :data:`REPORTS` and, if it can be downloaded, :data:`DOWNLOADS`.
+"""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from metalab.data import miniimagenet, omniglot
 from metalab.data.classes import ClassDataset
-from metalab.data.folders import load_image_folder, load_miniimagenet
-from metalab.data.omniglot import SPLITS as OMNIGLOT_SPLITS
-from metalab.data.omniglot import load_omniglot
-from metalab.data.store import MINIIMAGENET_SPLITS
+from metalab.data.folders import load_image_folder
+from metalab.data.miniimagenet import load_miniimagenet
+from metalab.data.omniglot import download_omniglot, load_omniglot
+from metalab.data.store import CACHE_ENV, cache_dir, data_root_origin, resolve_data_root
 
 #: Known data sets and their splits (for ``folder`` the split is the path of the folder).
 DATASETS: dict[str, tuple[str, ...]] = {
-    "omniglot": OMNIGLOT_SPLITS,
-    "miniimagenet": MINIIMAGENET_SPLITS,
+    "omniglot": omniglot.SPLITS,
+    "miniimagenet": miniimagenet.SPLITS,
     "folder": ("<path to a folder with one sub-folder per class>",),
 }
 #: (image_size, channels) used when not given.
 DEFAULTS: dict[str, tuple[int, int]] = {"omniglot": (28, 1), "miniimagenet": (84, 3), "folder": (84, 3)}
+#: Each data set's part of ``metalab data``'s report: data root -> lines (the user's folders have none).
+REPORTS: dict[str, Callable[[Path], list[str]]] = {"omniglot": omniglot.data_report, "miniimagenet": miniimagenet.data_report}
+#: The data sets ``metalab data --download`` can fetch: (data root, base_url=None, checksums=None) -> files.
+DOWNLOADS: dict[str, Callable[..., list[Path]]] = {"omniglot": download_omniglot}
 
 
 def load_dataset(
@@ -50,3 +62,29 @@ def load_dataset(
     if dataset == "miniimagenet":
         return load_miniimagenet(split, root, size)
     return load_image_folder(split, size, channels if channels is not None else DEFAULTS[dataset][1], invert=invert)
+
+
+def download_dataset(
+    name: str, root: Path, base_url: str | None = None, checksums: Mapping[str, str | None] | None = None
+) -> list[Path]:
+    """Download a data set's official files into the data root ``root`` and return their paths.
+
+    Only ``omniglot`` is downloadable: :func:`metalab.data.omniglot.download_omniglot` says what
+    ``base_url`` and ``checksums`` replace. Files already present are kept as they are.
+    """
+    if name not in DOWNLOADS:
+        hint = ""
+        if name == "miniimagenet":
+            hint = f"; mini-ImageNet cannot be downloaded automatically: {miniimagenet.how_to_get(root)}"
+        raise ValueError(f"cannot download data set {name!r}: only {', '.join(map(repr, DOWNLOADS))} is downloadable{hint}")
+    return DOWNLOADS[name](root, base_url=base_url, checksums=checksums)
+
+
+def describe_data(root: Path | None = None) -> str:
+    """The human-readable report behind ``metalab data``: what is found where, what is cached, how to get the rest."""
+    origin = data_root_origin(root)
+    root = resolve_data_root(root)
+    lines = [f"data root: {root} ({origin})", f"cache:     {cache_dir()} (${CACHE_ENV}; safe to delete)"]
+    for report in REPORTS.values():
+        lines += ["", *report(root)]
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Omniglot (Lake et al.) from the official release layout, decoded once into cached uint8 tensors.
+"""Omniglot (Lake et al.) from the official release layout, decoded once into cached uint8 tensors:
+where its archives are, how to download them, its splits, and its part of ``metalab data``'s report.
 
 Layout under the data root (each archive zipped or extracted)::
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +30,29 @@ from metalab.data.classes import ClassDataset
 from metalab.data.folders import preprocess_image
 from metalab.data.store import (
     DATA_ENV,
-    OMNIGLOT_CHECKSUMS,
-    OMNIGLOT_URL,
     DataNotFoundError,
     cache_dir,
+    download,
     fingerprint,
-    omniglot_source,
     resolve_data_root,
     split_list,
 )
 from metalab.utils.io import atomic_torch_save
+
+URL_ENV = "METALAB_OMNIGLOT_URL"
+URL = "https://github.com/brendenlake/omniglot/raw/master/python"
+#: The official Omniglot archives that ``metalab data --download omniglot`` fetches, with their MD5.
+CHECKSUMS: dict[str, str | None] = {
+    "images_background.zip": "68d2efa1b9178cc56df9314c21c6e718",
+    "images_evaluation.zip": "6b91aef0f799c5bb55b94e3f2daec811",
+}
+#: Omniglot archives (stem -> what it is); the small subsets are read if present but not downloaded.
+ARCHIVES: dict[str, str] = {
+    "images_background": "964 characters, 30 alphabets",
+    "images_evaluation": "659 characters, 20 alphabets",
+    "images_background_small1": "official small background subset 1, 5 alphabets",
+    "images_background_small2": "official small background subset 2, 5 alphabets",
+}
 
 LAKE_SPLITS: dict[str, str] = {
     "lake-background": "images_background",
@@ -50,6 +64,67 @@ VINYALS_SPLITS = ("train", "val", "test", "trainval")
 SPLITS: tuple[str, ...] = tuple(f"vinyals-{s}" for s in VINYALS_SPLITS) + tuple(LAKE_SPLITS)
 
 _CACHE_VERSION = 1
+
+
+def archive_source(root: Path, archive: str) -> Path | None:
+    """The Omniglot archive ``archive`` (e.g. ``images_background``) under ``root``: zip or extracted folder.
+
+    The zip is preferred when both exist (a zip that opens is complete; a folder may be half-extracted).
+    """
+    zipped = Path(root) / "omniglot" / f"{archive}.zip"
+    if zipped.is_file():
+        return zipped
+    folder = Path(root) / "omniglot" / archive
+    if folder.is_dir():
+        return folder
+    return None
+
+
+def download_omniglot(root: Path, base_url: str | None = None,
+                      checksums: Mapping[str, str | None] | None = None) -> list[Path]:
+    """Download the official archives into ``<root>/omniglot/`` and return their paths.
+
+    ``images_background.zip`` and ``images_evaluation.zip`` by default. ``base_url`` (or
+    ``$METALAB_OMNIGLOT_URL``) replaces the URL prefix; ``checksums`` ({file name: MD5 or None})
+    replaces the list of files and their checksums. Archives already present are kept as they are
+    (downloads are atomic, so a present file is complete).
+    """
+    prefix = (base_url or os.environ.get(URL_ENV) or URL).rstrip("/")
+    wanted = dict(checksums) if checksums is not None else CHECKSUMS
+    paths = []
+    for filename, md5 in wanted.items():
+        destination = Path(root) / "omniglot" / filename
+        if not destination.exists():
+            download(f"{prefix}/{filename}", destination, md5)
+        paths.append(destination)
+    return paths
+
+
+def data_report(root: Path) -> list[str]:
+    """Omniglot's lines of ``metalab data``: each archive found where (and its cache) or missing, how to get it."""
+    lines = ["Omniglot"]
+    missing_downloadable = False
+    for archive, what in ARCHIVES.items():
+        source = archive_source(root, archive)
+        if source is None:
+            lines.append(f"  {archive:<26} missing ({what})")
+            expected = f"{root / 'omniglot' / (archive + '.zip')} or the extracted folder {root / 'omniglot' / archive}/"
+            lines.append(f"  {'':<26}   expected {expected}")
+            if f"{archive}.zip" in CHECKSUMS:
+                missing_downloadable = True
+            else:
+                lines.append(f"  {'':<26}   get it from {URL}/{archive}.zip")
+            continue
+        kind = "zip" if source.is_file() else "extracted folder"
+        size = f"{source.stat().st_size / 1e6:.1f} MB" if source.is_file() else "folder"
+        sizes = cached_sizes(source)
+        cached = f"cached at {', '.join(f'{s}px' for s in sizes)}" if sizes else "no cache yet (built on first use)"
+        lines.append(f"  {archive:<26} found: {source} ({kind}, {size}); {cached}")
+    if missing_downloadable:
+        lines.append(f"  -> get the full release with `metalab data --download omniglot` (into {root / 'omniglot'})")
+    counts = ", ".join(f"{s} {len(split_list('omniglot', 'vinyals', f'{s}.txt'))}" for s in VINYALS_SPLITS)
+    lines.append(f"  Vinyals split lists (packaged): {counts} classes")
+    return lines
 
 
 def load_omniglot(split: str, root: str | Path | None = None, image_size: int = 28) -> ClassDataset:
@@ -72,7 +147,7 @@ def load_omniglot(split: str, root: str | Path | None = None, image_size: int = 
 
 def load_archive(archive: str, root: Path, image_size: int) -> "_Archive":
     """One Omniglot archive (``images_background``, ...) decoded (or read from the cache)."""
-    source = omniglot_source(root, archive)
+    source = archive_source(root, archive)
     if source is None:
         raise _not_found(root, [archive])
     cache_file = _cache_file(source, image_size)
@@ -117,7 +192,7 @@ def _vinyals(split: str, root: Path, image_size: int) -> ClassDataset:
     wanted = split_list("omniglot", "vinyals", f"{split}.txt")
     bases = {line.rsplit("/", 1)[0] for line in wanted}
     angles = sorted({int(line.rsplit("/rot", 1)[1]) for line in wanted})
-    missing = [a for a in ("images_background", "images_evaluation") if omniglot_source(root, a) is None]
+    missing = [a for a in ("images_background", "images_evaluation") if archive_source(root, a) is None]
     if missing:
         raise _not_found(root, missing)
     images, class_items, names, groups = [], [], [], []
@@ -228,11 +303,11 @@ def _not_found(root: Path, archives: list[str]) -> DataNotFoundError:
     where = "\n".join(
         f"  {root / 'omniglot' / (a + '.zip')}  (or the extracted folder {root / 'omniglot' / a}/)" for a in archives
     )
-    downloadable = all(f"{a}.zip" in OMNIGLOT_CHECKSUMS for a in archives)
+    downloadable = all(f"{a}.zip" in CHECKSUMS for a in archives)
     how = (
         f"run `metalab data --download omniglot --data-root {root}`"
         if downloadable
-        else f"download {', '.join(f'{OMNIGLOT_URL}/{a}.zip' for a in archives)} and place it there"
+        else f"download {', '.join(f'{URL}/{a}.zip' for a in archives)} and place it there"
     )
     return DataNotFoundError(
         f"Omniglot not found under the data root {root}; expected:\n{where}\n"

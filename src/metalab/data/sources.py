@@ -7,12 +7,13 @@ A task source has ``batch(start, size) -> Task`` (tasks start..start+size-1 of a
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 from omegaconf import DictConfig
 
 from metalab.data.classes import ClassDataset
-from metalab.data.episodes import EpisodeSampler
+from metalab.data.episodes import EpisodeSampler, FixedEpisodes
 from metalab.data.task import Task
 
 REGRESSION_FAMILIES = ("sinusoid", "gp")
@@ -61,6 +62,45 @@ def task_source(
     if dataset is None:
         dataset = load_split(config, split, data_root)
     return EpisodeSampler(dataset, ways, shots, queries, seed=seed, within_group=within_group)
+
+
+def evaluation_episodes(
+    config: DictConfig,
+    split: str | None = None,
+    *,
+    ways: int | None = None,
+    shots: int | None = None,
+    queries: int | None = None,
+    seed: int | None = None,
+    episodes: int | None = None,
+    within_group: bool | None = None,
+    manifest: str | Path | None = None,
+    data_root: str | None = None,
+) -> Any:
+    """The fixed episodes that score a learner: what the trainer's test and ``metalab eval`` evaluate.
+
+    ``split`` defaults to the config's test split; every setting left None is the config's ``eval``
+    value (``eval.ways``, ``eval.shots``, ``eval.queries``, ``eval.seed``, ``eval.episodes``,
+    ``eval.within_group``). With ``manifest``, exactly the episodes of that manifest (class names
+    and item indices, see :class:`FixedEpisodes`), drawn from ``split``; regression tasks have no
+    manifest, they are fixed by the seed. Returns :class:`FixedEpisodes` for class data, the
+    regression family's fixed tasks otherwise (both have ``len()`` and ``batches(size)``).
+    """
+    split = split or config.data.test_split
+    if manifest:
+        if is_regression(config):
+            raise ValueError("--manifest applies to classification episodes; regression tasks are fixed by --seed")
+        return FixedEpisodes.load(manifest, load_split(config, split, data_root))
+
+    def given(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    protocol = config.eval
+    source = task_source(
+        config, split, given(ways, protocol.ways), given(shots, protocol.shots), given(queries, protocol.queries),
+        seed=given(seed, protocol.seed), within_group=given(within_group, protocol.within_group), data_root=data_root,
+    )
+    return source.fixed(given(episodes, protocol.episodes))
 
 
 def input_shape(config: DictConfig, data_root: str | None = None, dataset: ClassDataset | None = None) -> tuple[int, ...]:

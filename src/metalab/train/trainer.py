@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from metalab.data.sources import input_shape, is_regression, load_split, task_source
+from metalab.data.sources import evaluation_episodes, input_shape, is_regression, load_split, task_source
 from metalab.accel.allocator import reuse_freed_memory
 from metalab.train.build import build_learner, build_optimizer
 from metalab.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
@@ -299,10 +299,7 @@ class Trainer:
         if best_model is not None:
             self.learner.load_state_dict(best_model)
             checkpoint = BEST
-        episodes = task_source(
-            config, config.data.test_split, config.eval.ways, config.eval.shots, config.eval.queries,
-            seed=config.eval.seed, within_group=config.eval.within_group, data_root=self.data_root,
-        ).fixed(config.eval.episodes)
+        episodes = evaluation_episodes(config, config.data.test_split, data_root=self.data_root)
         result = evaluate_distributed(self.learner, episodes, config.speed.eval_batch, self.device, ranks)
         logger.log("test", step, {result.metric: result.mean, "ci95": result.ci95})
         results = {

@@ -7,8 +7,9 @@ import scipy.optimize
 import torch
 import torch.nn.functional as F
 
-from metalab.algorithms.metric.baseline import Baseline, BaselineOptions, BaselinePP, BaselinePPOptions
-from metalab.algorithms.metric.heads import logistic_objective, logistic_regression_head
+from metalab.algorithms.metric.baseline import Baseline, BaselineOptions
+from metalab.algorithms.metric.baselinepp import BaselinePP, BaselinePPOptions
+from metalab.algorithms.metric.components.heads import logistic_objective, logistic_regression_head
 from metalab.data.episodes import EpisodeSampler
 from metalab.data.task import Task
 

@@ -39,7 +39,7 @@ def test_metaoptnet_logits_use_the_svm_dual_and_train_the_backbone(class_dataset
         support = learner.backbone(batch.support_x[0])
         query = learner.backbone(batch.query_x[0])
         # the SVM's class weights w_k = sum_i A[i, k] x_i satisfy the dual's row-sum and box constraints
-        from metalab.algorithms.metric.heads import svm_head
+        from metalab.algorithms.metric.components.heads import svm_head
 
         alpha = svm_head((support @ support.t()).unsqueeze(0), batch.support_y[:1], 3, c=0.5)[0]
         weights = alpha.t() @ support  # [W, D]

@@ -8,7 +8,7 @@ import scipy.optimize
 import torch
 import torch.nn.functional as F
 
-from metalab.algorithms.metric.heads import project_rows, ridge_head, svm_head
+from metalab.algorithms.metric.components.heads import project_rows, ridge_head, svm_head
 
 
 def test_ridge_head_equals_normal_equations_and_lstsq():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from metalab.algorithms.metric.pairs import random_affine, sample_pairs
+from metalab.algorithms.metric.components.pairs import random_affine, sample_pairs
 from metalab.algorithms.metric.siamese import SiameseNetwork, SiameseOptions
 from metalab.data.episodes import EpisodeSampler
 

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from metalab.algorithms.model.memory import MemoryState, content_weights, least_used_weights, lrua_step
+from metalab.algorithms.model.components.memory import MemoryState, content_weights, least_used_weights, lrua_step
 
 
 def state_with(memory, usage, read_weights) -> MemoryState:

@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 
-from metalab.algorithms.model.np_plot import main as plot_main
 from metalab.cli import main
 
 FAST = ["train.steps=2", "train.val_every=2", "train.ckpt_every=2", "train.log_every=1", "train.progress=false",
@@ -70,5 +69,7 @@ def test_neural_process_train_eval_and_plot(recipe, tmp_path, capsys):
     assert main(["eval", str(run), "--episodes", "5", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["metric"] == "mse" and result["episodes"] == 5 and result["mse"] >= 0
-    plot_main([str(run), "--out", str(tmp_path / "plot.png"), "--tasks", "2"])
+    capsys.readouterr()
+    assert main(["plot", str(run), "--out", str(tmp_path / "plot.png"), "--tasks", "2"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 1000

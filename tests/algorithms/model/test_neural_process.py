@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metalab.algorithms.model.neural_process import CNP, CNPOptions, NeuralProcess, NPOptions
+from metalab.algorithms.model.cnp import CNP, CNPOptions
+from metalab.algorithms.model.np import NeuralProcess, NPOptions
 from metalab.data.gp import GaussianProcessFamily
 from metalab.data.regression import RegressionTasks, Sinusoid
 from metalab.data.task import Task

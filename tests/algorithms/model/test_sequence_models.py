@@ -6,7 +6,7 @@ import torch
 
 from metalab.algorithms.model.blackbox import BlackBoxLSTM, BlackBoxOptions
 from metalab.algorithms.model.mann import MANN, MANNOptions, accuracy_by_presentation
-from metalab.algorithms.model.sequence import offset_label_steps, query_sequences, shuffle_support
+from metalab.algorithms.model.components.sequence import offset_label_steps, query_sequences, shuffle_support
 from metalab.algorithms.model.snail import SNAIL, AttentionBlock, SNAILNet, SNAILOptions, TCBlock
 from metalab.data.task import Task
 

@@ -1,2 +1,13 @@
-"""Gradient-based meta-learners, one algorithm per module: maml (and first-order MAML), fomaml, metasgd, anil,
-reptile. ``base.py`` holds what they share (options, network, adaptation, prediction)."""
+"""Gradient-based (optimisation-based) meta-learners: a few gradient steps adapt a network to each task.
+
+One algorithm per module (registered name in brackets):
+
+- ``maml.py``: MAML, Finn et al. 2017, second order or first order (``maml``)
+- ``fomaml.py``: first-order MAML, Finn et al. 2017, section 5.2 (``fomaml``)
+- ``metasgd.py``: Meta-SGD, learned per-parameter inner rates, Li et al. 2017 (``metasgd``)
+- ``anil.py``: ANIL, only the head adapts, Raghu et al. 2020 (``anil``)
+- ``reptile.py``: Reptile, Nichol et al. 2018 (``reptile``)
+
+``base.py`` holds what they share (:class:`~metalab.algorithms.gradient.base.GradientLearner`: options,
+network, adaptation through :mod:`metalab.nn.inner_loop`, prediction).
+"""

@@ -1,10 +1,11 @@
-"""Good-embedding baselines: Baseline / Baseline++ (Chen et al. 2019) and RFS (Tian et al. 2020).
+"""Good-embedding baselines: Baseline (Chen et al. 2019) and RFS (Tian et al. 2020).
 
 Meta-training is ordinary classification over all training classes: every support and query image
 of a training batch is labelled with its global class (``batch.classes[t, label]``) and classified
-by a linear layer (Baseline) or a cosine classifier (Baseline++). Episodes with many ways are
-simply minibatches. For a test task the backbone is frozen and a multinomial logistic regression
-is fitted on the (L2-normalised, as in RFS) support embeddings, in batch over tasks.
+by a linear layer (Baseline) or a cosine classifier (``learner.classifier: cosine``, the default of
+Baseline++ in ``baselinepp.py``). Episodes with many ways are simply minibatches. For a test task
+the backbone is frozen and a multinomial logistic regression is fitted on the (L2-normalised, as in
+RFS) support embeddings, in batch over tasks.
 """
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions, MetaLearner, classification_metrics
-from metalab.algorithms.metric.embedding import check_support_labels, embed_task_batch, ways_of
-from metalab.algorithms.metric.heads import logistic_regression_head
+from metalab.algorithms.base import MetaLearner, classification_metrics
+from metalab.algorithms.metric.base import BackboneOptions, check_support_labels, embed_task_batch, ways_of
+from metalab.algorithms.metric.components.heads import logistic_regression_head
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
@@ -25,9 +26,7 @@ from metalab.nn.backbones import build_backbone, embedding_dim
 
 
 @dataclass
-class BaselineOptions(LearnerOptions):
-    backbone: str = "conv4"
-    hidden: int = 64
+class BaselineOptions(BackboneOptions):
     #: number of training classes (global class indices of the training split), e.g. 4112 for
     #: Omniglot vinyals-train (1028 characters x 4 rotations).
     num_classes: int = 4112
@@ -115,14 +114,3 @@ class Baseline(MetaLearner):
 
         return classify
 
-
-@dataclass
-class BaselinePPOptions(BaselineOptions):
-    classifier: str = "cosine"
-
-
-@register("baselinepp")
-class BaselinePP(Baseline):
-    """Baseline++: :class:`Baseline` with the cosine classifier by default."""
-
-    Options = BaselinePPOptions

@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.metric.episodic import EpisodicMetricLearner
+from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
@@ -26,9 +25,7 @@ from metalab.nn.backbones import build_backbone, embedding_dim
 
 
 @dataclass
-class GNNOptions(LearnerOptions):
-    backbone: str = "conv4"
-    hidden: int = 64
+class GNNOptions(BackboneOptions):
     #: nf of the paper's code: each graph layer adds nf / 2 features; the adjacency MLP has
     #: hidden widths 2nf, 2nf, nf, nf.
     graph_features: int = 96

@@ -13,17 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.metric.episodic import EpisodicMetricLearner
+from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import build_backbone, embedding_dim
 
 
 @dataclass
-class MatchingOptions(LearnerOptions):
-    backbone: str = "conv4"
-    hidden: int = 64
+class MatchingOptions(BackboneOptions):
     #: full context embeddings (bidirectional LSTM g, attention LSTM f).
     fce: bool = False
     #: read steps K of the attention LSTM f.

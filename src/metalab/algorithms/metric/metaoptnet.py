@@ -2,7 +2,7 @@
 
 For each task the SVM dual is solved on the support embeddings (linear kernel) and the query
 logits are scale * sum_i A[i, k] <x_i, query>; the meta-gradient flows through the solution's KKT
-conditions into the backbone (see :func:`metalab.algorithms.metric.heads.svm_head`).
+conditions into the backbone (see :func:`metalab.algorithms.metric.components.heads.svm_head`).
 """
 from __future__ import annotations
 
@@ -12,18 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.metric.episodic import EpisodicMetricLearner
-from metalab.algorithms.metric.heads import svm_head
+from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
+from metalab.algorithms.metric.components.heads import svm_head
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import build_backbone
 
 
 @dataclass
-class MetaOptNetOptions(LearnerOptions):
-    backbone: str = "conv4"
-    hidden: int = 64
+class MetaOptNetOptions(BackboneOptions):
     #: SVM slack penalty C.
     svm_c: float = 0.1
     #: identity added to the dual's block kernel (MetaOptNet's 1.0, for a well-posed QP).

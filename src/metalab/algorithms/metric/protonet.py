@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.metric.episodic import EpisodicMetricLearner
+from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
@@ -16,9 +15,7 @@ from metalab.nn.backbones import build_backbone
 
 
 @dataclass
-class ProtoNetOptions(LearnerOptions):
-    backbone: str = "conv4"
-    hidden: int = 64
+class ProtoNetOptions(BackboneOptions):
     #: "euclidean" (squared Euclidean, the paper's choice) or "cosine".
     distance: str = "euclidean"
     #: logits = cosine_scale * cos(query, prototype) when distance is "cosine".

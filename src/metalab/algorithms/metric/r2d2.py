@@ -14,18 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.metric.episodic import EpisodicMetricLearner
-from metalab.algorithms.metric.heads import ridge_head
+from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
+from metalab.algorithms.metric.components.heads import ridge_head
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import build_backbone
 
 
 @dataclass
-class R2D2Options(LearnerOptions):
-    backbone: str = "conv4"
-    hidden: int = 64
+class R2D2Options(BackboneOptions):
     #: initial ridge penalty lambda (learned, kept positive through its logarithm).
     ridge_lambda: float = 1.0
     #: initial logit scale (learned).

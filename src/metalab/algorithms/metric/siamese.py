@@ -2,7 +2,7 @@
 
 Both items of a pair go through the same embedding h; p(same) = sigmoid(sum_j w_j |h1_j - h2_j| + b)
 (a weighted L1 distance). Pairs are drawn, balanced, within each training task of the meta-batch,
-whose images come only from training classes (see :mod:`metalab.algorithms.metric.pairs`); every
+whose images come only from training classes (see :mod:`metalab.algorithms.metric.components.pairs`); every
 image of the batch is embedded in one pass and pairs index into those embeddings. A query is
 classified by its most similar support item: the logit of class k is the largest pair score
 between the query and the support items of class k.
@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.metric.episodic import EpisodicMetricLearner
-from metalab.algorithms.metric.pairs import random_affine, sample_pairs
+from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
+from metalab.algorithms.metric.components.pairs import random_affine, sample_pairs
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
@@ -25,9 +24,7 @@ from metalab.nn.backbones import build_backbone, embedding_dim
 
 
 @dataclass
-class SiameseOptions(LearnerOptions):
-    backbone: str = "conv4"
-    hidden: int = 64
+class SiameseOptions(BackboneOptions):
     #: size of Koch's sigmoid fully connected feature layer after the backbone (0 = none).
     features: int = 0
     #: same/different pairs drawn per training task (half of each).

@@ -10,18 +10,14 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.metric.embedding import embed_batch
-from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder
-from metalab.algorithms.model.sequence import labelled_steps, shuffle_support, unlabelled_steps
+from metalab.algorithms.model.base import EmbeddingClassifier, EncoderOptions
+from metalab.algorithms.model.components.sequence import labelled_steps, shuffle_support, unlabelled_steps
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 
 
 @dataclass
-class BlackBoxOptions(LearnerOptions):
-    encoder: str = "conv4"
-    hidden: int = 64
+class BlackBoxOptions(EncoderOptions):
     lstm_size: int = 256
     lstm_layers: int = 1
     #: size of the one-hot label input and of the output layer
@@ -29,18 +25,16 @@ class BlackBoxOptions(LearnerOptions):
 
 
 @register("blackbox")
-class BlackBoxLSTM(EpisodicClassifier):
+class BlackBoxLSTM(EmbeddingClassifier):
     Options = BlackBoxOptions
 
     def __init__(self, options: BlackBoxOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
-        self.encoder, features = build_encoder(options.encoder, input_shape, options.hidden)
-        self.lstm = nn.LSTM(features + options.max_ways, options.lstm_size, options.lstm_layers, batch_first=True)
+        self.lstm = nn.LSTM(self.embedding_size + options.max_ways, options.lstm_size, options.lstm_layers, batch_first=True)
         self.output = nn.Linear(options.lstm_size, options.max_ways)
 
-    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
-        tasks, queries = query_x.shape[:2]
-        support, query = embed_batch(self.encoder, support_x, query_x)
+    def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
+        tasks, queries = query.shape[:2]
         support, labels = shuffle_support(support, support_y, self.training)
         _, (hidden, cell) = self.lstm(labelled_steps(support, labels, self.options.max_ways))
         # every query continues from its task's post-support state: [layers, T, H] -> [layers, T * Q, H]

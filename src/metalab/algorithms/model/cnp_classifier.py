@@ -12,35 +12,29 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metalab.algorithms.base import LearnerOptions
 from metalab.algorithms.metric.protonet import prototypes
-from metalab.algorithms.metric.embedding import embed_batch
-from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder
+from metalab.algorithms.model.base import EmbeddingClassifier, EncoderOptions
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import MLP
 
 
 @dataclass
-class CNPClassifierOptions(LearnerOptions):
-    encoder: str = "conv4"
-    hidden: int = 64
+class CNPClassifierOptions(EncoderOptions):
     representation_size: int = 128
     decoder_size: int = 128
 
 
 @register("cnp-classifier")
-class CNPClassifier(EpisodicClassifier):
+class CNPClassifier(EmbeddingClassifier):
     Options = CNPClassifierOptions
 
     def __init__(self, options: CNPClassifierOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
-        self.encoder, features = build_encoder(options.encoder, input_shape, options.hidden)
-        self.h = MLP(features, [options.representation_size], options.representation_size)
-        self.g = MLP(features + options.representation_size, [options.decoder_size, options.decoder_size], 1)
+        self.h = MLP(self.embedding_size, [options.representation_size], options.representation_size)
+        self.g = MLP(self.embedding_size + options.representation_size, [options.decoder_size, options.decoder_size], 1)
 
-    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
-        support, query = embed_batch(self.encoder, support_x, query_x)
+    def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
         representations = prototypes(self.h(support), support_y, ways)  # [T, W, R]
         queries = query.unsqueeze(2).expand(-1, -1, ways, -1)  # [T, Q, W, D]
         classes = representations.unsqueeze(1).expand(-1, query.shape[1], -1, -1)  # [T, Q, W, R]

@@ -17,19 +17,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions
 from metalab.algorithms.metric.protonet import prototypes
-from metalab.algorithms.metric.embedding import embed_batch
-from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder
+from metalab.algorithms.model.base import EmbeddingClassifier, EncoderOptions
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import MLP
 
 
 @dataclass
-class HyperNetOptions(LearnerOptions):
-    encoder: str = "conv4"
-    hidden: int = 64
+class HyperNetOptions(EncoderOptions):
     #: width of the set encoder phi and the weight generator rho
     set_size: int = 256
     #: learned temperature's initial value (logits = scale * e . w + b)
@@ -52,16 +48,14 @@ class HeadGenerator(nn.Module):
 
 
 @register("hypernet")
-class HyperNet(EpisodicClassifier):
+class HyperNet(EmbeddingClassifier):
     Options = HyperNetOptions
 
     def __init__(self, options: HyperNetOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
-        self.encoder, features = build_encoder(options.encoder, input_shape, options.hidden)
-        self.generator = HeadGenerator(features, options.set_size)
+        self.generator = HeadGenerator(self.embedding_size, options.set_size)
         self.log_scale = nn.Parameter(torch.tensor(float(options.initial_scale)).log())
 
-    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
-        support, query = embed_batch(self.encoder, support_x, query_x)
+    def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
         weights, bias = self.generator(support, support_y, ways)
         return self.log_scale.exp() * query @ weights.transpose(1, 2) + bias.unsqueeze(1)

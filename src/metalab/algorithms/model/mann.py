@@ -7,10 +7,10 @@ of a task (support and query) in random order, a loss at every step. For the one
 support set is read as such a sequence and every query is a final step (queries in parallel, each
 continuing from the state after the support set).
 
-Memory mechanics (``metalab.algorithms.model.memory``): reads are addressed on the memory before
-the step's write, and by default the controller writes a vector a_t of its own next to the read
-keys k_t. An earlier version addressed reads after writing the key itself; every read then found
-its own fresh copy, so nothing stored earlier could be retrieved.
+Memory mechanics (``metalab.algorithms.model.components.memory``): reads are addressed on the
+memory before the step's write, and by default the controller writes a vector a_t of its own next
+to the read keys k_t. An earlier version addressed reads after writing the key itself; every read
+then found its own fresh copy, so nothing stored earlier could be retrieved.
 """
 from __future__ import annotations
 
@@ -20,21 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions, classification_metrics
-from metalab.algorithms.metric.embedding import embed_batch
-from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder, check_ways
-from metalab.algorithms.model.memory import MemoryState, lrua_step
-from metalab.algorithms.model.sequence import offset_label_steps, one_hot, shuffle_support
+from metalab.algorithms.base import classification_metrics
+from metalab.algorithms.model.base import EmbeddingClassifier, EncoderOptions, check_ways
+from metalab.algorithms.model.components.memory import MemoryState, lrua_step
+from metalab.algorithms.model.components.sequence import offset_label_steps, one_hot, shuffle_support
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
 
 
 @dataclass
-class MANNOptions(LearnerOptions):
-    #: image encoder: "conv4", "resnet12" or "pixels" (raw pixels, as in the paper)
-    encoder: str = "conv4"
-    hidden: int = 64
+class MANNOptions(EncoderOptions):
     #: "lstm" or "feedforward"
     controller: str = "lstm"
     controller_size: int = 200
@@ -44,23 +40,22 @@ class MANNOptions(LearnerOptions):
     #: usage decay gamma
     gamma: float = 0.95
     #: write the read keys themselves (the paper's equation) instead of separate vectors a_t from the
-    #: controller (the public implementations; see metalab.algorithms.model.memory)
+    #: controller (the public implementations; see metalab.algorithms.model.components.memory)
     write_keys: bool = False
     #: size of the one-hot label input and of the output layer
     max_ways: int = 5
 
 
 @register("mann")
-class MANN(EpisodicClassifier):
+class MANN(EmbeddingClassifier):
     Options = MANNOptions
 
     def __init__(self, options: MANNOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         if options.controller not in ("lstm", "feedforward"):
             raise ValueError(f"learner.controller must be 'lstm' or 'feedforward', got {options.controller!r}")
-        self.encoder, features = build_encoder(options.encoder, input_shape, options.hidden)
         reads = options.read_heads * options.memory_size
-        controller_in = features + options.max_ways + reads
+        controller_in = self.embedding_size + options.max_ways + reads
         if options.controller == "lstm":
             self.controller: nn.Module = nn.LSTMCell(controller_in, options.controller_size)
         else:
@@ -126,9 +121,8 @@ class MANN(EpisodicClassifier):
         loss.backward()
         return classification_metrics(logits, y, loss)
 
-    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
-        tasks, queries = query_x.shape[:2]
-        support, query = embed_batch(self.encoder, support_x, query_x)
+    def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
+        tasks, queries = query.shape[:2]
         support, labels = shuffle_support(support, support_y, self.training)
         _, state = self.run(offset_label_steps(support, labels, self.options.max_ways))
         # Each query is a final step after the support sequence, carrying the last support label.

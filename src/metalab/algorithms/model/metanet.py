@@ -34,18 +34,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.metric.embedding import embed_batch
-from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder
+from metalab.algorithms.model.base import EncoderOptions, EpisodicClassifier, build_encoder, embed_batch
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import MLP
 
 
 @dataclass
-class MetaNetOptions(LearnerOptions):
-    encoder: str = "conv4"
-    hidden: int = 64
+class MetaNetOptions(EncoderOptions):
     #: width of the base learner's augmented hidden layer
     base_hidden: int = 64
     #: size of u's representations (the memory keys)

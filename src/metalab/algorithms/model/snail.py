@@ -19,10 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.algorithms.base import LearnerOptions
-from metalab.algorithms.metric.embedding import embed_batch
-from metalab.algorithms.model.episodic import EpisodicClassifier, build_encoder
-from metalab.algorithms.model.sequence import labelled_steps, shuffle_support, unlabelled_steps
+from metalab.algorithms.model.base import EmbeddingClassifier, EncoderOptions
+from metalab.algorithms.model.components.sequence import labelled_steps, shuffle_support, unlabelled_steps
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 
@@ -156,9 +154,7 @@ class SNAILNet(nn.Module):
 
 
 @dataclass
-class SNAILOptions(LearnerOptions):
-    encoder: str = "conv4"
-    hidden: int = 64
+class SNAILOptions(EncoderOptions):
     #: size of the one-hot label input and of the output layer
     max_ways: int = 5
     #: longest sequence the TC blocks are sized for (ways * shots + 1); longer ones still run
@@ -167,16 +163,14 @@ class SNAILOptions(LearnerOptions):
 
 
 @register("snail")
-class SNAIL(EpisodicClassifier):
+class SNAIL(EmbeddingClassifier):
     Options = SNAILOptions
 
     def __init__(self, options: SNAILOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
-        self.encoder, features = build_encoder(options.encoder, input_shape, options.hidden)
-        self.temporal = SNAILNet(features + options.max_ways, options.max_ways, options.sequence_length, options.filters)
+        self.temporal = SNAILNet(self.embedding_size + options.max_ways, options.max_ways, options.sequence_length, options.filters)
 
-    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
-        support, query = embed_batch(self.encoder, support_x, query_x)
+    def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
         support, labels = shuffle_support(support, support_y, self.training)
         outputs = self.temporal.query_outputs(labelled_steps(support, labels, self.options.max_ways),
                                               unlabelled_steps(query, self.options.max_ways))  # [T, Q, max_ways]

@@ -1,20 +1,43 @@
-"""Shared skeleton of the episodic metric learners: embed once, score queries against the support.
+"""What the metric-based learners share: the episodic skeleton (embed once, score queries against
+the support), the backbone options most of them have (:class:`BackboneOptions`) and the functions
+on episodes they use (:func:`embed_task_batch`, :func:`ways_of`, :func:`check_support_labels`,
+from :mod:`metalab.algorithms.base`).
 
-A subclass builds ``self.backbone`` and implements :meth:`EpisodicMetricLearner.head`, which turns
-support/query embeddings of T tasks into query logits; this class provides the one-pass embedding,
-the cross-entropy meta-step, batched ``predict`` and ``adapt`` for one task with any shots per class.
+A subclass of :class:`EpisodicMetricLearner` builds ``self.backbone`` and implements
+:meth:`EpisodicMetricLearner.head`, which turns support/query embeddings of T tasks into query
+logits; the base class provides the one-pass embedding, the cross-entropy meta-step, batched
+``predict`` and ``adapt`` for one task with any shots per class.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from metalab.algorithms.base import MetaLearner, classification_metrics
-from metalab.algorithms.metric.embedding import check_support_labels, embed_task_batch, ways_of
+from metalab.algorithms.base import (
+    LearnerOptions,
+    MetaLearner,
+    check_support_labels,
+    classification_metrics,
+    embed_task_batch,
+    ways_of,
+)
 from metalab.data.task import Task
+
+__all__ = ["BackboneOptions", "EpisodicMetricLearner", "check_support_labels", "embed_task_batch", "ways_of"]
+
+
+@dataclass
+class BackboneOptions(LearnerOptions):
+    """Options of the learners that embed images with a backbone of ``metalab.nn.backbones`` by name."""
+
+    #: the embedding network, e.g. "conv4" (see ``metalab.nn.backbones.build_backbone``).
+    backbone: str = "conv4"
+    #: its width (channels of each Conv-4 block).
+    hidden: int = 64
 
 
 class EpisodicMetricLearner(MetaLearner):
