@@ -12,7 +12,7 @@ So convolution + batch norm become one matmul of the centred patches with the no
 ``a_c w_c``, and the batch statistics come from a D x D covariance instead of reductions over the
 [N, C, H, W] output. In meta-training this is the widest layer of Conv-4 (64 channels at full
 resolution): PyTorch's 1-channel convolution kernels, its batch norm over the 28x28 map and the
-layout conversions around them were over a third of a MAML meta-iteration (benchmarks/speed/RESULTS.md).
+layout conversions around them were a large share of a MAML meta-iteration (benchmarks/speed/RESULTS.md).
 The result is the same function of the same parameters, so autograd gives the same gradients of
 any order (the conv bias cancels, as in BatchNorm, and gets a zero gradient); the tests compare
 values, gradients and second-order gradients with ``F.conv2d`` + ``F.batch_norm`` in float64.

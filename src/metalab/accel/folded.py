@@ -164,7 +164,7 @@ def _convolve(x: Tensor, weight: Tensor, bias: Tensor | None, args: tuple, group
 
 def _keep_layout(out: Tensor, state: _State) -> Tensor:
     """Channels-last output when asked for: a convolution of a 1-channel input returns the default
-    layout, and the pooling and batch norm that follow are ~10x slower on it."""
+    layout, and the pooling and batch norm that follow are far slower on it."""
     return out.contiguous(memory_format=torch.channels_last) if state.settings.channels_last else out
 
 
