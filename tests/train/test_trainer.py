@@ -103,6 +103,20 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(image_folders, tmp_path, 
     assert not list((tmp_path / "run").glob("*.tmp"))
 
 
+def test_divergence_that_lands_in_batchnorm_buffers_stops_training(image_folders, tmp_path, one_thread):
+    """ProtoNet at SGD lr 1e6: the loss stays finite (chance level, log 5) while BatchNorm's running variances
+    overflow to inf; training stops as for a NaN loss, naming them, and the last checkpoint holds finite weights."""
+    config = folder_config(image_folders, tmp_path / "run", steps=8,
+                           **{"optim.name": "sgd", "optim.lr": 1e6, "optim.lr_step": 0, "train.ckpt_every": 1})
+    with pytest.raises(NonFiniteLossError, match=r"the weights became non-finite at step \d \(inf or NaN in "
+                                                 r"backbone\.blocks\.\d\.1\.running_var.*was still finite\); "
+                                                 r"training stopped and the last good checkpoint .* was kept"):
+        Trainer(config).fit()
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["step"] < 8 and not (tmp_path / "run" / "results.json").exists()
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
 def test_a_diverging_inner_loop_at_the_first_step_names_the_inner_options(tmp_path):
     """MAML whose inner step overflows: the error points at the inner loop's options, and says honestly that no
     checkpoint exists yet (so there is nothing to resume)."""
