@@ -61,6 +61,19 @@ def test_resume_continues_exactly(image_folders, tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]  # the logs of the resumed run read like one run
 
 
+def test_results_record_the_torch_version_threads_and_processes_that_computed_them(image_folders, tmp_path,
+                                                                                   one_thread):
+    """speed.threads changes float rounding, so results.json says what computed each stretch of a run."""
+    Trainer(folder_config(image_folders, tmp_path / "run", steps=2, **{"speed.threads": 1})).fit()
+    Trainer(folder_config(image_folders, tmp_path / "run", steps=4, **{"speed.threads": 1}), resume=True).fit()
+    Trainer(folder_config(image_folders, tmp_path / "run", steps=6, **{"speed.threads": 2}), resume=True).fit()
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["computed_with"] == [
+        {"from_step": 0, "torch": torch.__version__, "threads": 1, "processes": 1},
+        {"from_step": 4, "torch": torch.__version__, "threads": 2, "processes": 1},
+    ]
+
+
 def test_existing_run_is_not_overwritten(image_folders, tmp_path):
     Trainer(folder_config(image_folders, tmp_path / "run", steps=2)).fit()
     before = (tmp_path / "run" / "last.pt").read_bytes()

@@ -173,6 +173,7 @@ class Trainer:
             "config": OmegaConf.to_container(self.config),
             "input_shape": list(self.input_shape),
             "best": self.best,
+            "computed_with": self.computed_with,
         }
 
     def _restore(self, state: dict[str, Any]) -> int:
@@ -195,7 +196,14 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         self.best = state.get("best")
+        self.computed_with = list(state.get("computed_with", []))
         return int(state["step"])
+
+    def _record_how_computed(self, step: int) -> None:
+        """Note the torch version, threads and processes computing from ``step`` on: they change float rounding."""
+        now = {"torch": torch.__version__, "threads": torch.get_num_threads(), "processes": self.ranks.world_size}
+        if not self.computed_with or {k: v for k, v in self.computed_with[-1].items() if k != "from_step"} != now:
+            self.computed_with.append({"from_step": step, **now})
 
     def _check_resumable(self, state: dict[str, Any]) -> None:
         """A checkpoint of any world size resumes into any other; a changed meta-batch is the user's call."""
@@ -312,12 +320,14 @@ class Trainer:
         resumed = ranks.on_main(lambda: self._prepare_run_dir(held))
         self._build()
         self.best: dict[str, Any] | None = None
+        self.computed_with: list[dict[str, Any]] = []
         step = 0
         if resumed is not None:
             step = self._restore(resumed)
             if ranks.is_main:
                 truncate_after(self.run_dir / "metrics.jsonl", step)
         self.step = step
+        self._record_how_computed(step)
         if ranks.is_main:
             atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(config))
         logger = RunLogger(self.run_dir, tensorboard=config.run.tensorboard) if ranks.is_main else _NoLogger()
@@ -393,6 +403,7 @@ class Trainer:
             "stopped_by_budget": self.stopped_by_budget,
             "split": config.data.test_split,
             "test": result.as_dict(),
+            "computed_with": self.computed_with,
         }
         if ranks.is_main:
             atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))
