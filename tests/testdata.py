@@ -35,3 +35,16 @@ def write_image_folder(root: Path, dataset: ClassDataset, rgb: bool = False) -> 
             image = Image.fromarray(pixels, mode="L")
             (image.convert("RGB") if rgb else image).save(folder / f"{i:03d}.png")
     return root
+
+
+def damage_stored_tensor(path: Path, tensor: torch.Tensor, size: int = 8192, fill: bytes | None = None) -> None:
+    """Overwrite ``size`` bytes in the middle of ``tensor``'s bytes as ``torch.save`` stored them in ``path`` (as a
+    failing disk or copy would): with ``fill`` repeated, else with the complement of what was there."""
+    data = bytearray(path.read_bytes())
+    stored = tensor.contiguous().numpy().tobytes()
+    start = data.find(stored)
+    assert start > 0 and data.find(stored, start + 1) < 0, f"the tensor's bytes must appear once in {path}"
+    size = min(size, len(stored))
+    at = start + (len(stored) - size) // 2
+    data[at:at + size] = fill * (size // len(fill)) if fill else bytes(255 - b for b in data[at:at + size])
+    path.write_bytes(bytes(data))

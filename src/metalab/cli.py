@@ -74,9 +74,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         within_group=True if args.within_group else None, manifest=args.manifest, data_root=args.data_root,
     )
     if args.save_manifest:
+        from metalab.utils.io import WriteError
+
         if not isinstance(episodes, FixedEpisodes):
             raise ValueError("--save-manifest applies to classification episodes")
-        episodes.save(args.save_manifest)
+        try:
+            episodes.save(args.save_manifest)
+        except WriteError as error:
+            raise WriteError(f"{error}; nothing was scored: give --save-manifest a path where files can be written",
+                             error.errno, error.filename) from error
     result = evaluate(learner, episodes, args.batch or config.speed.eval_batch)
     if args.json:
         summary = result.as_dict()
@@ -201,6 +207,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from metalab.train.distributed import RankFailedError
     from metalab.train.trainer import NonFiniteLossError
+    from metalab.utils.io import WriteError
 
     command_line = parser()
     args, extra = command_line.parse_known_args(argv)
@@ -214,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("metalab: interrupted; the last checkpoint is intact (resume with --resume)", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError, RankFailedError, KeyError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError, RankFailedError, KeyError,
+            WriteError) as error:
         if os.environ.get("METALAB_DEBUG"):
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

@@ -12,6 +12,7 @@ from metalab.data.datasets import DATASETS, load_dataset
 from metalab.data.folders import load_image_files, load_image_folder
 from metalab.data.miniimagenet import load_miniimagenet, read_split_csv
 from metalab.data.store import DataNotFoundError
+from testdata import damage_stored_tensor
 
 COLOURS = {"blue": (0, 0, 255), "red": (255, 0, 0), "green": (0, 200, 0)}
 
@@ -141,6 +142,18 @@ def test_miniimagenet_layout(mini_root: tuple[Path, Path], isolated_cache: Path)
     assert time.perf_counter() - start < 1.0
     assert torch.equal(again.images, data.images) and again.class_names == data.class_names
     assert load_miniimagenet("train", root, split_file=split_file).image_shape == (3, 84, 84)
+
+
+def test_a_damaged_miniimagenet_cache_is_rebuilt(mini_root: tuple[Path, Path], isolated_cache: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    root, split_file = mini_root
+    first = load_miniimagenet("train", root, image_size=20, split_file=split_file)
+    [cache] = isolated_cache.glob("miniimagenet-train-20px-*.pt")
+    damage_stored_tensor(cache, first.images, size=1000)
+    capsys.readouterr()
+    again = load_miniimagenet("train", root, image_size=20, split_file=split_file)
+    assert capsys.readouterr().err.startswith(f"metalab: rebuilding a cache file: {cache} is damaged")
+    assert torch.equal(again.images, first.images)
 
 
 def test_miniimagenet_missing_images(mini_root: tuple[Path, Path], isolated_cache: Path) -> None:

@@ -11,6 +11,7 @@ import torch
 
 from metalab.data.omniglot import SPLITS, load_omniglot
 from metalab.data.store import DataNotFoundError, split_list
+from testdata import damage_stored_tensor
 
 SMALL = "images_background_small1"
 
@@ -68,6 +69,36 @@ def test_changed_source_invalidates_cache(tmp_path: Path, isolated_cache: Path, 
     second = load_omniglot("lake-background", tmp_path / "root")
     assert second.num_classes == 6 and set(second.groups) == {"Alpha", "Beta", "Gamma"}
     assert len(list(isolated_cache.glob("omniglot-images_background-28px-*.pt"))) == 2
+
+
+def test_a_damaged_cache_is_rebuilt_with_a_one_line_message(tmp_path: Path, isolated_cache: Path, make_zip,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    make_zip(tmp_path / "root" / "omniglot" / "images_evaluation.zip", top="images_evaluation",
+             alphabets=("Alpha", "Beta", "Gamma"), characters=20, drawings=5)  # 235 kB of images
+    first = load_omniglot("lake-evaluation", tmp_path / "root")
+    [cache] = isolated_cache.glob("omniglot-images_evaluation-28px-*.pt")
+    damage_stored_tensor(cache, first.images, size=200_000, fill=b"\0")  # zeros in the middle of the images
+    assert not torch.equal(torch.load(cache, weights_only=True)["images"], first.images)
+    capsys.readouterr()
+    second = load_omniglot("lake-evaluation", tmp_path / "root")
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith(f"metalab: rebuilding a cache file: {cache} is damaged")
+    assert torch.equal(second.images, first.images)  # decoded again from the archive
+    load_omniglot("lake-evaluation", tmp_path / "root")
+    assert capsys.readouterr().err == ""  # the rebuilt cache checks out
+
+
+def test_a_cache_without_checksum_is_rebuilt(tmp_path: Path, isolated_cache: Path, make_zip,
+                                             capsys: pytest.CaptureFixture) -> None:
+    make_zip(tmp_path / "root" / "omniglot" / "images_background.zip")
+    first = load_omniglot("lake-background", tmp_path / "root")
+    [cache] = isolated_cache.glob("omniglot-*.pt")
+    payload = torch.load(cache, weights_only=True)
+    payload["images"] = torch.zeros_like(payload["images"])
+    torch.save(payload, cache)  # as an earlier metalab wrote caches: no checksum
+    capsys.readouterr()
+    assert torch.equal(load_omniglot("lake-background", tmp_path / "root").images, first.images)
+    assert "carries no checksum (written by an earlier metalab)" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("isolated_cache")

@@ -61,6 +61,19 @@ def test_resume_continues_exactly(image_folders, tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]  # the logs of the resumed run read like one run
 
 
+def test_results_record_the_torch_version_threads_and_processes_that_computed_them(image_folders, tmp_path,
+                                                                                   one_thread):
+    """speed.threads changes float rounding, so results.json says what computed each stretch of a run."""
+    Trainer(folder_config(image_folders, tmp_path / "run", steps=2, **{"speed.threads": 1})).fit()
+    Trainer(folder_config(image_folders, tmp_path / "run", steps=4, **{"speed.threads": 1}), resume=True).fit()
+    Trainer(folder_config(image_folders, tmp_path / "run", steps=6, **{"speed.threads": 2}), resume=True).fit()
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["computed_with"] == [
+        {"from_step": 0, "torch": torch.__version__, "threads": 1, "processes": 1},
+        {"from_step": 4, "torch": torch.__version__, "threads": 2, "processes": 1},
+    ]
+
+
 def test_existing_run_is_not_overwritten(image_folders, tmp_path):
     Trainer(folder_config(image_folders, tmp_path / "run", steps=2)).fit()
     before = (tmp_path / "run" / "last.pt").read_bytes()
@@ -101,6 +114,20 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(image_folders, tmp_path, 
     assert state["step"] == 4
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
     assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_divergence_that_lands_in_batchnorm_buffers_stops_training(image_folders, tmp_path, one_thread):
+    """ProtoNet at SGD lr 1e6: the loss stays finite (chance level, log 5) while BatchNorm's running variances
+    overflow to inf; training stops as for a NaN loss, naming them, and the last checkpoint holds finite weights."""
+    config = folder_config(image_folders, tmp_path / "run", steps=8,
+                           **{"optim.name": "sgd", "optim.lr": 1e6, "optim.lr_step": 0, "train.ckpt_every": 1})
+    with pytest.raises(NonFiniteLossError, match=r"the weights became non-finite at step \d \(inf or NaN in "
+                                                 r"backbone\.blocks\.\d\.1\.running_var.*was still finite\); "
+                                                 r"training stopped and the last good checkpoint .* was kept"):
+        Trainer(config).fit()
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["step"] < 8 and not (tmp_path / "run" / "results.json").exists()
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
 
 
 def test_a_diverging_inner_loop_at_the_first_step_names_the_inner_options(tmp_path):

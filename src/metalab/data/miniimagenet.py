@@ -15,8 +15,15 @@ import torch
 
 from metalab.data.classes import ClassDataset
 from metalab.data.folders import decode_images, short_list
-from metalab.data.store import DataNotFoundError, cache_dir, fingerprint, resolve_data_root, split_list
-from metalab.utils.io import atomic_torch_save
+from metalab.data.store import (
+    DataNotFoundError,
+    cache_dir,
+    fingerprint,
+    read_cache,
+    resolve_data_root,
+    split_list,
+    write_cache,
+)
 
 SPLITS = ("train", "val", "test")
 _CACHE_VERSION = 1
@@ -81,19 +88,15 @@ def load_miniimagenet(
     key = fingerprint(str(images_dir.resolve()), rows, stats)
     cache_file = cache_dir() / f"miniimagenet-{split}-{image_size}px-{key}.pt"
     name = f"miniimagenet/{split}"
-    if cache_file.is_file():
-        try:
-            payload = torch.load(cache_file, weights_only=True)
-            if payload.get("version") == _CACHE_VERSION:
-                return ClassDataset(payload["images"], payload["class_items"], payload["class_names"], None, name)
-        except Exception:  # unreadable cache: rebuild it
-            pass
+    payload = read_cache(cache_file, _CACHE_VERSION)
+    if payload is not None:
+        return ClassDataset(payload["images"], payload["class_items"], payload["class_names"], None, name)
     labels: dict[str, list[int]] = {}
     for index, (_, label) in enumerate(rows):
         labels.setdefault(label, []).append(index)
     images = torch.from_numpy(decode_images(paths, image_size, 3, invert=False))
     payload = {"version": _CACHE_VERSION, "images": images, "class_items": list(labels.values()), "class_names": list(labels)}
-    atomic_torch_save(payload, cache_file)
+    write_cache(cache_file, payload)
     return ClassDataset(images, payload["class_items"], payload["class_names"], None, name)
 
 

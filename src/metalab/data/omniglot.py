@@ -34,10 +34,11 @@ from metalab.data.store import (
     cache_dir,
     download,
     fingerprint,
+    read_cache,
     resolve_data_root,
     split_list,
+    write_cache,
 )
-from metalab.utils.io import atomic_torch_save
 
 URL_ENV = "METALAB_OMNIGLOT_URL"
 URL = "https://github.com/brendenlake/omniglot/raw/master/python"
@@ -151,15 +152,10 @@ def load_archive(archive: str, root: Path, image_size: int) -> "_Archive":
     if source is None:
         raise _not_found(root, [archive])
     cache_file = _cache_file(source, image_size)
-    if cache_file.is_file():
-        try:
-            payload = torch.load(cache_file, weights_only=True)
-            if payload.get("version") == _CACHE_VERSION:
-                return _Archive(payload)
-        except Exception:  # unreadable cache (e.g. written by another torch version): rebuild it
-            pass
-    payload = _decode(source, archive, image_size)
-    atomic_torch_save(payload, cache_file)
+    payload = read_cache(cache_file, _CACHE_VERSION)
+    if payload is None:
+        payload = _decode(source, archive, image_size)
+        write_cache(cache_file, payload)
     return _Archive(payload)
 
 

@@ -5,7 +5,8 @@ builds on it, and ``datasets.py`` knows them all.
 
 The *data root* holds the raw releases as published (``<root>/omniglot/images_background.zip``,
 ``<root>/miniimagenet/images/<filename>.jpg``) and may be read-only. Preprocessed uint8 tensors
-go to the *cache directory*, which is always writable and can be deleted at any time.
+go to the *cache directory*, which is always writable and can be deleted at any time. Cache files
+carry a checksum (:func:`write_cache`, :func:`read_cache`): a damaged one is rebuilt, never used.
 
     data root:  explicit argument  >  $METALAB_DATA   >  platformdirs.user_data_dir("metalab")
     cache:      $METALAB_CACHE     >  platformdirs.user_cache_dir("metalab")
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -21,6 +23,8 @@ from importlib.resources import files
 from pathlib import Path
 
 import platformdirs
+
+from metalab.utils.checksum import IntegrityError, torch_load_checked, torch_save_checked
 
 DATA_ENV = "METALAB_DATA"
 CACHE_ENV = "METALAB_CACHE"
@@ -61,6 +65,29 @@ def cache_dir() -> Path:
     path = Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("metalab"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def read_cache(path: Path, version: int) -> dict | None:
+    """The payload of a cache file written by :func:`write_cache` with this ``version``; None when it must be built.
+
+    A file whose checksum does not match (or that has none: written by an earlier metalab) is reported in one
+    line on stderr and left to be rebuilt; one that cannot be read otherwise (another torch) is rebuilt silently.
+    """
+    if not path.is_file():
+        return None
+    try:
+        payload = torch_load_checked(path, weights_only=True, require_checksum=True)
+    except IntegrityError as error:
+        print(f"metalab: rebuilding a cache file: {error}", file=sys.stderr)
+        return None
+    except Exception:  # unreadable (e.g. written by another torch version): rebuild it
+        return None
+    return payload if isinstance(payload, dict) and payload.get("version") == version else None
+
+
+def write_cache(path: Path, payload: dict) -> None:
+    """Write a cache file (``payload["version"]`` says its layout) atomically, with its checksum."""
+    torch_save_checked(payload, path)
 
 
 def fingerprint(*parts: object) -> str:

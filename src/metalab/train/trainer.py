@@ -1,9 +1,10 @@
 """The meta-training loop shared by every learner.
 
 The trainer zeroes gradients, asks the learner for a meta-step on the next meta-batch, checks the
-loss, steps the optimiser, and periodically validates on fixed episodes, checkpoints and logs.
-Tasks are a pure function of (seed, step), so a resumed run sees exactly the tasks it would have
-seen without the interruption.
+loss, steps the optimiser, checks the weights, and periodically validates on fixed episodes,
+checkpoints and logs. Tasks are a pure function of (seed, step), so a resumed run sees exactly the
+tasks it would have seen without the interruption. One trainer at a time holds a run directory
+(:mod:`metalab.train.run_lock`).
 
 Under ``torchrun`` the same loop runs on every rank (see :mod:`metalab.train.distributed`): each rank
 meta-steps on its share of the meta-batch, gradients are averaged before the optimiser step,
@@ -11,10 +12,14 @@ validation and test episodes are split across ranks, and only rank 0 touches the
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import sys
 import time
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +40,16 @@ from metalab.train.distributed import (
 )
 from metalab.train.evaluate import EvalResult
 from metalab.train.logging import RunLogger, truncate_after
-from metalab.utils.io import atomic_write_text
+from metalab.train.run_lock import run_lock
+from metalab.utils.io import WriteError, atomic_write_text, stale_temp_files, write_error
+
+#: What a run directory holds besides its checkpoints (and ``train.lock`` while a trainer runs).
+RUN_FILES = ("config.yaml", "metrics.jsonl", "results.json", "tensorboard")
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/inf loss or gradient; the last good checkpoint (if one was written) is kept."""
+    """Training produced a NaN/inf loss, gradient, parameter or buffer; the last good checkpoint (if one was
+    written) is kept."""
 
 
 class RunExistsError(FileExistsError):
@@ -80,19 +90,53 @@ class Trainer:
         self.stopped_by_budget = False
 
     # ----------------------------------------------------------------------------------- setup
-    def _prepare_run_dir(self) -> dict[str, Any] | None:
+    def _prepare_run_dir(self, held: ExitStack) -> dict[str, Any] | None:
+        """Take the run directory's lock (kept in ``held``), tidy it, and return the checkpoint to resume from."""
         last = self.run_dir / LAST
+        if self.resume and not self.run_dir.is_dir():
+            raise FileNotFoundError(f"cannot resume: {last} does not exist; start the run without --resume")
+        held.enter_context(run_lock(self.run_dir))
+        self._remove_stale_temp_files()
+        leftovers = [name for name in RUN_FILES if (self.run_dir / name).exists()]
         if self.resume:
-            if not last.exists():
-                raise FileNotFoundError(f"cannot resume: {last} does not exist; start the run without --resume")
-            return load_checkpoint(last)
+            if last.exists():
+                return load_checkpoint(last)
+            if leftovers:
+                raise FileNotFoundError(
+                    f"cannot resume: {self.run_dir} holds {', '.join(leftovers)} but no {LAST}: its run stopped before "
+                    f"its first checkpoint (written every train.ckpt_every steps), so there is nothing to resume. Start "
+                    f"it again without --resume (its files are then moved aside, not overwritten)")
+            raise FileNotFoundError(f"cannot resume: {last} does not exist; start the run without --resume")
         if last.exists() or (self.run_dir / BEST).exists():
             raise RunExistsError(
                 f"{self.run_dir} already holds a run; continue it with --resume, or pick a new run.dir "
                 f"(nothing was overwritten)"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if leftovers:
+            self._move_aside(leftovers)
         return None
+
+    def _move_aside(self, names: list[str]) -> None:
+        """Move the files of a run that stopped before its first checkpoint into a sub-folder, so that the new
+        run's logs do not mix with them and nothing of them is lost."""
+        number = 1
+        while (self.run_dir / f"stopped-before-checkpoint-{number}").exists():
+            number += 1
+        aside = self.run_dir / f"stopped-before-checkpoint-{number}"
+        aside.mkdir()
+        for name in names:
+            os.replace(self.run_dir / name, aside / name)
+        print(f"metalab: {self.run_dir} held {', '.join(names)} of a run that stopped before its first checkpoint; "
+              f"moved them to {aside}", file=sys.stderr)
+
+    def _remove_stale_temp_files(self) -> None:
+        """Remove the temporary files of checkpoints, logs and results that a killed trainer left half-written."""
+        stale = stale_temp_files(self.run_dir, (LAST, BEST, *RUN_FILES))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        if stale:
+            print(f"metalab: removed {len(stale)} temporary file(s) that an interrupted write left in {self.run_dir}: "
+                  f"{', '.join(p.name for p in stale)}", file=sys.stderr)
 
     def _build(self) -> None:
         config = self.config
@@ -129,6 +173,7 @@ class Trainer:
             "config": OmegaConf.to_container(self.config),
             "input_shape": list(self.input_shape),
             "best": self.best,
+            "computed_with": self.computed_with,
         }
 
     def _restore(self, state: dict[str, Any]) -> int:
@@ -151,7 +196,14 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         self.best = state.get("best")
+        self.computed_with = list(state.get("computed_with", []))
         return int(state["step"])
+
+    def _record_how_computed(self, step: int) -> None:
+        """Note the torch version, threads and processes computing from ``step`` on: they change float rounding."""
+        now = {"torch": torch.__version__, "threads": torch.get_num_threads(), "processes": self.ranks.world_size}
+        if not self.computed_with or {k: v for k, v in self.computed_with[-1].items() if k != "from_step"} != now:
+            self.computed_with.append({"from_step": step, **now})
 
     def _check_resumable(self, state: dict[str, Any]) -> None:
         """A checkpoint of any world size resumes into any other; a changed meta-batch is the user's call."""
@@ -180,19 +232,51 @@ class Trainer:
         max_norm = self.config.optim.grad_clip or math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            fix = f"Lower optim.lr or set optim.grad_clip{self.learner.divergence_hint}"
-            if (self.run_dir / LAST).exists():
-                kept, then = f"the last good checkpoint in {self.run_dir} was kept", "then resume with --resume"
-            else:
-                kept, then = "no checkpoint had been written yet", "then start the run again"
-            raise NonFiniteLossError(
-                f"the {'loss' if not math.isfinite(loss) else 'gradient'} became {loss if not math.isfinite(loss) else grad_norm} "
-                f"at step {step}; training stopped and {kept}. {fix}, {then}."
-            )
+            raise self._diverged(
+                f"the {'loss' if not math.isfinite(loss) else 'gradient'} became "
+                f"{loss if not math.isfinite(loss) else grad_norm} at step {step}")
         self.optimizer.step()
         self.scheduler.step()
         self.ranks.average_buffers(self.learner)
+        broken = self._non_finite_weights()
+        if broken:
+            names = ", ".join(broken[:4]) + (f" and {len(broken) - 4} more" if len(broken) > 4 else "")
+            raise self._diverged(f"the weights became non-finite at step {step} (inf or NaN in {names}; the loss, "
+                                 f"{loss:.4g}, was still finite)")
         return {**metrics, "grad_norm": grad_norm}
+
+    @torch.no_grad()
+    def _non_finite_weights(self) -> list[str]:
+        """Names of the learner's floating-point parameters and buffers (BatchNorm statistics) holding inf or NaN."""
+        named = [(name, t) for name, t in (*self.learner.named_parameters(), *self.learner.named_buffers())
+                 if t.is_floating_point()]
+        if not named:
+            return []
+        finite = torch.stack([torch.isfinite(t).all() for _, t in named])
+        if bool(finite.all()):
+            return []
+        return [name for (name, _), ok in zip(named, finite.tolist()) if not ok]
+
+    def _after_stop(self) -> tuple[str, str]:
+        """(what was kept, how to go on) when training stops on an error: resume from last.pt, or start again."""
+        if (self.run_dir / LAST).exists():
+            return f"the last good checkpoint in {self.run_dir} was kept", "then resume with --resume"
+        return "no checkpoint had been written yet", "then start the run again"
+
+    def _write_failed(self, failure: WriteError) -> WriteError:
+        """``failure`` (disk full, read-only, ...) with where the run stopped, what was kept and how to go on."""
+        kept, then = self._after_stop()
+        stopped = f"training stopped after step {self.step}" if self.loop_started else "training did not start"
+        fix = "Free space there" if failure.errno in (errno.ENOSPC, errno.EDQUOT) else "Make that place writable"
+        in_run = failure.filename is None or Path(failure.filename).resolve().is_relative_to(self.run_dir.resolve())
+        elsewhere = " (or train in another run.dir)" if in_run else ""
+        return WriteError(f"{failure}; {stopped} and {kept}. {fix}{elsewhere}, {then}.", failure.errno,
+                          failure.filename)
+
+    def _diverged(self, what: str) -> NonFiniteLossError:
+        kept, then = self._after_stop()
+        fix = f"Lower optim.lr or set optim.grad_clip{self.learner.divergence_hint}"
+        return NonFiniteLossError(f"{what}; training stopped and {kept}. {fix}, {then}.")
 
     def _budget_spent(self, deadline: float) -> bool:
         """Whether the wall-clock budget ran out, decided the same on every rank (any rank past it stops all)."""
@@ -212,11 +296,16 @@ class Trainer:
 
         Under ``torchrun`` every rank calls this; every rank returns the same results.
         """
-        with distributed_session(self.config.train.device) as ranks, sigterm_as_error(ranks):
+        with distributed_session(self.config.train.device) as ranks, sigterm_as_error(ranks), ExitStack() as held:
             self.ranks, self.device = ranks, ranks.device
-            self.step = 0
+            self.step, self.loop_started = 0, False
             try:
-                return self._fit()
+                return self._fit(held)
+            except OSError as error:
+                failure = write_error(error, None if error.filename else self.run_dir, writing=False)
+                if failure is None:
+                    raise
+                raise self._write_failed(failure) from error
             except RankFailedError as error:
                 raise RankFailedError(
                     f"{error}; the run stopped after step {self.step}. Its last checkpoint "
@@ -225,18 +314,20 @@ class Trainer:
                     f"any number of processes that divides task.meta_batch={self.config.task.meta_batch}"
                 ) from error
 
-    def _fit(self) -> dict[str, Any]:
+    def _fit(self, held: ExitStack) -> dict[str, Any]:
         config, ranks = self.config, self.ranks
         self.rank_offset, self.rank_tasks = ranks.share(config.task.meta_batch)
-        resumed = ranks.on_main(self._prepare_run_dir)
+        resumed = ranks.on_main(lambda: self._prepare_run_dir(held))
         self._build()
         self.best: dict[str, Any] | None = None
+        self.computed_with: list[dict[str, Any]] = []
         step = 0
         if resumed is not None:
             step = self._restore(resumed)
             if ranks.is_main:
                 truncate_after(self.run_dir / "metrics.jsonl", step)
         self.step = step
+        self._record_how_computed(step)
         if ranks.is_main:
             atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(config))
         logger = RunLogger(self.run_dir, tensorboard=config.run.tensorboard) if ranks.is_main else _NoLogger()
@@ -247,6 +338,7 @@ class Trainer:
         window_start, window_steps = time.perf_counter(), 0
         deadline = None if config.train.max_minutes is None else time.perf_counter() + 60.0 * config.train.max_minutes
         self.stopped_by_budget = False
+        self.loop_started = True
         try:
             while step < total:
                 metrics = self.train_step(step)
@@ -311,6 +403,7 @@ class Trainer:
             "stopped_by_budget": self.stopped_by_budget,
             "split": config.data.test_split,
             "test": result.as_dict(),
+            "computed_with": self.computed_with,
         }
         if ranks.is_main:
             atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))
