@@ -18,6 +18,7 @@ Splits:
 """
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -158,6 +159,8 @@ def load_archive(archive: str, root: Path, image_size: int) -> "_Archive":
                 return _Archive(payload)
         except Exception:  # unreadable cache (e.g. written by another torch version): rebuild it
             pass
+    logging.getLogger(__name__).info(f"preparing Omniglot {archive} (once): decoding its drawings at {image_size}x"
+                                     f"{image_size} px into {cache_file.parent}; later runs read the cache")
     payload = _decode(source, archive, image_size)
     atomic_torch_save(payload, cache_file)
     return _Archive(payload)
