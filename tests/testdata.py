@@ -35,3 +35,23 @@ def write_image_folder(root: Path, dataset: ClassDataset, rgb: bool = False) -> 
             image = Image.fromarray(pixels, mode="L")
             (image.convert("RGB") if rgb else image).save(folder / f"{i:03d}.png")
     return root
+
+
+def tiny_run(folders: dict[str, Path], run_dir: Path, validate: bool = True) -> Path:
+    """A 4-step ProtoNet run (8 channels) on generated class folders (``train``, ``val``, ``test``, as
+    :func:`write_image_folder` writes them); without validation it has no best.pt."""
+    from metalab.config import compose
+    from metalab.train.trainer import Trainer
+
+    config = compose({
+        "name": "tiny-protonet",
+        "data": {"dataset": "folder", "train_split": str(folders["train"]), "val_split": str(folders["val"]),
+                 "test_split": str(folders["test"]), "image_size": 28, "channels": 1},
+        "task": {"ways": 5, "shots": 1, "queries": 2},
+        "eval": {"ways": 5, "shots": 1, "queries": 3, "episodes": 10, "val_episodes": 5 if validate else 0},
+        "learner": {"name": "protonet", "hidden": 8},
+        "train": {"steps": 4, "val_every": 2, "ckpt_every": 2, "log_every": 1, "progress": False},
+        "run": {"dir": str(run_dir), "tensorboard": False},
+    })
+    Trainer(config).fit()
+    return run_dir
