@@ -1,6 +1,8 @@
 """Recipes and overrides: every packaged recipe composes; unknown keys name the nearest valid one."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -144,3 +146,92 @@ def test_training_and_evaluation_episodes_have_the_same_shape_keys():
     assert (config.task.within_group, config.eval.within_group, config.eval.queries, config.task.queries) == (True, False, 3, 5)
     with pytest.raises(ConfigError, match="Did you mean 'eval.within_group'"):
         load_recipe("omniglot-protonet-5w1s", ["eval.within_groups=true"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("task=[1,2]", "task in the command-line overrides is a section of keys (ways, shots, queries, within_group, ...), "
+                   "not a list [1, 2]; set its keys one by one, e.g. task.ways="),
+    ("train=1000", "train in the command-line overrides is a section of keys (steps, "),
+    ("learner=3", "learner in the command-line overrides is a section of keys (name), not the value 3"),
+    ("speed=null", "speed in the command-line overrides is a section of keys"),
+])
+def test_a_section_replaced_by_a_list_or_a_value_is_named(override, message):
+    """These raised OmegaConf's TypeError, or a merge error naming no key."""
+    with pytest.raises(ConfigError) as caught:
+        load_recipe("omniglot-protonet-5w1s", [override])
+    assert message in str(caught.value)
+
+
+def test_a_section_replaced_in_a_recipe_file_is_named(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: mine\nlearner:\n  name: protonet\ntrain: [1, 2]\n")
+    with pytest.raises(ConfigError, match=f"train in {recipe} is a section of keys"):
+        load_recipe(str(recipe))
+    recipe.write_text("- learner\n- protonet\n")
+    with pytest.raises(ConfigError, match="must be a mapping of config sections .* not a list"):
+        load_recipe(str(recipe))
+
+
+def test_a_mandatory_value_left_to_the_user_must_be_given(tmp_path):
+    """`???` in a recipe marks a value the user gives; OmegaConf's merge would silently put the schema's default
+    (train.steps 10000) in its place, and reading the recipe's keys raised MissingMandatoryValue."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: mine\nlearner:\n  name: protonet\ntrain:\n  steps: ???\n")
+    with pytest.raises(ConfigError, match=r"train.steps has no value: .*recipe.yaml marks it '\?\?\?'.*train.steps=VALUE"):
+        load_recipe(str(recipe))
+    assert load_recipe(str(recipe), ["train.steps=7"]).train.steps == 7
+    recipe.write_text("name: mine\nlearner:\n  name: ???\n")
+    with pytest.raises(ConfigError, match="learner.name has no value"):
+        load_recipe(str(recipe))
+    with pytest.raises(ConfigError, match=r"the override train.steps=\?\?\? gives no value"):
+        load_recipe("omniglot-protonet-5w1s", ["train.steps=???"])
+
+
+def test_interpolations_resolve_or_name_the_key():
+    config = load_recipe("omniglot-protonet-5w1s", ["train.val_every=${train.ckpt_every}"])
+    assert config.train.val_every == config.train.ckpt_every == 500
+    with pytest.raises(ConfigError, match=r"train.steps in .* does not resolve \(Interpolation key 'nothing.here' "
+                                          r"not found\); an interpolation \$\{KEY\} names another key"):
+        load_recipe("omniglot-protonet-5w1s", ["train.steps=${nothing.here}"])
+    with pytest.raises(ConfigError, match="train.steps in .* does not resolve .*could not be converted to Integer"):
+        load_recipe("omniglot-protonet-5w1s", ["train.steps=${data.dataset}"])
+    with pytest.raises(ConfigError) as caught:
+        load_recipe("omniglot-protonet-5w1s", ["train.steps=${"])
+    assert str(caught.value).startswith("cannot parse the override 'train.steps=${'") and "\n" not in str(caught.value)
+
+
+def test_an_unknown_device_is_named_with_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"train.device='tpu9' in .* is not a device PyTorch knows .*; use cpu, cuda"):
+        load_recipe("omniglot-protonet-5w1s", ["train.device=tpu9"])
+    with pytest.raises(ConfigError, match=r"train.device='meta' in .* is a meta device, which metalab does not train on"):
+        load_recipe("omniglot-protonet-5w1s", ["train.device=meta"])  # a traceback from the first .item()
+    assert load_recipe("omniglot-protonet-5w1s", ["train.device=cuda:1"]).train.device == "cuda:1"
+
+
+@pytest.mark.parametrize("override", ["=3", "a..b=1", ".steps=2", "train.=2"])
+def test_an_override_without_a_whole_key_is_refused(override):
+    with pytest.raises(ConfigError, match="must look like key=value with a dotted key"):
+        load_recipe("omniglot-protonet-5w1s", [override])
+
+
+def test_a_recipe_path_that_is_not_there_is_not_called_an_unknown_recipe(tmp_path):
+    """`metalab train missing.yaml` said "unknown recipe 'missing.yaml'"."""
+    with pytest.raises(ConfigError, match="recipe file missing.yaml does not exist"):
+        load_recipe("missing.yaml")
+    with pytest.raises(ConfigError, match="recipe file .*/nothing/here does not exist"):
+        load_recipe(str(tmp_path / "nothing" / "here"))
+    with pytest.raises(ConfigError, match=f"{tmp_path} is a folder, not a recipe .* metalab train {tmp_path} --resume"):
+        load_recipe(str(tmp_path))
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ConfigError, match="notes.txt is not a recipe: a recipe is a YAML file"):
+        load_recipe(str(tmp_path / "notes.txt"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.image_size=0", "data.image_size must be between 1 and 1024 pixels (or null: the data set's own size), got 0"),
+    ("data.image_size=1000000000000", "data.image_size must be between 1 and 1024"),  # Pillow's OverflowError
+    ("data.channels=2", "data.channels must be 1 (grey-scale), 3 (RGB) or null"),
+])
+def test_image_sizes_and_channels_that_cannot_work_are_refused(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_recipe("omniglot-protonet-5w1s", [override])

@@ -48,3 +48,23 @@ def damage_stored_tensor(path: Path, tensor: torch.Tensor, size: int = 8192, fil
     at = start + (len(stored) - size) // 2
     data[at:at + size] = fill * (size // len(fill)) if fill else bytes(255 - b for b in data[at:at + size])
     path.write_bytes(bytes(data))
+
+
+def tiny_run(folders: dict[str, Path], run_dir: Path, validate: bool = True) -> Path:
+    """A 4-step ProtoNet run (8 channels) on generated class folders (``train``, ``val``, ``test``, as
+    :func:`write_image_folder` writes them); without validation it has no best.pt."""
+    from metalab.config import compose
+    from metalab.train.trainer import Trainer
+
+    config = compose({
+        "name": "tiny-protonet",
+        "data": {"dataset": "folder", "train_split": str(folders["train"]), "val_split": str(folders["val"]),
+                 "test_split": str(folders["test"]), "image_size": 28, "channels": 1},
+        "task": {"ways": 5, "shots": 1, "queries": 2},
+        "eval": {"ways": 5, "shots": 1, "queries": 3, "episodes": 10, "val_episodes": 5 if validate else 0},
+        "learner": {"name": "protonet", "hidden": 8},
+        "train": {"steps": 4, "val_every": 2, "ckpt_every": 2, "log_every": 1, "progress": False},
+        "run": {"dir": str(run_dir), "tensorboard": False},
+    })
+    Trainer(config).fit()
+    return run_dir

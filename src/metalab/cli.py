@@ -1,13 +1,70 @@
-"""The ``metalab`` command: recipes, train, eval, predict, data."""
+"""The ``metalab`` command: recipes, show, train, eval, predict, plot, data.
+
+What a command outputs (listings, configs, scores, predictions, paths) goes to stdout. Its own messages
+(what it is doing, which checkpoint it uses, warnings, errors) go through Python's ``logging`` (the
+``metalab`` logger) to stderr: ``-q`` keeps warnings and errors only (and hides progress bars), ``-v``
+adds debug detail. An error the user can fix is one line, ``metalab: error: ...``, exit status 1; a
+usage error is argparse's, status 2.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import platform
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
+from tqdm import tqdm
+
+log = logging.getLogger("metalab")
+
+
+class ConsoleHandler(logging.Handler):
+    """The CLI's messages on stderr, as ``metalab: message`` (``metalab: warning: ...``, ``metalab: error: ...``),
+    written above any progress bar (``tqdm.write``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+        trace = "\n" + logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
+        return f"metalab: {level}{record.getMessage()}{trace}"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except BrokenPipeError:
+            pass
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging(verbosity: int) -> None:
+    """Messages of the ``metalab`` loggers to stderr: INFO and up (verbosity 0), DEBUG (> 0) or WARNING (< 0).
+
+    Under ``torchrun`` only rank 0 says what it is doing; every rank reports warnings and errors.
+    """
+    for handler in [h for h in log.handlers if isinstance(h, ConsoleHandler)]:
+        log.removeHandler(handler)
+    log.addHandler(ConsoleHandler())
+    level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
+    if os.environ.get("RANK", "0") != "0":
+        level = max(level, logging.WARNING)
+    log.setLevel(level)
+
+
+def version_text() -> str:
+    """``metalab --version``: metalab's version, and the torch and Python it runs on."""
+    from metalab import __version__
+
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "not installed"
+    return f"metalab {__version__} (torch {torch_version}, Python {platform.python_version()})"
 
 
 def count_of_at_least_one(text: str) -> int:
@@ -38,7 +95,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from metalab.config import compose, load_recipe
+    from metalab.config import compose, load_recipe, looks_like_path
     from metalab.train.checkpoint import LAST, config_of, load_checkpoint
     from metalab.train.trainer import Trainer
 
@@ -47,19 +104,44 @@ def cmd_train(args: argparse.Namespace) -> int:
         # `metalab train RUN_DIR --resume [overrides]`: the run's own config, plus overrides.
         saved = config_of(load_checkpoint(target / LAST))
         config = compose(saved, [*args.overrides, f"run.dir={target}"], origin=str(target / LAST))
+    elif args.resume and looks_like_path(args.recipe) and target.suffix not in (".yaml", ".yml") and not target.exists():
+        raise FileNotFoundError(
+            f"no run directory {target} to resume: `metalab train RUN_DIR --resume` continues the run that an earlier "
+            f"`metalab train RECIPE run.dir=RUN_DIR` wrote there (check the path); a recipe's run also resumes with "
+            f"`metalab train RECIPE run.dir=DIR --resume`")
     else:
         config = load_recipe(args.recipe, args.overrides)
+    log.debug(f"the config of this run:\n{OmegaConf.to_yaml(config).rstrip()}")
     Trainer(config, data_root=args.data_root, resume=args.resume).fit()
     return 0
+
+
+def checkpoint_in_use(path: Path, state: dict[str, Any], given: str | None) -> str:
+    """Which checkpoint a command scores or predicts with, and why that one (for a message)."""
+    from metalab.train.checkpoint import BEST
+
+    why = ("as --checkpoint asked" if given else "the best validation score" if path.name == BEST
+           else f"the last one: the run has no {BEST}, it was trained without validation (train.val_every=0 or "
+                f"eval.val_episodes=0); --checkpoint picks another")
+    return f"{path} (step {state.get('step')}, {why})"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from metalab.data.episodes import FixedEpisodes
     from metalab.data.sources import evaluation_episodes
-    from metalab.train.build import load_run
-    from metalab.train.evaluate import evaluate
+    from metalab.train.build import checkpoint_path, load_run
+    from metalab.train.evaluate import episodes_per_batch, evaluate, peak_memory_mb
 
-    learner, config, state = load_run(args.run, args.checkpoint, args.overrides)
+    if args.manifest:
+        fixed = [flag for flag, value in (("--ways", args.ways), ("--shots", args.shots), ("--queries", args.queries),
+                                          ("--episodes", args.episodes), ("--seed", args.seed),
+                                          ("--within-group", args.within_group)) if value]
+        if fixed:
+            raise ValueError(f"--manifest {args.manifest} fixes the episodes, so {', '.join(fixed)} would be ignored; "
+                             f"drop {'it' if len(fixed) == 1 else 'them'}, or score new episodes without --manifest")
+    path = checkpoint_path(args.run, args.checkpoint)
+    learner, config, state = load_run(args.run, path, args.overrides)
+    log.info(f"scoring {checkpoint_in_use(path, state, args.checkpoint)}")
     if args.threads:
         import torch
 
@@ -73,6 +155,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         config, split, ways=args.ways, shots=args.shots, queries=args.queries, seed=args.seed, episodes=args.episodes,
         within_group=True if args.within_group else None, manifest=args.manifest, data_root=args.data_root,
     )
+    shape = getattr(getattr(episodes, "dataset", None), "image_shape", None)
+    if shape is not None and tuple(shape) != tuple(learner.input_shape):
+        raise ValueError(f"{args.run} was trained on inputs of shape {tuple(learner.input_shape)} but the episodes of "
+                         f"{split} are {tuple(shape)}: drop the overrides of data.image_size or data.channels, or score "
+                         f"a split of the data it was trained on")
     if args.save_manifest:
         from metalab.utils.io import WriteError
 
@@ -83,37 +170,50 @@ def cmd_eval(args: argparse.Namespace) -> int:
         except WriteError as error:
             raise WriteError(f"{error}; nothing was scored: give --save-manifest a path where files can be written",
                              error.errno, error.filename) from error
-    result = evaluate(learner, episodes, args.batch or config.speed.eval_batch)
+    batch = episodes_per_batch(episodes, args.batch or config.speed.eval_batch, config.speed.eval_images)
+    log.debug(f"{len(episodes)} episodes, {batch} per forward pass (speed.eval_batch={config.speed.eval_batch}, "
+              f"--batch={args.batch}, speed.eval_images={config.speed.eval_images})")
+    result = evaluate(learner, episodes, batch, progress=config.train.progress)
+    peak = peak_memory_mb()
     if args.json:
         summary = result.as_dict()
-        summary.update({"run": str(args.run), "split": split, "step": state["step"], "overrides": args.overrides})
+        summary.update({"run": str(args.run), "checkpoint": str(path), "split": split, "step": state["step"],
+                        "overrides": args.overrides, "episodes_per_batch": batch, "peak_memory_mb": round(peak, 1)})
         print(json.dumps(summary))
     else:
-        print(f"{args.run} on {split}: {result}  [{result.episodes_per_second:.1f} episodes/s]")
+        print(f"{args.run} on {split}: {result}  [{result.episodes_per_second:.1f} episodes/s, "
+              f"peak memory {peak:.0f} MB]")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from metalab.data.folders import load_image_files, load_image_folder
-    from metalab.train.build import load_run
+    from metalab.data.folders import image_paths, load_image_files, load_image_folder
+    from metalab.train.build import checkpoint_path, load_run
 
-    learner, config, _ = load_run(args.run, args.checkpoint)
+    path = checkpoint_path(args.run, args.checkpoint)
+    learner, config, state = load_run(args.run, path)
     if learner.task_kind != "classification":
         raise ValueError(f"{args.run} is a regression learner; predict takes class folders for classifiers")
+    log.info(f"predicting with {checkpoint_in_use(path, state, args.checkpoint)}")
     channels, size = learner.input_shape[0], learner.input_shape[1]
     invert = config.data.invert_user_images
     support = load_image_folder(args.support, image_size=size, channels=channels, invert=invert)
+    if support.num_classes < 2:
+        raise ValueError(f"--support {args.support} holds one class ({support.class_names[0]!r}): an episode needs at "
+                         f"least two classes to tell apart, and with one every query would be it with probability 1; "
+                         f"add a sub-folder of example images for each other class")
     support_x = torch.cat([support.get(c, range(support.items_in(c))) for c in range(support.num_classes)])
     support_y = torch.cat([torch.full((support.items_in(c),), c, dtype=torch.long) for c in range(support.num_classes)])
-    query_x = load_image_files(args.query, image_size=size, channels=channels, invert=invert).float() / 255.0
+    queries = image_paths(args.query)
+    query_x = load_image_files(queries, image_size=size, channels=channels, invert=invert).float() / 255.0
     predictor = learner.adapt(support_x, support_y)
     probabilities = torch.softmax(predictor(query_x).detach(), dim=-1)
     predicted = probabilities.argmax(-1)
     rows = [
-        {"query": str(path), "class": support.class_names[int(k)], "probability": float(probabilities[i, k])}
-        for i, (path, k) in enumerate(zip(args.query, predicted))
+        {"query": str(query), "class": support.class_names[int(k)], "probability": float(probabilities[i, k])}
+        for i, (query, k) in enumerate(zip(queries, predicted))
     ]
     if args.json:
         print(json.dumps(rows))
@@ -126,9 +226,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from metalab.train.plots import plot_run
 
-    path = plot_run(args.run, args.out, args.tasks)
+    path = plot_run(args.run, args.out, args.tasks, curves=True if args.curves else None)
     if path is None:
-        raise ValueError(f"{args.run} has no plot: plots are drawn for regression runs (sinusoid, gp)")
+        raise ValueError(f"{args.run} is a regression run whose learner has no plot of test-task fits; --curves draws "
+                         f"its learning curves")
     print(path)
     return 0
 
@@ -139,76 +240,109 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     if args.download:
         for path in download_dataset(args.download, resolve_data_root(args.data_root)):
-            print(f"downloaded {path}")
+            log.info(f"downloaded {path}")
     print(describe_data(args.data_root))
     return 0
 
 
+def add_verbosity(parser: argparse.ArgumentParser, default: Any) -> None:
+    """``-q``/``-v``, accepted before the sub-command and after it (``default=SUPPRESS`` there, so that a
+    sub-command's parser does not overwrite what was given before it)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="count", default=default,
+                       help="print only warnings and errors on stderr, and no progress bars")
+    group.add_argument("-v", "--verbose", action="count", default=default,
+                       help="print debug messages on stderr too, and the traceback of an error")
+
+
+DATA_ROOT_HELP = "data root (default: $METALAB_DATA, else the per-user data dir)"
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="metalab", description="Meta-learning: train, evaluate and use few-shot learners.")
-    sub = top.add_subparsers(dest="command", required=True)
+    top.add_argument("--version", action="version", version=version_text(), help="print metalab's version and exit")
+    add_verbosity(top, 0)
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("recipes", help="list the named recipes")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        made = sub.add_parser(name, help=help, description=help[0].upper() + help[1:].replace("%%", "%") + ".")
+        add_verbosity(made, argparse.SUPPRESS)
+        return made
+
+    p = command("recipes", "list the named recipes")
     p.set_defaults(func=cmd_recipes)
 
-    p = sub.add_parser("show", help="print a recipe's full config with overrides applied")
-    p.add_argument("recipe")
-    p.add_argument("overrides", nargs="*", help="key=value")
+    p = command("show", "print a recipe's full config with overrides applied")
+    p.add_argument("recipe", help="recipe name (see `metalab recipes`) or YAML path")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. train.steps=2000")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("train", help="meta-train a recipe (or resume a run)")
+    p = command("train", "meta-train a recipe (or resume a run)")
     p.add_argument("recipe", help="recipe name, YAML path, or (with --resume) a run directory")
     p.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. train.steps=2000 run.dir=runs/p1")
     p.add_argument("--resume", action="store_true", help="continue from <run.dir>/last.pt")
-    p.add_argument("--data-root", help="data root (default: $METALAB_DATA, else the per-user data dir)")
+    p.add_argument("--data-root", help=DATA_ROOT_HELP)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="score a trained run on fixed episodes (mean +- 95%% CI)")
+    p = command("eval", "score a trained run on fixed episodes (mean +- 95%% CI)")
     p.add_argument("run", help="run directory")
     p.add_argument("overrides", nargs="*",
                    help="key=value changes to the run's config that keep its weights, e.g. learner.inner_steps_test=10")
-    p.add_argument("--ways", type=count_of_at_least_one)
-    p.add_argument("--shots", type=count_of_at_least_one)
-    p.add_argument("--queries", type=count_of_at_least_one)
-    p.add_argument("--episodes", type=count_of_at_least_one)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--ways", type=count_of_at_least_one, help="classes per episode (default: the run's eval.ways)")
+    p.add_argument("--shots", type=count_of_at_least_one, help="support examples per class (default: eval.shots)")
+    p.add_argument("--queries", type=count_of_at_least_one, help="query examples per class (default: eval.queries)")
+    p.add_argument("--episodes", type=count_of_at_least_one, help="episodes to score (default: eval.episodes)")
+    p.add_argument("--seed", type=int, help="seed of the episodes (default: eval.seed)")
     p.add_argument("--split", help="split to score on (default: the recipe's test split), e.g. lake-evaluation")
     p.add_argument("--within-group", action="store_true", help="draw all ways of an episode from one group (alphabet)")
     p.add_argument("--manifest", help="score exactly the episodes of this manifest")
     p.add_argument("--save-manifest", help="write the episodes used to this JSON manifest")
-    p.add_argument("--checkpoint", help="checkpoint file (default: the run's best.pt, else last.pt)")
-    p.add_argument("--batch", type=count_of_at_least_one, help="episodes per forward batch")
+    p.add_argument("--checkpoint", help="checkpoint file, or its name in the run directory (default: the run's "
+                                        "best.pt, else last.pt)")
+    p.add_argument("--batch", type=count_of_at_least_one,
+                   help="episodes per forward pass, at most (default: speed.eval_batch; speed.eval_images bounds the "
+                        "images in one pass)")
     p.add_argument("--threads", type=count_of_at_least_one, help="torch threads")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--data-root")
+    p.add_argument("--json", action="store_true", help="print one JSON object (with episodes/s and peak memory)")
+    p.add_argument("--data-root", help=DATA_ROOT_HELP)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="adapt to a folder of labelled examples and classify query images")
+    p = command("predict", "adapt to a folder of labelled examples and classify query images")
     p.add_argument("run", help="run directory")
-    p.add_argument("--support", required=True, help="folder with one sub-folder of images per class")
-    p.add_argument("--query", required=True, nargs="+", help="image files to classify")
-    p.add_argument("--checkpoint")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--support", required=True, help="folder with one sub-folder of images per class (two classes "
+                                                     "or more)")
+    p.add_argument("--query", required=True, nargs="+", action="extend",
+                   help="image files, or folders of images (each image directly in it, sorted by name), to classify")
+    p.add_argument("--checkpoint", help="checkpoint file, or its name in the run directory (default: the run's "
+                                        "best.pt, else last.pt)")
+    p.add_argument("--json", action="store_true", help="print one JSON list of {query, class, probability}")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("plot", help="plot a regression run's fits on test tasks (PNG)")
+    p = command("plot", "plot a run: learning curves (classification), fits on test tasks (regression); PNG")
     p.add_argument("run", help="run directory")
-    p.add_argument("--out", help="PNG path (default: in the run directory)")
-    p.add_argument("--tasks", type=count_of_at_least_one, default=4)
+    p.add_argument("--out", help="PNG path (default: curves.png, sinusoid_fits.png or predictive.png in the run "
+                                 "directory)")
+    p.add_argument("--tasks", type=count_of_at_least_one, default=4, help="test tasks to draw (regression; default 4)")
+    p.add_argument("--curves", action="store_true", help="draw the learning curves of a regression run too")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("data", help="which data sets are found where, and how to get the missing ones")
-    p.add_argument("--data-root")
+    p = command("data", "which data sets are found where, and how to get the missing ones")
+    p.add_argument("--data-root", help=DATA_ROOT_HELP)
     p.add_argument("--download", choices=["omniglot"], help="download a data set into the data root")
     p.set_defaults(func=cmd_data)
     return top
 
 
-def main(argv: list[str] | None = None) -> int:
-    from metalab.train.distributed import RankFailedError
-    from metalab.train.trainer import NonFiniteLossError
-    from metalab.utils.io import WriteError
+def drop_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail on a closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (tests capture it)
+        pass
 
+
+def main(argv: list[str] | None = None) -> int:
     command_line = parser()
     args, extra = command_line.parse_known_args(argv)
     # key=value overrides may follow flags (`train RUN --resume train.steps=6`).
@@ -216,11 +350,23 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         command_line.error(f"unrecognized arguments: {' '.join(extra)}")
+    configure_logging(args.verbose - args.quiet)
+
+    from metalab.train.distributed import RankFailedError
+    from metalab.train.trainer import NonFiniteLossError
+    from metalab.utils.io import WriteError
+
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handler below, not at exit
+        return status
     except KeyboardInterrupt:
-        print("metalab: interrupted; the last checkpoint is intact (resume with --resume)", file=sys.stderr)
+        log.error("interrupted; the last checkpoint is intact (resume with --resume)")
         return 130
+    except BrokenPipeError:
+        # the reader of stdout went away (`metalab recipes | head -1`): stop quietly, as `cat` would
+        drop_stdout()
+        return 141
     except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError, RankFailedError, KeyError,
             WriteError) as error:
         if os.environ.get("METALAB_DEBUG"):
@@ -230,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         # Under torchrun every rank meets the same error: rank 0 reports it, unless a rank failed.
         if rank == "0" or isinstance(error, RankFailedError):
             prefix = f"[rank {rank}] " if "WORLD_SIZE" in os.environ else ""
-            print(f"metalab: error: {prefix}{message}", file=sys.stderr)
+            log.error(f"{prefix}{message}")
+            log.debug("where it was raised (-v):", exc_info=True)
         return 1
 
 

@@ -7,13 +7,16 @@ key, in a recipe file or an override, is an error that names the nearest valid k
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from metalab.accel.options import SpeedOptions, check_speed_options
 from metalab.algorithms.registry import learner_class
@@ -141,11 +144,29 @@ def recipe_names() -> list[str]:
     return sorted(p.stem for p in recipe_dir().glob("*.yaml"))
 
 
+def looks_like_path(name: str) -> bool:
+    """Whether a command-line word names a file or folder rather than a packaged recipe (recipe names
+    have no folder separator and no YAML suffix)."""
+    return (os.sep in name or "/" in name or name.startswith(("~", "."))
+            or Path(name).suffix in (".yaml", ".yml"))
+
+
 def recipe_path(name: str) -> Path:
-    """A packaged recipe by name, or a path to a YAML file."""
+    """A packaged recipe by name, or a path to a YAML file; the error says which of the two was not found."""
+    if not name.strip():
+        raise ConfigError("the recipe is empty: give a packaged recipe's name (`metalab recipes` lists them) or a YAML file")
     candidate = Path(name)
-    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+    if candidate.is_dir():
+        raise ConfigError(f"{name} is a folder, not a recipe (a packaged recipe's name or a YAML file); to continue "
+                          f"the run in that folder: metalab train {name} --resume")
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
         return candidate
+    if candidate.is_file():
+        raise ConfigError(f"{name} is not a recipe: a recipe is a YAML file (.yaml or .yml) or a packaged recipe's "
+                          f"name (`metalab recipes` lists them)")
+    if looks_like_path(name):
+        raise ConfigError(f"recipe file {name} does not exist; give the path of a YAML recipe, or the name of a "
+                          f"packaged recipe (`metalab recipes` lists them)")
     path = recipe_dir() / f"{name}.yaml"
     if not path.exists():
         near = difflib.get_close_matches(name, recipe_names(), n=3)
@@ -166,8 +187,17 @@ def _key_paths(schema: Any, prefix: str = "") -> list[str]:
     return paths
 
 
+def _described(value: Any) -> str:
+    """A value as an error message shows it: its kind and, shortened, itself."""
+    kind = "a list" if isinstance(value, list) else "null" if value is None else "the value"
+    text = repr(value)
+    return kind if value is None else f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
 def _check_keys(given: Any, schema_paths: list[str], prefix: str, origin: str) -> None:
-    if not isinstance(given, (dict, DictConfig)):
+    """Every key of ``given`` (a plain container, interpolations unresolved) is in the schema, and every
+    section of the schema given is a mapping of keys."""
+    if not isinstance(given, dict):
         return
     for key, value in given.items():
         path = f"{prefix}{key}"
@@ -178,36 +208,118 @@ def _check_keys(given: Any, schema_paths: list[str], prefix: str, origin: str) -
             near = difflib.get_close_matches(path, schema_paths, n=1, cutoff=0.5)
             hint = f" Did you mean {near[0]!r}?" if near else ""
             raise ConfigError(f"unknown config key {path!r} in {origin}.{hint}")
+        _check_section(path, value, [p for p in schema_paths if p.startswith(path + ".")], origin)
         _check_keys(value, schema_paths, path + ".", origin)
+
+
+def _check_section(path: str, value: Any, members: list[str], origin: str) -> None:
+    """A section (``task``, ``train``, ...) must be given as keys, not replaced by a list or a single value."""
+    if members and not isinstance(value, dict):
+        first = members[0]
+        raise ConfigError(f"{path} in {origin} is a section of keys ({', '.join(m.split('.')[-1] for m in members[:4])}"
+                          f"{', ...' if len(members) > 4 else ''}), not {_described(value)}; set its keys one by one, "
+                          f"e.g. {first}=... (`metalab show RECIPE` prints them)")
+
+
+def _mandatory(values: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the values written ``???`` (OmegaConf's mandatory value) in a plain container."""
+    if not isinstance(values, dict):
+        return []
+    paths = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        paths += [path] if value == "???" else _mandatory(value, path + ".")
+    return paths
+
+
+def _leaves(values: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of every value (not section) of a plain container."""
+    if not isinstance(values, dict):
+        return [prefix.rstrip(".")] if prefix else []
+    return [path for key, value in values.items() for path in _leaves(value, f"{prefix}{key}.")]
+
+
+def _check_given_values(given: dict, overrides: dict, origin: str) -> None:
+    """A ``???`` of the recipe (a value it leaves to the user) needs an override; an override cannot be ``???``.
+
+    OmegaConf's merge would otherwise put the schema's default in its place without a word.
+    """
+    empty = _mandatory(overrides)
+    if empty:
+        raise ConfigError(f"the override {empty[0]}=??? gives no value ('???' marks a value left to the user in a "
+                          f"recipe); give {empty[0]} a value, e.g. {empty[0]}=VALUE")
+    left = [key for key in _mandatory(given) if key not in _leaves(overrides)]
+    if left:
+        raise ConfigError(f"{left[0]} has no value: {origin} marks it '???', a value it leaves to you; give it on the "
+                          f"command line, e.g. {left[0]}=VALUE")
+
+
+def _plain(config: DictConfig, origin: str) -> dict:
+    """``config`` as plain dicts and lists, interpolations and ``???`` left as they are written."""
+    plain = OmegaConf.to_container(config, resolve=False)
+    if not isinstance(plain, dict):
+        raise ConfigError(f"{origin} must be a mapping of config sections (name, data, task, eval, optim, train, run, "
+                          f"speed, learner), not {_described(plain)}")
+    return plain
 
 
 def _parse_overrides(overrides: list[str]) -> DictConfig:
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.steps=2000)")
+        key = item.split("=", 1)[0]
+        if "=" not in item or not all(part.strip() for part in key.split(".")):
+            raise ConfigError(f"override {item!r} must look like key=value with a dotted key (e.g. train.steps=2000)")
+    for item in overrides:  # one by one, to name the one that fails
+        try:
+            OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"cannot parse the override {item!r}: {str(error).splitlines()[0]}") from None
+        except yaml.YAMLError as error:  # the value is read as YAML
+            reason = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(f"cannot parse the override {item!r}: its value is not valid YAML ({reason}); quote "
+                              f"text with YAML's special characters, e.g. 'run.dir=\"my: runs\"'") from None
     try:
         return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"cannot parse overrides {overrides}: {error}") from None
+    except OmegaConfBaseException as error:  # e.g. a key given both as a value and as a section
+        raise ConfigError(f"the overrides {' '.join(overrides)} do not fit together: {str(error).splitlines()[0]}") from None
 
 
 def compose(recipe: dict | DictConfig, overrides: list[str] = (), origin: str = "recipe") -> DictConfig:
-    """Validate a recipe plus ``key=value`` overrides against the schema; returns the full config."""
-    recipe = OmegaConf.create(recipe) if isinstance(recipe, dict) else recipe
+    """Validate a recipe plus ``key=value`` overrides against the schema; returns the full config.
+
+    Every way a config can be wrong is a :class:`ConfigError` naming the key: an unknown key, a section
+    replaced by a list or a value, a value of the wrong type or out of range, a ``???`` left without a
+    value, an interpolation ``${...}`` that does not resolve.
+    """
+    try:
+        recipe = OmegaConf.create(recipe) if isinstance(recipe, (dict, list)) else recipe
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{origin} cannot be read as a config: {str(error).splitlines()[0]}") from None
     override_cfg = _parse_overrides(list(overrides))
-    merged_raw = OmegaConf.merge(recipe, override_cfg)
-    name = OmegaConf.select(merged_raw, "learner.name")
+    given = _plain(recipe, origin)
+    given_overrides = _plain(override_cfg, "the command-line overrides")
+    _check_given_values(given, given_overrides, origin)
+    for values, where in ((given, origin), (given_overrides, "the command-line overrides")):
+        if "learner" in values:  # before its name is read
+            _check_section("learner", values["learner"], ["learner.name"], where)
+    name = (given_overrides.get("learner") or {}).get("name") or (given.get("learner") or {}).get("name")
     if not name:
         raise ConfigError(f"{origin} has no learner.name; set it to one of the registered learners")
     options_cls = learner_class(str(name)).Options
     paths = _key_paths(BaseConfig) + ["learner"] + [f"learner.{p}" for p in _key_paths(options_cls)]
-    _check_keys(recipe, paths, "", origin)
-    _check_keys(override_cfg, paths, "", "the command-line overrides")
+    _check_keys(given, paths, "", origin)
+    _check_keys(given_overrides, paths, "", "the command-line overrides")
     schema = OmegaConf.structured(
         make_dataclass("Config", [("learner", options_cls, field(default_factory=options_cls))], bases=(BaseConfig,))
     )
     try:
         config = OmegaConf.merge(schema, recipe, override_cfg)
+        # every value, interpolations resolved: what the trainer will read
+        OmegaConf.to_container(config, resolve=True, throw_on_missing=True)
+    except InterpolationResolutionError as error:
+        key = error.full_key
+        raise ConfigError(f"{key} in {origin} or the overrides does not resolve ({str(error).splitlines()[0]}); an "
+                          f"interpolation ${{KEY}} names another key of the config, e.g. {key}=${{train.seed}}, "
+                          f"and must give a value of the key's type") from None
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "")
         reason = str(error).splitlines()[0]
@@ -237,15 +349,38 @@ _AT_LEAST = {
 }
 
 
+#: the largest data.image_size: an episode of larger images holds more than few-shot learners use (and than
+#: memory holds); resize such images first
+MAX_IMAGE_SIZE = 1024
+#: the kinds of torch device that metalab trains and evaluates on, and how to name them in train.device
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+DEVICES = ("cpu", "cuda", "cuda:N (GPU N)", "mps")
+
+
 def _check_ranges(config: DictConfig, origin: str) -> None:
     """Refuse counts that cannot work (a meta-batch of 0 tasks, 0 test episodes, ...), naming the key."""
     for key, (low, meaning) in _AT_LEAST.items():
         value = OmegaConf.select(config, key)
         if value < low:
             raise ConfigError(f"{key} must be >= {low} ({meaning}), got {value} in {origin} or the overrides")
+    size, channels = config.data.image_size, config.data.channels
+    if size is not None and not 1 <= size <= MAX_IMAGE_SIZE:
+        raise ConfigError(f"data.image_size must be between 1 and {MAX_IMAGE_SIZE} pixels (or null: the data set's "
+                          f"own size), got {size} in {origin} or the overrides")
+    if channels not in (None, 1, 3):
+        raise ConfigError(f"data.channels must be 1 (grey-scale), 3 (RGB) or null (the data set's own), got {channels} "
+                          f"in {origin} or the overrides")
     minutes = config.train.max_minutes
     if minutes is not None and not minutes >= 0:
         raise ConfigError(f"train.max_minutes must be >= 0 (or null: no time budget), got {minutes}")
+    try:
+        device = torch.device(config.train.device)
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise ConfigError(f"train.device={config.train.device!r} in {origin} or the overrides is not a device "
+                          f"PyTorch knows ({str(error).splitlines()[0]}); use {', '.join(DEVICES)}") from None
+    if device.type not in DEVICE_TYPES:
+        raise ConfigError(f"train.device={config.train.device!r} in {origin} or the overrides is a {device.type} device, "
+                          f"which metalab does not train on; use {', '.join(DEVICES)}")
     try:
         check_speed_options(SpeedOptions(**OmegaConf.to_container(config.speed)))
     except ValueError as error:

@@ -115,3 +115,44 @@ def test_rotations_are_new_classes(class_dataset):
     turned = rotated.get(rotated.class_index(f"{name}/rot090"), [0])
     assert torch.equal(turned, torch.rot90(base, 1, dims=(2, 3)))
     assert rotated.groups[rotated.class_index(f"{name}/rot180")] == class_dataset.groups[2]
+
+
+def _broken(manifest: dict, change: str) -> object:
+    """A manifest written by FixedEpisodes.save with one thing changed, as a user's editor or script might."""
+    first = manifest["episodes"][0]
+    changes = {
+        "a list": lambda: manifest["episodes"],
+        "no format": lambda: {k: v for k, v in manifest.items() if k != "format"},
+        "ways as text": lambda: {**manifest, "ways": "4"},
+        "no episodes": lambda: {**manifest, "episodes": []},
+        "episodes an object": lambda: {**manifest, "episodes": {"0": first}},
+        "an episode a list": lambda: {**manifest, "episodes": [first["classes"]]},
+        "a class missing": lambda: {**manifest, "episodes": [{**first, "classes": first["classes"][:-1]}]},
+        "a shot missing": lambda: {**manifest, "episodes": [{**first, "support": [s[:-1] for s in first["support"]]}]},
+        "a negative item": lambda: {**manifest, "episodes": [{**first, "query": [[-1] * len(q) for q in first["query"]]}]},
+        "an item as text": lambda: {**manifest, "episodes": [{**first, "query": [["0"] * len(q) for q in first["query"]]}]},
+    }
+    return changes[change]()
+
+
+@pytest.mark.parametrize("change, message", [
+    ("a list", "holds a list, not the JSON object that --save-manifest writes"),
+    ("no format", "is not a metalab episode manifest (format None, expected 'metalab-episodes/1')"),
+    ("ways as text", "'ways' must be an integer >= 1, got '4'"),
+    ("no episodes", "'episodes' must be a non-empty list, got a list (empty)"),
+    ("episodes an object", "'episodes' must be a non-empty list, got an object"),
+    ("an episode a list", "episode 0 is a list, not an object with classes, support and query"),
+    ("a class missing", "episode 0: 'classes' must be a list of 4 class names (the manifest's ways), got a list of 3"),
+    ("a shot missing", "episode 0: 'support' must be 4 lists (one per class) of 2 item indices"),
+    ("a negative item", "episode 0: 'query' must be 4 lists (one per class) of 3 item indices (integers >= 0)"),
+    ("an item as text", "episode 0: 'query' must be 4 lists"),
+])
+def test_a_manifest_that_save_could_not_have_written_is_named(class_dataset, tmp_path, change, message):
+    """A JSON list raised AttributeError ('list' object has no attribute 'get'); a missing shot reached a
+    tensor reshape, a negative item index silently took an item from the end of its class."""
+    path = tmp_path / "episodes.json"
+    EpisodeSampler(class_dataset, ways=4, shots=2, queries=3, seed=11).fixed(3).save(path)
+    path.write_text(json.dumps(_broken(json.loads(path.read_text()), change)))
+    with pytest.raises(ValueError) as caught:
+        FixedEpisodes.load(path, class_dataset)
+    assert message in str(caught.value) and str(path) in str(caught.value)

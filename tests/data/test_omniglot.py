@@ -206,3 +206,18 @@ def test_zip_preferred_over_folder(tmp_path: Path, make_zip, isolated_cache: Pat
     make_zip(tmp_path / "omniglot" / "images_background.zip")
     (tmp_path / "omniglot" / "images_background").mkdir()  # e.g. a half-finished extraction
     assert load_omniglot("lake-background", tmp_path).num_classes == 4
+
+
+def test_the_first_load_says_it_decodes_once(tmp_path: Path, isolated_cache: Path, make_zip, caplog) -> None:
+    """The first run was silent for a minute and a half while the archives were decoded."""
+    import logging
+
+    make_zip(tmp_path / "root" / "omniglot" / "images_background.zip")
+    caplog.set_level(logging.INFO, logger="metalab")
+    load_omniglot("lake-background", tmp_path / "root")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"preparing Omniglot images_background (once): decoding its drawings at 28x28 px into {isolated_cache}; "
+        f"later runs read the cache"]
+    caplog.clear()
+    load_omniglot("lake-background", tmp_path / "root")
+    assert caplog.records == []

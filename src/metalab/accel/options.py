@@ -49,8 +49,11 @@ class SpeedOptions:
     #: keep freed tensor memory in the process for reuse (:mod:`metalab.accel.allocator`): faster CPU
     #: training, at the price of a resident size that stays at its peak.
     reuse_freed_memory: bool = True
-    #: episodes per forward batch in evaluation.
+    #: episodes per forward batch in evaluation (at most; see ``eval_images``).
     eval_batch: int = 20
+    #: images (support + query) per forward batch in evaluation: fewer episodes per batch where ``eval_batch``
+    #: of them would hold more (at least one episode). Bounds evaluation memory at 20 ways as at 5.
+    eval_images: int = 1600
 
     def __post_init__(self) -> None:
         check_speed_options(self)
@@ -64,6 +67,7 @@ _AT_LEAST = {
     "query_chunk": (1, "tasks per query pass"),
     "threads": (1, "torch threads; null = PyTorch's default"),
     "eval_batch": (1, "episodes per evaluation batch"),
+    "eval_images": (1, "images per evaluation batch"),
 }
 
 

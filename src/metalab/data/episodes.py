@@ -175,13 +175,14 @@ class FixedEpisodes:
     def load(cls, path: str | Path, dataset: ClassDataset) -> "FixedEpisodes":
         """Read a manifest written by :meth:`save`; classes are matched to ``dataset`` by name."""
         try:
-            manifest = json.loads(Path(path).read_text())
+            manifest = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise FileNotFoundError(f"episode manifest {path} does not exist") from None
-        except json.JSONDecodeError as error:
+        except IsADirectoryError:
+            raise ValueError(f"episode manifest {path} is a folder; give the JSON file written by --save-manifest") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"episode manifest {path} is not valid JSON ({error}); write it again with --save-manifest") from None
-        if manifest.get("format") != "metalab-episodes/1":
-            raise ValueError(f"{path} is not a metalab episode manifest (format {manifest.get('format')!r})")
+        check_manifest(manifest, path)
         episodes = []
         for number, entry in enumerate(manifest["episodes"]):
             try:
@@ -203,3 +204,52 @@ class FixedEpisodes:
                 )
             )
         return cls(dataset, episodes, manifest["ways"], manifest["shots"], manifest["queries"], manifest.get("seed"))
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in the words of an error message."""
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def check_manifest(manifest: Any, path: str | Path) -> None:
+    """Refuse a manifest that :meth:`FixedEpisodes.save` could not have written, naming the first wrong field.
+
+    The layout: an object with ``format`` ``"metalab-episodes/1"``, ``ways``, ``shots`` and ``queries``, and
+    ``episodes``, a non-empty list of objects with ``classes`` (``ways`` class names), ``support`` (``ways`` lists
+    of ``shots`` item indices) and ``query`` (``ways`` lists of ``queries`` item indices).
+    """
+    fix = "write it again with `metalab eval RUN --save-manifest FILE`"
+    if not isinstance(manifest, dict):
+        raise ValueError(f"episode manifest {path} holds {_json_kind(manifest)}, not the JSON object that "
+                         f"--save-manifest writes; {fix}")
+    if manifest.get("format") != "metalab-episodes/1":
+        raise ValueError(f"{path} is not a metalab episode manifest (format {manifest.get('format')!r}, expected "
+                         f"'metalab-episodes/1'); {fix}")
+    counts = {}
+    for key, low in (("ways", 1), ("shots", 1), ("queries", 0)):
+        value = manifest.get(key)
+        if type(value) is not int or value < low:
+            raise ValueError(f"episode manifest {path}: {key!r} must be an integer >= {low}, got {value!r}; {fix}")
+        counts[key] = value
+    episodes = manifest.get("episodes")
+    if not isinstance(episodes, list) or not episodes:
+        raise ValueError(f"episode manifest {path}: 'episodes' must be a non-empty list, got {_json_kind(episodes)}"
+                         f"{' (empty)' if episodes == [] else ''}; {fix}")
+    ways = counts["ways"]
+    for number, entry in enumerate(episodes):
+        where = f"episode manifest {path}, episode {number}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} is {_json_kind(entry)}, not an object with classes, support and query; {fix}")
+        classes = entry.get("classes")
+        if not isinstance(classes, list) or len(classes) != ways or not all(isinstance(c, str) for c in classes):
+            raise ValueError(f"{where}: 'classes' must be a list of {ways} class names (the manifest's ways), got "
+                             f"{_json_kind(classes)}{f' of {len(classes)}' if isinstance(classes, list) else ''}; {fix}")
+        for part, per_class in (("support", counts["shots"]), ("query", counts["queries"])):
+            lists = entry.get(part)
+            shape_ok = isinstance(lists, list) and len(lists) == ways and all(
+                isinstance(items, list) and len(items) == per_class
+                and all(type(i) is int and i >= 0 for i in items) for items in lists)
+            if not shape_ok:
+                raise ValueError(f"{where}: {part!r} must be {ways} lists (one per class) of {per_class} item indices "
+                                 f"(integers >= 0); {fix}")

@@ -57,6 +57,31 @@ def preprocess_image(
     return array[None] if channels == 1 else array.transpose(2, 0, 1).copy()
 
 
+def images_in(folder: Path) -> list[Path]:
+    """The image files directly in ``folder`` (an image extension, any case; hidden files skipped), sorted by name."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith("."))
+
+
+def image_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """The image files that ``paths`` name: a file as given, a folder as every image directly in it, sorted by
+    name (as :func:`images_in`); in the order given."""
+    files: list[Path] = []
+    for given in paths:
+        path = Path(os.path.expanduser(given))  # Path.expanduser raises for an unknown ~user
+        if not path.is_dir():
+            files.append(path)
+            continue
+        images = images_in(path)
+        if not images:
+            nested = " (only sub-folders: images are read from the folder itself, not below it)" if any(
+                p.is_dir() for p in path.iterdir()) else ""
+            raise ValueError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}){nested}; give "
+                             f"image files, or folders that hold images")
+        files.extend(images)
+    return files
+
+
 def load_image_files(
     paths: Sequence[str | Path], image_size: int, channels: int, invert: bool = False
 ) -> Tensor:
@@ -77,7 +102,7 @@ def load_image_folder(
     Images: the files with an image extension (png/jpg/jpeg/bmp/gif/webp, any case) directly in each
     class folder; returned as uint8 [N, channels, image_size, image_size]. Classes are sorted by name.
     """
-    folder = Path(path).expanduser()
+    folder = Path(os.path.expanduser(path))  # Path.expanduser raises for an unknown ~user
     if not folder.exists():
         raise DataNotFoundError(f"image folder {folder} does not exist; give a folder with one sub-folder per class")
     if not folder.is_dir():
@@ -91,9 +116,7 @@ def load_image_folder(
     files: list[Path] = []
     class_items: list[list[int]] = []
     for class_dir in class_dirs:
-        images = sorted(
-            p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
-        )
+        images = images_in(class_dir)
         if not images:
             raise ValueError(
                 f"class folder {class_dir} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "

@@ -8,6 +8,7 @@ Images are read from ``<root>/miniimagenet/images/<filename>.jpg``; the packaged
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from pathlib import Path
 
@@ -94,6 +95,8 @@ def load_miniimagenet(
     labels: dict[str, list[int]] = {}
     for index, (_, label) in enumerate(rows):
         labels.setdefault(label, []).append(index)
+    logging.getLogger(__name__).info(f"preparing mini-ImageNet {split} (once): decoding {len(paths)} images at "
+                                     f"{image_size}x{image_size} px into {cache_file.parent}; later runs read the cache")
     images = torch.from_numpy(decode_images(paths, image_size, 3, invert=False))
     payload = {"version": _CACHE_VERSION, "images": images, "class_items": list(labels.values()), "class_names": list(labels)}
     write_cache(cache_file, payload)

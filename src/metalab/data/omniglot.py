@@ -18,6 +18,7 @@ Splits:
 """
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -154,6 +155,8 @@ def load_archive(archive: str, root: Path, image_size: int) -> "_Archive":
     cache_file = _cache_file(source, image_size)
     payload = read_cache(cache_file, _CACHE_VERSION)
     if payload is None:
+        logging.getLogger(__name__).info(f"preparing Omniglot {archive} (once): decoding its drawings at {image_size}x"
+                                         f"{image_size} px into {cache_file.parent}; later runs read the cache")
         payload = _decode(source, archive, image_size)
         write_cache(cache_file, payload)
     return _Archive(payload)

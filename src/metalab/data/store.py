@@ -43,10 +43,10 @@ class ChecksumError(ValueError):
 def resolve_data_root(explicit: str | Path | None = None) -> Path:
     """The data root: ``explicit`` if given, else ``$METALAB_DATA``, else the user data dir."""
     if explicit is not None and str(explicit) != "":
-        return Path(explicit).expanduser()
+        return Path(os.path.expanduser(explicit))  # Path.expanduser raises for an unknown ~user
     env = os.environ.get(DATA_ENV)
     if env:
-        return Path(env).expanduser()
+        return Path(os.path.expanduser(env))
     return Path(platformdirs.user_data_dir("metalab"))
 
 

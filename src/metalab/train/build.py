@@ -53,17 +53,52 @@ def build_scheduler(config: DictConfig, optimizer: torch.optim.Optimizer) -> tor
         optimizer, lambda step: 1.0 + min(step / total, 1.0) * (final_fraction - 1.0))
 
 
-def load_run(run_dir: str | Path, checkpoint: str | None = None,
+def checkpoint_path(run_dir: str | Path, checkpoint: str | Path | None = None) -> Path:
+    """The checkpoint that :func:`load_run` reads: ``checkpoint`` if given (a path, or a file name in the run
+    directory, e.g. ``last.pt``), else the run's ``best.pt``, else its ``last.pt``.
+
+    The run directory must exist in either case: a checkpoint is always a checkpoint of a run.
+    """
+    run_dir = Path(run_dir)
+    if checkpoint is None:
+        return run_checkpoint(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist; --checkpoint {checkpoint} picks one checkpoint "
+                                f"of a run, so give that run's directory too (the run.dir it was trained with)")
+    path = Path(checkpoint)
+    if not path.exists() and (run_dir / path).exists():
+        path = run_dir / path
+    if not path.is_file():
+        held = ", ".join(sorted(p.name for p in run_dir.glob("*.pt"))) or "no checkpoint"
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist (neither as given nor in {run_dir}, which "
+                                f"holds {held})")
+    return path
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether PyTorch (or Python) ran out of memory: the CPU allocator says so in a RuntimeError."""
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(error)
+
+
+def load_run(run_dir: str | Path, checkpoint: str | Path | None = None,
              overrides: Sequence[str] = ()) -> tuple[MetaLearner, DictConfig, dict]:
     """The trained learner of a run (best checkpoint by default), its config and the checkpoint state.
 
-    ``overrides`` (``key=value``) change the saved config before the learner is built, e.g.
+    ``checkpoint`` picks another checkpoint of the run (see :func:`checkpoint_path`). ``overrides``
+    (``key=value``) change the saved config before the learner is built, e.g.
     ``learner.inner_steps_test=10``; they must keep the shapes of the trained weights.
     """
-    path = Path(checkpoint) if checkpoint else run_checkpoint(run_dir)
+    path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path)
     config = compose(config_of(state), list(overrides), origin=str(path))
-    learner = build_learner(config, tuple(state["input_shape"]))
+    try:
+        learner = build_learner(config, tuple(state["input_shape"]))
+    except (RuntimeError, MemoryError) as error:  # e.g. learner.hidden=100000: PyTorch cannot allocate the weights
+        if not overrides or not is_out_of_memory(error):
+            raise
+        reason = str(error).splitlines()[0].split("DefaultCPUAllocator: ")[-1].split(". Error code")[0]
+        raise ValueError(f"the overrides {' '.join(overrides)} build a learner too large for memory ({reason}); only "
+                         f"options that keep the trained weights' shapes apply to a trained run") from None
     try:
         learner.load_state_dict(state["model"])
     except RuntimeError as error:

@@ -346,13 +346,14 @@ def evaluation_share(count: int, batch_size: int, ranks: Ranks) -> tuple[int, in
 
 
 def evaluate_distributed(learner: nn.Module, episodes: Any, batch_size: int, device: torch.device | str,
-                         ranks: Ranks) -> EvalResult:
+                         ranks: Ranks, progress: bool = False) -> EvalResult:
     """:func:`~metalab.train.evaluate.evaluate` with the episodes split across ranks and the scores gathered.
 
-    Every rank returns the same result, equal to one process scoring all the episodes.
+    Every rank returns the same result, equal to one process scoring all the episodes. ``progress``: a bar of
+    one process's episodes (as :func:`~metalab.train.evaluate.evaluate`'s).
     """
     if not ranks.distributed:
-        return evaluate(learner, episodes, batch_size, device)
+        return evaluate(learner, episodes, batch_size, device, progress=progress)
     start, stop = evaluation_share(len(episodes), batch_size, ranks)
     local = evaluate(learner, episode_range(episodes, start, stop), batch_size, device) if stop > start else None
     results = [r for r in ranks.gather(local) if r is not None]

@@ -1,10 +1,14 @@
 """The evaluation protocol: a learner scored on fixed episodes, mean +- 95% confidence interval.
 
-One evaluator for every learner: it only calls ``learner.predict(batch)``.
+One evaluator for every learner: it only calls ``learner.predict(batch)``. How many episodes go
+through one forward pass (``speed.eval_batch``, bounded by ``speed.eval_images``) changes time and
+memory, never a score.
 """
 from __future__ import annotations
 
 import math
+import resource
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -13,6 +17,7 @@ import torch
 from torch import Tensor
 
 from metalab.algorithms.base import MetaLearner
+from metalab.train.logging import progress_bar
 
 
 @dataclass
@@ -66,27 +71,54 @@ def episode_scores(learner: MetaLearner, predictions: Tensor, query_y: Tensor) -
     return (predictions.double() - query_y.double()).pow(2).flatten(1).mean(1)
 
 
+def episodes_per_batch(episodes: Any, batch_size: int, max_images: int | None = None) -> int:
+    """Episodes per forward pass: ``batch_size`` (``speed.eval_batch``), fewer where their images (support and
+    query, ``ways * (shots + queries)`` per episode) would pass ``max_images`` (``speed.eval_images``), at least one.
+
+    Regression tasks count their points as images.
+    """
+    if max_images is None:
+        return batch_size
+    per_episode = (getattr(episodes, "ways", None) or 1) * (episodes.shots + episodes.queries)
+    return max(1, min(batch_size, max_images // per_episode))
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory so far, in MiB (``resource.getrusage``'s ``ru_maxrss``)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
+
+
 def evaluate(
     learner: MetaLearner,
     episodes: Any,
     batch_size: int = 50,
     device: torch.device | str = "cpu",
+    max_images: int | None = None,
+    progress: bool = False,
 ) -> EvalResult:
     """Score ``learner`` on fixed ``episodes`` (FixedEpisodes or a regression task set).
 
     The learner is put in eval mode for the duration (each learner decides in ``predict`` what
     eval mode means for it, e.g. transductive batch statistics for MAML) and restored afterwards.
+    Episodes go through ``predict`` ``batch_size`` at a time, or fewer where that many would hold more
+    than ``max_images`` images (:func:`episodes_per_batch`); the scores are the same for any batching.
+    ``progress`` shows a bar of the episodes scored on a terminal (:func:`metalab.train.logging.progress_bar`).
     """
+    size = episodes_per_batch(episodes, batch_size, max_images)
     was_training = learner.training
     learner.eval()
     scores = []
+    bar = progress_bar(total=len(episodes), desc="evaluating", unit="episode", enabled=progress)
     start = time.perf_counter()
     try:
-        for batch in episodes.batches(batch_size):
+        for batch in episodes.batches(size):
             batch = batch.to(device)
             predictions = learner.predict(batch)
             scores.append(episode_scores(learner, predictions.detach(), batch.query_y).cpu())
+            bar.update(len(scores[-1]))
     finally:
+        bar.close()
         learner.train(was_training)
     seconds = time.perf_counter() - start
     values = torch.cat(scores)

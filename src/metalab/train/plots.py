@@ -1,6 +1,9 @@
-"""Plots of trained regression runs, drawn by ``metalab plot RUN`` and at the end of training.
+"""Plots of trained runs, drawn by ``metalab plot RUN`` (and, for regression runs, at the end of training).
 
-Two figures, on the first test tasks of the run's family:
+Every run: its learning curves from ``metrics.jsonl`` (training loss and accuracy, validation score with
+its 95% CI band, the test score), ``<run>/curves.png``; what ``metalab plot`` draws for classification runs.
+
+Regression runs, two figures on the first test tasks of the run's family:
 
 - gradient-based learners on the sinusoid: the true curve, the pre-update fit and the fits after 1
   and 10 inner steps (the MAML paper's figure 2), ``<run>/sinusoid_fits.png``;
@@ -8,12 +11,13 @@ Two figures, on the first test tasks of the run's family:
   the true function (sinusoid) or the exact GP posterior given the same context (Gaussian processes),
   ``<run>/predictive.png``.
 
-From Python: ``plot_run(run_dir)``, or :func:`plot_sinusoid_fits` / :func:`plot_predictions` for a
-learner and a :class:`~metalab.data.regression.RegressionTasks` of one's own.
+From Python: ``plot_run(run_dir)``, :func:`plot_learning_curves`, or :func:`plot_sinusoid_fits` /
+:func:`plot_predictions` for a learner and a :class:`~metalab.data.regression.RegressionTasks` of one's own.
 """
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,26 +60,90 @@ def predictive_on_grid(learner: MetaLearner, task: Task, grid: torch.Tensor) -> 
 
 
 @contextmanager
-def task_panels(learner: MetaLearner, count: int, path: str | Path, dpi: int) -> Iterator[Any]:
-    """One row of ``count`` panels (matplotlib axes, yielded) with the learner in eval mode; on exit
-    the figure is written to ``path`` (folders created) and the learner's mode is restored."""
+def panels(count: int, path: str | Path, dpi: int) -> Iterator[Any]:
+    """One row of ``count`` panels (matplotlib axes, yielded); on exit the figure is written to ``path``
+    (folders created), in the format its suffix names (PNG without one)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    was_training = learner.training
-    learner.eval()
     figure, axes = plt.subplots(1, count, figsize=(4 * count, 3.2), squeeze=False)
     try:
         yield axes[0]
         figure.tight_layout()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=dpi)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # the format named, so that a path without a suffix is the file written (matplotlib would add .png)
+            figure.savefig(path, dpi=dpi, format=path.suffix[1:] or "png")
+        except OSError as error:
+            raise ValueError(f"cannot write the plot to {path} ({error.strerror or error}); give a PNG file path in a "
+                             f"writable folder") from None
     finally:
         plt.close(figure)
+
+
+@contextmanager
+def task_panels(learner: MetaLearner, count: int, path: str | Path, dpi: int) -> Iterator[Any]:
+    """:func:`panels` with the learner in eval mode, its mode restored on exit."""
+    was_training = learner.training
+    learner.eval()
+    try:
+        with panels(count, path, dpi) as axes:
+            yield axes
+    finally:
         learner.train(was_training)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of ``<run>/metrics.jsonl`` (lines cut short by a crash skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the run has no logged metrics yet; train it first "
+                                f"(metalab train RECIPE run.dir={run_dir})")
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def plot_learning_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
+    """The learning curves of a run, from its ``metrics.jsonl``: training loss; training accuracy (where the
+    learner logs one) and the validation score with its 95% CI band; the test score with its CI at its step.
+
+    Written to ``path`` (default ``<run>/curves.png``); returns the path.
+    """
+    records = read_metrics(run_dir)
+    train = [r for r in records if r.get("kind") == "train" and "loss" in r]
+    scored = [r for r in records if r.get("kind") in ("val", "test")]
+    if not train and not scored:
+        raise ValueError(f"{Path(run_dir) / 'metrics.jsonl'} holds no training or validation records to plot")
+    metric = "accuracy" if any("accuracy" in r for r in records) else "mse"
+    with panels(2, path or Path(run_dir) / "curves.png", dpi=110) as (loss_axis, score_axis):
+        loss_axis.plot([r["step"] for r in train], [r["loss"] for r in train], color="C0", label="training loss")
+        loss_axis.set(xlabel="step", ylabel="loss", title="training loss")
+        if metric == "accuracy":
+            trained = [r for r in train if "accuracy" in r]
+            score_axis.plot([r["step"] for r in trained], [r["accuracy"] for r in trained], color="C0", alpha=0.6,
+                            label="training (meta-batch)")
+        val = [r for r in records if r.get("kind") == "val" and metric in r]
+        if val:
+            steps = np.array([r["step"] for r in val])
+            mean, ci = np.array([r[metric] for r in val]), np.array([r.get("ci95", 0.0) for r in val])
+            score_axis.plot(steps, mean, "o-", color="C1", markersize=3, label="validation")
+            score_axis.fill_between(steps, mean - ci, mean + ci, color="C1", alpha=0.25, label="validation 95% CI")
+        for test in (r for r in records if r.get("kind") == "test" and metric in r):
+            score_axis.errorbar([test["step"]], [test[metric]], yerr=[test.get("ci95", 0.0)], fmt="s", color="C3",
+                                capsize=3, label="test")
+        score_axis.set(xlabel="step", ylabel=metric, title=metric)
+        for axis in (loss_axis, score_axis):
+            if axis.has_data():
+                axis.legend(fontsize=7, loc="best")
+    return Path(path or Path(run_dir) / "curves.png")
 
 
 def plot_sinusoid_fits(learner: MetaLearner, tasks: RegressionTasks, indices: Sequence[int], path: str | Path,
@@ -134,17 +202,21 @@ def plot_predictions(learner: MetaLearner, tasks: RegressionTasks, indices: Iter
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None, tasks: int = 4,
-             steps: Sequence[int] = (1, 10)) -> Path | None:
-    """Write the test-task plot of a trained regression run (best checkpoint) and return its path.
+             steps: Sequence[int] = (1, 10), curves: bool | None = None) -> Path | None:
+    """Write a run's plot and return its path.
 
-    Gradient-based learners on the sinusoid: pre-update and post-update fits against the true curve
-    (``<run>/sinusoid_fits.png``). Learners with a predictive distribution (neural processes):
-    predictive mean +- 2 std (``<run>/predictive.png``). None for runs that have no such plot.
+    Classification runs (or ``curves=True``): the learning curves (:func:`plot_learning_curves`,
+    ``<run>/curves.png``). Regression runs: the test-task plot of the best checkpoint. Gradient-based
+    learners on the sinusoid: pre-update and post-update fits against the true curve
+    (``<run>/sinusoid_fits.png``). Learners with a predictive distribution (neural processes): predictive
+    mean +- 2 std (``<run>/predictive.png``). None for regression runs that have no such plot.
     """
     from metalab.data.sources import is_regression
     from metalab.train.build import load_run
 
     learner, config, _ = load_run(run_dir)
+    if curves or (curves is None and not is_regression(config)):
+        return plot_learning_curves(run_dir, out)
     if not is_regression(config):
         return None
     source = regression_source(config.data.dataset, config.data.test_split, shots=config.eval.shots,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import math
 import os
 import sys
@@ -25,7 +26,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from metalab.data.sources import evaluation_episodes, input_shape, is_regression, load_split, task_source
 from metalab.accel.allocator import reuse_freed_memory
@@ -38,13 +38,15 @@ from metalab.train.distributed import (
     evaluate_distributed,
     sigterm_as_error,
 )
-from metalab.train.evaluate import EvalResult
-from metalab.train.logging import RunLogger, truncate_after
+from metalab.train.evaluate import EvalResult, episodes_per_batch
+from metalab.train.logging import RunLogger, TrainingProgress, truncate_after
 from metalab.train.run_lock import run_lock
 from metalab.utils.io import WriteError, atomic_write_text, stale_temp_files, write_error
 
 #: What a run directory holds besides its checkpoints (and ``train.lock`` while a trainer runs).
 RUN_FILES = ("config.yaml", "metrics.jsonl", "results.json", "tensorboard")
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -146,6 +148,7 @@ class Trainer:
             reuse_freed_memory()
         torch.manual_seed(config.train.seed)
         regression = is_regression(config)
+        log.info(f"loading {config.data.dataset} {config.data.train_split} and building {config.learner.name}")
         self.train_data = None if regression else load_split(config, config.data.train_split, self.data_root)
         self.input_shape = input_shape(config, self.data_root, self.train_data)
         self.learner = build_learner(config, self.input_shape).to(self.device)
@@ -284,7 +287,9 @@ class Trainer:
         return self.ranks.average_metrics({"past": past})["past"] > 0
 
     def validate(self) -> EvalResult:
-        return evaluate_distributed(self.learner, self.val_episodes, self.config.speed.eval_batch, self.device, self.ranks)
+        speed = self.config.speed
+        batch = episodes_per_batch(self.val_episodes, speed.eval_batch, speed.eval_images)
+        return evaluate_distributed(self.learner, self.val_episodes, batch, self.device, self.ranks)
 
     def _better(self, result: EvalResult) -> bool:
         if self.best is None:
@@ -330,10 +335,11 @@ class Trainer:
         self._record_how_computed(step)
         if ranks.is_main:
             atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(config))
-        logger = RunLogger(self.run_dir, tensorboard=config.run.tensorboard) if ranks.is_main else _NoLogger()
+        logger = (RunLogger(self.run_dir, tensorboard=config.run.tensorboard, config=config, step=step) if ranks.is_main
+                  else _NoLogger())
         total = config.train.steps
-        progress = tqdm(total=total, initial=step, desc=config.name, dynamic_ncols=True, unit="step",
-                        disable=not (config.train.progress and ranks.is_main))
+        progress = TrainingProgress(total, step, config.name, enabled=config.train.progress and ranks.is_main,
+                                    max_minutes=config.train.max_minutes)
         window: dict[str, float] = {}
         window_start, window_steps = time.perf_counter(), 0
         deadline = None if config.train.max_minutes is None else time.perf_counter() + 60.0 * config.train.max_minutes
@@ -346,21 +352,20 @@ class Trainer:
                 self.step = step
                 if deadline is not None and self._budget_spent(deadline):
                     self.stopped_by_budget = True
-                    if ranks.is_main:
-                        progress.write(f"step {step}: train.max_minutes={config.train.max_minutes} spent; "
-                                       f"validating, saving and testing this step as the last")
+                    log.info(f"step {step}: train.max_minutes={config.train.max_minutes} spent; "
+                             f"validating, saving and testing this step as the last")
                     total = step
                 window_steps += 1
                 for key, value in metrics.items():
                     window[key] = window.get(key, 0.0) + value
-                progress.update(1)
+                progress.update(step)
                 if step % config.train.log_every == 0 or step == total:
                     elapsed = time.perf_counter() - window_start
                     averaged = {k: v / window_steps for k, v in window.items()}
                     averaged["steps_per_second"] = window_steps / elapsed if elapsed > 0 else 0.0
                     averaged["lr"] = self.scheduler.get_last_lr()[0]
                     logger.log("train", step, averaged)
-                    progress.set_postfix({k: f"{averaged[k]:.3f}" for k in ("loss", "accuracy") if k in averaged})
+                    progress.show({k: averaged[k] for k in ("loss", "accuracy") if k in averaged})
                     window, window_start, window_steps = {}, time.perf_counter(), 0
                 if self.val_episodes is not None and (step % config.train.val_every == 0 or step == total):
                     result = self.validate()
@@ -392,7 +397,9 @@ class Trainer:
             self.learner.load_state_dict(best_model)
             checkpoint = BEST
         episodes = evaluation_episodes(config, config.data.test_split, data_root=self.data_root)
-        result = evaluate_distributed(self.learner, episodes, config.speed.eval_batch, self.device, ranks)
+        batch = episodes_per_batch(episodes, config.speed.eval_batch, config.speed.eval_images)
+        result = evaluate_distributed(self.learner, episodes, batch, self.device, ranks,
+                                      progress=config.train.progress and ranks.is_main)
         logger.log("test", step, {result.metric: result.mean, "ci95": result.ci95})
         results = {
             "recipe": config.name,
