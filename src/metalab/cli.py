@@ -49,6 +49,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = compose(saved, [*args.overrides, f"run.dir={target}"], origin=str(target / LAST))
     else:
         config = load_recipe(args.recipe, args.overrides)
+    if config.speed.reuse_freed_memory:  # process-wide, so the command's default, not the Trainer's
+        from metalab.accel.allocator import reuse_freed_memory
+
+        reuse_freed_memory()
     Trainer(config, data_root=args.data_root, resume=args.resume).fit()
     return 0
 

@@ -23,7 +23,6 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from metalab.data.sources import evaluation_episodes, input_shape, is_regression, load_split, task_source
-from metalab.accel.allocator import reuse_freed_memory
 from metalab.train.build import build_learner, build_optimizer
 from metalab.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from metalab.train.distributed import (
@@ -98,8 +97,6 @@ class Trainer:
         config = self.config
         if config.speed.threads:
             torch.set_num_threads(config.speed.threads)
-        if config.speed.reuse_freed_memory:
-            reuse_freed_memory()
         torch.manual_seed(config.train.seed)
         regression = is_regression(config)
         self.train_data = None if regression else load_split(config, config.data.train_split, self.data_root)
