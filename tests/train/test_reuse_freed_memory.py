@@ -7,6 +7,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from omegaconf import OmegaConf
+from test_trainer import folder_config
 
 from metalab.accel import allocator
 from metalab.cli import main
@@ -14,14 +16,11 @@ from metalab.config import load_recipe
 from metalab.train.trainer import Trainer
 
 
-def overrides(folders: dict[str, Path], run_dir: Path) -> list[str]:
-    return [
-        "data.dataset=folder", f"data.train_split={folders['train']}", f"data.val_split={folders['val']}",
-        f"data.test_split={folders['test']}", "data.invert_user_images=false", "data.image_size=28", "data.channels=1",
-        "task.ways=5", "task.queries=2", "task.meta_batch=2", "learner.hidden=8", "train.steps=2",
-        "train.val_every=2", "eval.episodes=5", "eval.val_episodes=5", "eval.queries=3", "train.progress=false",
-        "run.tensorboard=false", f"run.dir={run_dir}",
-    ]
+def recipe(folders: dict[str, Path], run_dir: Path, *overrides: str) -> Path:
+    """A YAML recipe (what ``metalab train`` reads) of a short run on the generated folders."""
+    path = run_dir.with_suffix(".yaml")
+    OmegaConf.save(folder_config(folders, run_dir, steps=2, **dict(o.split("=") for o in overrides)), path)
+    return path
 
 
 @pytest.fixture
@@ -44,14 +43,13 @@ def mallopt_calls(monkeypatch) -> list[tuple[int, int]]:
 
 
 def test_the_commands_apply_it_and_the_python_trainer_does_not(image_folders, tmp_path, mallopt_calls):
-    Trainer(load_recipe("omniglot-protonet-5w1s", overrides(image_folders, tmp_path / "python"))).fit()
+    Trainer(load_recipe(str(recipe(image_folders, tmp_path / "python")))).fit()
     assert mallopt_calls == []
-    assert main(["train", "omniglot-protonet-5w1s", *overrides(image_folders, tmp_path / "cli")]) == 0
+    assert main(["train", str(recipe(image_folders, tmp_path / "cli"))]) == 0
     assert len(mallopt_calls) == 2  # the mmap and trim thresholds
     allocator.reuse_freed_memory.cache_clear()
     assert main(["eval", str(tmp_path / "cli"), "--episodes", "5"]) == 0
     assert len(mallopt_calls) == 4
     allocator.reuse_freed_memory.cache_clear()
-    off = [*overrides(image_folders, tmp_path / "off"), "speed.reuse_freed_memory=false"]
-    assert main(["train", "omniglot-protonet-5w1s", *off]) == 0
+    assert main(["train", str(recipe(image_folders, tmp_path / "off", "speed.reuse_freed_memory=false"))]) == 0
     assert len(mallopt_calls) == 4
