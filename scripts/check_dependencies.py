@@ -86,7 +86,8 @@ def problems(root: Path = ROOT) -> list[str]:
               for d in sorted(runtime - used)]
     used_by_tests, unknown = distributions(imported_modules(tests), local_modules(tests))
     found += [f"tests import {m}, which no installed distribution provides" for m in sorted(unknown)]
-    found += [f"tests import {d}: add it to the test extra" for d in sorted(used_by_tests - runtime - test - {"pytest"})]
+    missing = used_by_tests - runtime - test - {"pytest"}
+    found += [f"tests import {d}: add it to the test extra" for d in sorted(missing)]
     return found
 
 
