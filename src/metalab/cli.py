@@ -112,6 +112,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = load_recipe(args.recipe, args.overrides)
     log.debug(f"the config of this run:\n{OmegaConf.to_yaml(config).rstrip()}")
+    if config.speed.reuse_freed_memory:  # process-wide, so the command's default, not the Trainer's
+        from metalab.accel.allocator import reuse_freed_memory
+
+        reuse_freed_memory()
     Trainer(config, data_root=args.data_root, resume=args.resume).fit()
     return 0
 

@@ -47,7 +47,10 @@ class SpeedOptions:
     #: torch intra-op threads (null = PyTorch's default; float sums may round differently with another count).
     threads: Optional[int] = None
     #: keep freed tensor memory in the process for reuse (:mod:`metalab.accel.allocator`): faster CPU
-    #: training, at the price of a resident size that stays at its peak.
+    #: training, at the price of a resident size that stays at its peak. It tunes glibc's ``malloc`` for the
+    #: whole process, so only the ``metalab train`` and ``metalab eval`` commands apply it; a program using
+    #: :class:`~metalab.train.trainer.Trainer` keeps its allocator unless it calls
+    #: :func:`metalab.accel.allocator.reuse_freed_memory` itself.
     reuse_freed_memory: bool = True
     #: episodes per forward batch in evaluation (at most; see ``eval_images``).
     eval_batch: int = 20

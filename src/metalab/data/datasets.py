@@ -46,7 +46,8 @@ def load_dataset(
             ``folder`` (84 px, 3 channels; ``split`` is the folder's path).
         split: a split of the data set, see :data:`DATASETS`.
         root: the data root for omniglot/miniimagenet (default ``$METALAB_DATA`` or the user data dir).
-        image_size, channels: override the defaults (omniglot is always 1 channel, mini-ImageNet 3).
+        image_size: overrides the data set's default side length in pixels.
+        channels: overrides the default channels (omniglot is always 1 channel, mini-ImageNet 3).
         invert: ``folder`` only: invert grey-scale images (dark strokes on light paper -> bright strokes).
     """
     if dataset not in DATASETS:

@@ -28,7 +28,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from metalab.data.sources import evaluation_episodes, input_shape, is_regression, load_split, task_source
-from metalab.accel.allocator import reuse_freed_memory
 from metalab.train.build import build_learner, build_optimizer
 from metalab.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from metalab.train.distributed import (
@@ -144,8 +143,6 @@ class Trainer:
         config = self.config
         if config.speed.threads:
             torch.set_num_threads(config.speed.threads)
-        if config.speed.reuse_freed_memory:
-            reuse_freed_memory()
         torch.manual_seed(config.train.seed)
         regression = is_regression(config)
         log.info(f"loading {config.data.dataset} {config.data.train_split} and building {config.learner.name}")
