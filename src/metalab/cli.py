@@ -1,4 +1,4 @@
-"""The ``metalab`` command: recipes, train, eval, predict, data."""
+"""The ``metalab`` command: recipes, train, eval, predict, data, automl."""
 from __future__ import annotations
 
 import argparse
@@ -202,6 +202,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root")
     p.add_argument("--download", choices=["omniglot"], help="download a data set into the data root")
     p.set_defaults(func=cmd_data)
+
+    from metalab.automl.cli import add_automl_parser
+
+    add_automl_parser(sub)
     return top
 
 
