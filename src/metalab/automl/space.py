@@ -255,3 +255,12 @@ def build_estimator(learner: str, values: dict[str, Any], seed: int = 0, train_r
     else:
         raise ValueError(f"unknown learner {learner!r}; the learners are {', '.join(LEARNERS)}")
     return make_pipeline(preprocess, model)
+
+
+def suggest_configuration(trial, learners: list[str] | None = None) -> tuple[str, np.ndarray]:
+    """Ask an Optuna trial for a point of the flat space: ``learner`` (categorical) and ``u1``..``u4``
+    in [0, 1], always all four, so that the space is the same for every trial (what Optuna's
+    multivariate TPE and GP samplers need). Returns ``(learner, unit)``, ``unit`` of shape (4,)."""
+    learner = trial.suggest_categorical("learner", list(learners or LEARNERS))
+    unit = np.array([trial.suggest_float(f"u{i + 1}", 0.0, 1.0) for i in range(UNIT_DIMENSIONS)])
+    return learner, unit
