@@ -18,24 +18,24 @@ class TableError(ValueError):
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV file; a missing, unparsable or empty file is a :class:`TableError`."""
-    path = Path(path)
-    if not path.exists():
-        raise TableError(f"no file {path}; pass the path of a CSV file with a header row")
-    try:
-        frame = pd.read_csv(path, sep=None, engine="python")
-    except pd.errors.EmptyDataError:
-        raise TableError(f"{path} is empty; it needs a header row and at least one row per class") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, csv_error()) as error:
-        raise TableError(f"{path} is not a readable CSV table ({str(error).splitlines()[0]}); "
-                         "save it as comma-separated text with one header row") from None
-    return frame
-
-
-def csv_error() -> type[Exception]:
+    """Read a comma-separated file with a header row; a missing, binary, unparsable or empty file
+    is a :class:`TableError`."""
     import csv
 
-    return csv.Error
+    path = Path(path)
+    if not path.is_file():
+        raise TableError(f"no file {path}; pass the path of a CSV file with a header row")
+    head = path.open("rb").read(1 << 16)
+    if not head.strip():
+        raise TableError(f"{path} is empty; it needs a header row and at least one row per class")
+    try:
+        if b"\x00" in head:
+            raise UnicodeDecodeError("utf-8", head, head.index(b"\x00"), head.index(b"\x00") + 1, "a NUL byte: binary data")
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as error:
+        raise TableError(f"{path} is not a readable CSV table ({str(error).splitlines()[0]}); "
+                         "save it as comma-separated UTF-8 text with one header row") from None
+    return frame
 
 
 def classification_task(frame: pd.DataFrame, target: str, name: str = "table", min_class_rows: int = 3) -> TabularTask:
