@@ -83,3 +83,8 @@ def test_other_settings_are_refused(tiny_metadataset_file, tmp_path):
     shutil.copy(tiny_metadataset_file, path)
     with pytest.raises(MetaDatasetError, match="other settings.*seed"):
         build_metadataset(path, BuildPlan(TINY_PLAN.tasks, seed=1, per_learner=1), progress=False)
+
+
+def test_several_processes_build_the_same_file(tiny_metadataset_file, tmp_path):
+    parallel = load_metadataset(build_metadataset(tmp_path / "parallel.sqlite", TINY_PLAN, jobs=2, progress=False))
+    np.testing.assert_array_equal(parallel.scores, load_metadataset(tiny_metadataset_file).scores)

@@ -12,6 +12,7 @@ an evaluation again); the other methods choose among the design's configurations
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,12 +50,11 @@ class SurrogateCache:
     def predictions(self, meta: MetaDataset) -> tuple[np.ndarray, np.ndarray]:
         from metalab.automl.rgpe import base_predictions
 
-        for t, task in enumerate(meta.tasks):
-            key = f"{task}:{hash(meta.scores[t].tobytes())}"
+        keys = [f"{task}:{hashlib.sha1(meta.scores[t].tobytes()).hexdigest()}" for t, task in enumerate(meta.tasks)]
+        for t, key in enumerate(keys):
             if key not in self.rows:
                 mean, std = base_predictions(meta.scores[t : t + 1], self.x, self.seed)
                 self.rows[key] = (mean[0], std[0])
-        keys = [f"{task}:{hash(meta.scores[t].tobytes())}" for t, task in enumerate(meta.tasks)]
         return np.stack([self.rows[k][0] for k in keys]), np.stack([self.rows[k][1] for k in keys])
 
 
@@ -79,8 +79,10 @@ def run_optuna(train: MetaDataset, objective: TabularObjective, budget: int, sam
     study.optimize(score, n_trials=budget)
 
 
-def run_sequence(choose: Callable[[], int], observe: Callable[[int, float], None], objective: TabularObjective, budget: int) -> None:
-    for _ in range(budget):
+def run_sequence(choose: Callable[[], int], observe: Callable[[int, float], None], objective: TabularObjective,
+                 budget: int, configurations: int) -> None:
+    """``budget`` rounds of propose-evaluate-observe, fewer if the design runs out of configurations."""
+    for _ in range(min(budget, configurations)):
         index = choose()
         observe(index, objective(index))
 
@@ -117,7 +119,7 @@ def run_method(method: str, train: MetaDataset, features: pd.Series, objective: 
         from metalab.automl.pmf import PMFOptimiser
 
         optimiser = PMFOptimiser(train.scores, seed=seed)
-        run_sequence(optimiser.propose, optimiser.observe, objective, budget)
+        run_sequence(optimiser.propose, optimiser.observe, objective, budget, len(train.configurations))
     elif method in ("rgpe", "gp-design"):
         from metalab.automl.rgpe import RGPEOptimiser, encode
 
@@ -128,7 +130,7 @@ def run_method(method: str, train: MetaDataset, features: pd.Series, objective: 
         else:
             mean, std = np.zeros((0, len(x))), np.zeros((0, len(x)))
         optimiser = RGPEOptimiser(x, mean, std, seed=seed)
-        run_sequence(optimiser.propose, optimiser.observe, objective, budget)
+        run_sequence(optimiser.propose, optimiser.observe, objective, budget, len(train.configurations))
     else:
         raise ValueError(f"unknown method {method!r}; the methods are {', '.join(METHODS + ('gp-design',))}")
 
