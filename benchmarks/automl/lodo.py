@@ -155,4 +155,11 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    # one thread per process: BLAS and torch threads fighting over 2 shared cores made the GP fits
+    # about 8x slower; parallelism comes from --jobs
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        sys.exit(main())

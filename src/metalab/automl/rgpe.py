@@ -31,13 +31,16 @@ def encode(configurations: list[Configuration]) -> np.ndarray:
     return np.hstack([onehot, np.array([c.unit for c in configurations])])
 
 
-def fit_gp(x: np.ndarray, y: np.ndarray, seed: int = 0):
-    """A scikit-learn GP on inputs ``x`` (n, d) and standardised targets ``y`` (n,)."""
+def fit_gp(x: np.ndarray, y: np.ndarray, seed: int = 0, kernel=None):
+    """A scikit-learn GP on inputs ``x`` (n, d) and standardised targets ``y`` (n,); its kernel's
+    hyperparameters are fitted by marginal likelihood starting from ``kernel`` (the previous
+    step's fitted kernel in a BO loop, which the optimiser then only refines)."""
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-    kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(np.ones(x.shape[1]), (1e-2, 1e2), nu=2.5) \
-        + WhiteKernel(1e-2, (1e-6, 1.0))
+    if kernel is None:
+        kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(np.ones(x.shape[1]), (1e-2, 1e2), nu=2.5) \
+            + WhiteKernel(1e-2, (1e-6, 1.0))
     gp = GaussianProcessRegressor(kernel, normalize_y=False, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -113,6 +116,7 @@ class RGPEOptimiser:
         self.columns: list[int] = []
         self.values: list[float] = []
         self.last_weights: np.ndarray | None = None
+        self.kernel = None
 
     def observe(self, column: int, value: float) -> None:
         self.columns.append(int(column))
@@ -133,7 +137,8 @@ class RGPEOptimiser:
                 remaining = np.setdiff1d(np.arange(m), self.columns)
                 return int(self.rng.choice(remaining))
         else:
-            gp = fit_gp(self.x[self.columns], y, self.seed)
+            gp = fit_gp(self.x[self.columns], y, self.seed, self.kernel)
+            self.kernel = gp.kernel_
             target_mean, target_std = gp.predict(self.x, return_std=True)
             if B:
                 loo_mean, loo_std = leave_one_out(gp, y)
