@@ -41,8 +41,10 @@ def loaded(path: str, cache_path: Path):
     """The meta-dataset and the per-task surrogates, read once per process."""
     if path not in _LOADED:
         meta = load_metadataset(path)
-        with cache_path.open("rb") as file:
-            cache = pickle.load(file)
+        cache = None
+        if cache_path.exists():
+            with cache_path.open("rb") as file:
+                cache = pickle.load(file)
         _LOADED[path] = (meta, cache)
     return _LOADED[path]
 
@@ -108,7 +110,7 @@ def main() -> int:
             for seed in range(args.seeds) for task in tasks]
     jobs = [job for job in jobs if job[1]]
     cache_path = out / "surrogates.pkl"
-    if not cache_path.exists():
+    if not cache_path.exists() and "rgpe" in args.methods and jobs and not args.summary_only:
         # each known task's GP is fitted on that task's own scores only, so one fit per task serves
         # every fold in which the task is a known task (and is never used when it is held out)
         from metalab.automl.rgpe import encode

@@ -134,19 +134,22 @@ class TaskRows:
     shape: tuple[int, int, int]
     results: list[tuple[str, int, float, float]]
     features: list[tuple[str, float]]
+    cpu_seconds: float = 0.0
 
 
 def evaluate_task(task: TabularTask, configurations: list[Configuration], seed: int, folds: int) -> TaskRows:
     """Score every configuration on ``task`` over its fixed split, and compute its meta-features."""
     from metalab.automl.metafeatures import metafeatures
 
+    started = time.process_time()
     splits = fold_indices(task.name, task.y, folds, seed)
     results = []
     for config in configurations:
         for fold in cross_validate(config, task.x, task.y, splits, seed=seed):
             results.append((config.id, fold.fold, fold.score, fold.fit_seconds))
     features = list(metafeatures(task.x, task.y, seed=seed).items())
-    return TaskRows(task.name, task.source, task.target, (len(task.y), task.x.shape[1], task.classes), results, features)
+    return TaskRows(task.name, task.source, task.target, (len(task.y), task.x.shape[1], task.classes), results, features,
+                    time.process_time() - started)
 
 
 def _evaluate_by_name(name: str, plan: BuildPlan) -> TaskRows:
@@ -230,10 +233,11 @@ def build_metadataset(path: str | Path, plan: BuildPlan, jobs: int = 1, progress
             now = time.perf_counter()
             elapsed, clock[0] = now - clock[0], now
             with connection:
-                # the build's wall time, summed over resumed runs, is committed with each task
-                connection.execute("INSERT INTO meta VALUES ('build_seconds', ?) ON CONFLICT(key) DO UPDATE SET "
-                                   "value = CAST(CAST(value AS REAL) + CAST(excluded.value AS REAL) AS TEXT)",
-                                   (str(elapsed),))
+                # the build's wall time and the tasks' CPU time, summed over resumed runs, committed with each task
+                for key, value in (("build_seconds", elapsed), ("build_cpu_seconds", rows.cpu_seconds)):
+                    connection.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                                       "value = CAST(CAST(value AS REAL) + CAST(excluded.value AS REAL) AS TEXT)",
+                                       (key, str(value)))
                 connection.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)",
                                        [(rows.name, *r) for r in rows.results])
                 connection.executemany("INSERT OR REPLACE INTO metafeatures VALUES (?, ?, ?)",
@@ -359,7 +363,8 @@ def describe_metadataset(path: str | Path) -> str:
         f"  tasks {len(good)}/{len(planned)}, configurations {configs}, result rows {rows}, folds {meta.get('folds')}, "
         f"seed {meta.get('seed')}, design {meta.get('design')}",
         f"  versions {meta.get('versions')}",
-        f"  build time so far {float(meta.get('build_seconds', 0)) / 60:.1f} min",
+        f"  build time so far {float(meta.get('build_seconds', 0)) / 60:.1f} min of wall time (paused time included), "
+        f"{float(meta.get('build_cpu_seconds', 0)) / 60:.1f} min of CPU time in the evaluating processes",
     ]
     if bad:
         lines.append(f"  damaged tasks (redone on the next build): {', '.join(bad)}")
