@@ -363,8 +363,9 @@ def describe_metadataset(path: str | Path) -> str:
         f"  tasks {len(good)}/{len(planned)}, configurations {configs}, result rows {rows}, folds {meta.get('folds')}, "
         f"seed {meta.get('seed')}, design {meta.get('design')}",
         f"  versions {meta.get('versions')}",
-        f"  build time so far {float(meta.get('build_seconds', 0)) / 60:.1f} min of wall time (paused time included), "
-        f"{float(meta.get('build_cpu_seconds', 0)) / 60:.1f} min of CPU time in the evaluating processes",
+        f"  build time so far {float(meta.get('build_seconds', 0)) / 60:.1f} min of wall time (paused time included)"
+        + (f", {float(meta['build_cpu_seconds']) / 60:.1f} min of CPU time in the evaluating processes"
+           if "build_cpu_seconds" in meta else ""),
     ]
     if bad:
         lines.append(f"  damaged tasks (redone on the next build): {', '.join(bad)}")
