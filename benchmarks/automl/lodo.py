@@ -92,6 +92,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--tasks", type=int, help="only the first N tasks")
+    parser.add_argument("--skip", type=int, default=0, help="leave out the first N tasks (split a run over processes)")
     parser.add_argument("--summary-only", action="store_true", help="skip running; summarise lodo.jsonl")
     args = parser.parse_args()
 
@@ -99,7 +100,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "lodo.jsonl"
     meta = load_metadataset(args.metadataset)
-    tasks = meta.tasks[: args.tasks] if args.tasks else meta.tasks
+    tasks = (meta.tasks[: args.tasks] if args.tasks else meta.tasks)[args.skip :]
     done = set()
     if rows_path.exists():
         for line in rows_path.read_text().splitlines():

@@ -87,10 +87,10 @@ def plot_importance(table: pd.DataFrame, path: str | Path) -> Path:
     for axis, learner in zip(axes[0], learners):
         rows = table[table.learner == learner]
         axis.bar(rows.hyperparameter, rows.importance_mean, yerr=rows.importance_std, capsize=3, color="tab:blue")
-        axis.set_title(learner)
+        axis.set_title(f"{learner} (mean +- std over tasks)", fontsize=9)
         axis.set_ylim(0, 1)
         axis.tick_params(axis="x", rotation=45)
-    axes[0][0].set_ylabel("fANOVA importance (mean +- std over tasks)")
+    axes[0][0].set_ylabel("fANOVA importance")
     figure.tight_layout()
     path = Path(path)
     atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=110))
