@@ -1,4 +1,4 @@
-"""The ``metalab`` command: recipes, show, train, eval, predict, plot, data.
+"""The ``metalab`` command: recipes, show, train, eval, predict, plot, data, automl.
 
 What a command outputs (listings, configs, scores, predictions, paths) goes to stdout. Its own messages
 (what it is doing, which checkpoint it uses, warnings, errors) go through Python's ``logging`` (the
@@ -334,6 +334,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help=DATA_ROOT_HELP)
     p.add_argument("--download", choices=["omniglot"], help="download a data set into the data root")
     p.set_defaults(func=cmd_data)
+
+    from metalab.automl.cli import add_automl_parser
+
+    add_automl_parser(sub)
     return top
 
 

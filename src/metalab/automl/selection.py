@@ -1,0 +1,67 @@
+"""Algorithm selection meta-models: from a task's meta-features, predict the best learner (zero-
+shot) and the score of every design configuration, hence a ranking of configurations.
+
+The algorithm selection problem of Rice (1976), solved as supervised learning over the meta-
+dataset (Brazdil et al., "Metalearning", 2nd ed. 2022, Ch. 2 and 5): a random forest classifier
+for the learner, a multi-output random forest regressor for the configurations' balanced
+accuracies, both on median-imputed, standardised meta-features.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from metalab.automl.metadataset import MetaDataset
+from metalab.automl.warmstart import MetaFeatureScaler
+
+
+def best_learners(meta: MetaDataset) -> list[str]:
+    """Per task, the learner of its best configuration."""
+    return [meta.configurations[int(i)].learner for i in np.argmax(meta.scores, axis=1)]
+
+
+@dataclass
+class LearnerSelector:
+    """Random forest: standardised meta-features -> the learner of the best configuration."""
+
+    scaler: MetaFeatureScaler
+    model: object
+
+    @classmethod
+    def fit(cls, meta: MetaDataset, seed: int = 0) -> "LearnerSelector":
+        from sklearn.ensemble import RandomForestClassifier
+
+        scaler = MetaFeatureScaler.fit(meta.metafeatures)
+        model = RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=1)
+        model.fit(scaler.transform(meta.metafeatures), best_learners(meta))
+        return cls(scaler, model)
+
+    def predict(self, features: pd.Series) -> str:
+        return str(self.model.predict(self.scaler.transform(features))[0])
+
+
+@dataclass
+class ConfigurationRanker:
+    """Multi-output random forest: standardised meta-features -> every configuration's score."""
+
+    scaler: MetaFeatureScaler
+    model: object
+
+    @classmethod
+    def fit(cls, meta: MetaDataset, seed: int = 0) -> "ConfigurationRanker":
+        from sklearn.ensemble import RandomForestRegressor
+
+        scaler = MetaFeatureScaler.fit(meta.metafeatures)
+        model = RandomForestRegressor(n_estimators=200, min_samples_leaf=2, random_state=seed, n_jobs=1)
+        model.fit(scaler.transform(meta.metafeatures), meta.scores)
+        return cls(scaler, model)
+
+    def predict(self, features: pd.Series) -> np.ndarray:
+        """Predicted balanced accuracy of every configuration, shape ``(configurations,)``."""
+        return np.asarray(self.model.predict(self.scaler.transform(features))[0], dtype=float)
+
+    def ranking(self, features: pd.Series) -> list[int]:
+        """Configuration indices, best predicted first."""
+        return [int(i) for i in np.argsort(-self.predict(features), kind="stable")]
