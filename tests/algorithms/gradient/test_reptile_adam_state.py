@@ -16,7 +16,7 @@ from metalab.config import compose
 from metalab.train.checkpoint import load_checkpoint
 from metalab.train.trainer import Trainer
 
-from tests.algorithms.gradient.test_gradient_learners import build, make_tasks
+from test_gradient_learners import build, make_tasks
 
 LR, BETAS, STEPS = 0.01, (0.0, 0.999), 3
 
