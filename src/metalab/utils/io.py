@@ -8,11 +8,13 @@ as it was, and is raised as a :class:`WriteError` that names the file and the ca
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import IO, Any
 
 #: The OS errors that mean "this place cannot be written", and how a user reads them.
 WRITE_FAILURES: dict[int, str] = {
@@ -85,6 +87,14 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """``write(file)`` into memory, then :func:`atomic_write_bytes` to ``path`` (for writers that want a file object,
+    e.g. ``figure.savefig`` or ``joblib.dump``)."""
+    buffer = io.BytesIO()
+    write(buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def stale_temp_files(directory: str | Path, names: Iterable[str]) -> list[Path]:
