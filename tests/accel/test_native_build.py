@@ -48,9 +48,10 @@ def checkout(root: Path) -> Path:
 
 def run(program: str, cache: Path, source: Path | None = None, env: dict[str, str] | None = None,
         remove: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "TORCH_EXTENSIONS_DIR": str(cache), **(env or {})}
+    environment = dict(os.environ)
     for name in (native.ENV, *remove):
         environment.pop(name, None)
+    environment.update({"TORCH_EXTENSIONS_DIR": str(cache), **(env or {})})
     if source is not None:
         environment["PYTHONPATH"] = str(source)
     result = subprocess.run([sys.executable, "-c", program], env=environment, capture_output=True, text=True,
@@ -130,6 +131,25 @@ print(tuple(task_forward(module, params, torch.rand(1, 3, 1, 28, 28), ForwardSet
     assert "compiling" not in outputs[0].stderr and "ninja" not in outputs[0].stderr
     assert second == []
     assert (Path(directory) / native.NO_COMPILER).exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the kernels are not built on Windows")
+def test_a_failed_build_is_not_attempted_again_by_every_process(tmp_path):
+    """A compiler that fails (here a script that prints an error and exits 1): the first process tries, warns and
+    marks the failure; the next warns with the reason and how to retry, without building; ``rebuild`` retries."""
+    compiler = tmp_path / "failing-c++"
+    compiler.write_text("#!/bin/sh\necho 'error: simulated compile failure' >&2\nexit 1\n")
+    compiler.chmod(0o755)
+    cache = tmp_path / "cache"
+    first, second = (run(LOAD, cache, env={"CXX": str(compiler)}) for _ in range(2))
+    retried = run(LOAD, cache, env={"CXX": str(compiler), native.ENV: native.REBUILD})
+    directory = loaded(first)[2]
+    assert not loaded(first)[1] and not loaded(second)[1] and not loaded(retried)[1]
+    assert "compiling its CPU kernels" in first.stderr and "could not be built" in first.stdout
+    assert (directory / native.FAILED).exists()
+    assert "compiling" not in second.stderr, second.stderr
+    assert "an earlier build failed" in second.stdout and f"{native.ENV}={native.REBUILD}" in second.stdout
+    assert "compiling its CPU kernels" in retried.stderr
 
 
 def test_a_compiler_installed_later_is_looked_for_again(tmp_path, monkeypatch):

@@ -14,8 +14,10 @@ kernel if its holder dies), and says so in one line.
 
 Without the C++ compiler PyTorch would use (``$CXX``, default ``c++``), nothing is attempted: the first
 process says so in one line and leaves a marker (``no-compiler``) in the build directory, later ones fall back
-silently, and a compiler installed later is found by the next process. A build that fails otherwise warns
-once per process, naming the reason.
+silently, and a compiler installed later is found by the next process. A build that fails otherwise (a
+compile error, missing headers) leaves a marker (``failed``, holding the reason) so that later processes do not
+spend the build's time again: each warns once, naming the reason and how to try again (delete the marker, or
+set ``METALAB_NATIVE=rebuild``).
 
 Kernels (``torch.ops.metalab_native``): ``patch_conv_pool`` and its backward
 (:mod:`metalab.accel.patch_conv_pool`), ``batch_norm_relu_pool`` with its backward and double backward,
@@ -48,12 +50,25 @@ SOURCES = tuple(HERE / name for name in
 BUILT = "built"
 #: written in the build directory by the first process that found no compiler
 NO_COMPILER = "no-compiler"
+#: written in the build directory by a build that failed otherwise; holds the reason
+FAILED = "failed"
+#: the value of ``METALAB_NATIVE`` that tries a failed build again
+REBUILD = "rebuild"
 
 _state: dict[str, object] = {}
 
 
 class CompilerNotFound(RuntimeError):
     """The C++ compiler PyTorch's extension tool would run is not on PATH."""
+
+
+class FailedBefore(RuntimeError):
+    """An earlier process's build of these sources failed; it is not tried again without being asked."""
+
+    @classmethod
+    def marked_by(cls, marker: Path) -> FailedBefore:
+        return cls(f"an earlier build failed: {marker.read_text().strip()}; delete {marker} or set "
+                   f"{ENV}={REBUILD} to try again")
 
 
 def _flags() -> list[str]:
@@ -147,9 +162,15 @@ def _build() -> None:
     if _load_built(directory, name):
         return
     _check_compiler(directory)
+    failed = directory / FAILED
+    retry = os.environ.get(ENV, "").strip().lower() == REBUILD
+    if failed.exists() and not retry:
+        raise FailedBefore.marked_by(failed)
     with _exclusive(directory / "metalab.flock"):
         if _load_built(directory, name):  # built by the process we waited for
             return
+        if failed.exists() and not retry:  # failed in the process we waited for
+            raise FailedBefore.marked_by(failed)
         print(f"metalab: compiling its CPU kernels into {directory} (once per machine and version, "
               f"under a minute; {ENV}=0 skips them)", file=sys.stderr, flush=True)
         # PyTorch marks a build in progress with a plain file named "lock" and waits, forever, while it
@@ -171,10 +192,21 @@ def _build() -> None:
         from torch.utils import cpp_extension
 
         _ninja_on_path()
-        cpp_extension.load(name=name, sources=[str(copies / path.name) for path in SOURCES], extra_cflags=_flags(),
-                           extra_ldflags=["-fopenmp"], build_directory=str(directory), is_python_module=False,
-                           verbose=False)
+        try:
+            cpp_extension.load(name=name, sources=[str(copies / path.name) for path in SOURCES],
+                               extra_cflags=_flags(), extra_ldflags=["-fopenmp"], build_directory=str(directory),
+                               is_python_module=False, verbose=False)
+        except Exception as error:
+            failed.write_text(f"{type(error).__name__}: {_last_line(error)}\n")
+            raise
+        failed.unlink(missing_ok=True)
         (directory / BUILT).write_text(f"{name} {torch.__version__}\n")
+
+
+def _last_line(error: BaseException) -> str:
+    """The last line of an error's message (a compiler's output ends with the line that says what failed)."""
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else repr(error)
 
 
 @contextlib.contextmanager
@@ -212,7 +244,7 @@ def available() -> bool:
                 _state["error"] = error
                 if fcntl is not None:
                     warnings.warn(f"metalab's compiled CPU kernels could not be built ({type(error).__name__}: "
-                                  f"{str(error).strip().splitlines()[-1] if str(error).strip() else error}); "
+                                  f"{_last_line(error)}); "
                                   f"running the pure-PyTorch path, which is slower. Install a C++ compiler and "
                                   f"ninja (pip install ninja) to build them, or set {ENV}=0 to silence this.",
                                   RuntimeWarning, stacklevel=2)
