@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from metalab.algorithms.metric.gnn import GNNOptions, GraphNetwork, LearnedAdjacency
-from metalab.algorithms.metric.relation import RelationNetwork, RelationOptions, class_feature_sums
+from metalab.algorithms.metric.relation import RelationNetwork, RelationOptions
+from metalab.nn.class_pooling import class_sums
 from metalab.data.episodes import EpisodeSampler
 from metalab.data.task import Task
 
@@ -39,7 +40,7 @@ def test_outputs_are_invariant_to_support_order(class_dataset):
 def test_relation_classes_are_summed_support_maps_and_loss_is_mse_on_one_hot():
     support = torch.randn(2, 6, 3, 2, 2)
     labels = torch.tensor([[0, 1, 0, 2, 1, 2], [2, 2, 1, 0, 0, 1]])
-    sums = class_feature_sums(support, labels, 3)
+    sums = class_sums(support, labels, 3)
     for t in range(2):
         for k in range(3):
             torch.testing.assert_close(sums[t, k], support[t][labels[t] == k].sum(0))

@@ -12,6 +12,7 @@ from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone
+from metalab.nn.class_pooling import class_means
 
 
 @dataclass
@@ -24,14 +25,6 @@ class ProtoNetOptions(BackboneOptions):
     #: meta-batch: slower, but the model no longer depends on how a meta-batch is split across
     #: distributed ranks (see README, distributed training).
     per_task_statistics: bool = False
-
-
-def prototypes(support_embeddings: Tensor, support_y: Tensor, ways: int) -> Tensor:
-    """Class means: embeddings [T, S, D], labels [T, S] (0..ways-1) -> prototypes [T, ways, D]."""
-    one_hot = F.one_hot(support_y, ways).to(support_embeddings.dtype)  # [T, S, W]
-    sums = one_hot.transpose(1, 2) @ support_embeddings  # [T, W, D]
-    counts = one_hot.sum(1).clamp_min(1).unsqueeze(-1)  # [T, W, 1]
-    return sums / counts
 
 
 def prototype_logits(query_embeddings: Tensor, protos: Tensor, distance: str, cosine_scale: float) -> Tensor:
@@ -62,7 +55,7 @@ class ProtoNet(EpisodicMetricLearner):
 
     def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
         """Support [T, S, D], labels [T, S], query [T, Q, D] -> logits [T, Q, ways]."""
-        protos = prototypes(support, support_y, ways)
+        protos = class_means(support, support_y, ways)  # the prototypes [T, W, D]
         return prototype_logits(query, protos, self.options.distance, self.options.cosine_scale)
 
     def logits(self, batch: Task) -> Tensor:

@@ -18,6 +18,7 @@ from metalab.algorithms.metric.base import EpisodicMetricLearner
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import conv_block
+from metalab.nn.class_pooling import class_sums
 
 
 @dataclass
@@ -57,12 +58,6 @@ class RelationModule(nn.Module):
         return torch.sigmoid(self.fc(self.blocks(pairs).flatten(1))).squeeze(-1)
 
 
-def class_feature_sums(support: Tensor, support_y: Tensor, ways: int) -> Tensor:
-    """Sum of the support feature maps of each class: [T, S, *F], labels [T, S] -> [T, ways, *F]."""
-    one_hot = F.one_hot(support_y, ways).to(support.dtype)  # [T, S, W]
-    return (one_hot.transpose(1, 2) @ support.flatten(2)).view(*support.shape[:1], ways, *support.shape[2:])
-
-
 @register("relation")
 class RelationNetwork(EpisodicMetricLearner):
     """Logits are the relation scores (in [0, 1]); the argmax is the predicted class."""
@@ -78,7 +73,7 @@ class RelationNetwork(EpisodicMetricLearner):
         self.relation = RelationModule(options.hidden, options.relation_hidden, feature_shape)
 
     def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
-        classes = class_feature_sums(support, support_y, ways)  # [T, W, C, h, w]
+        classes = class_sums(support, support_y, ways)  # [T, W, C, h, w]
         tasks, queries = query.shape[:2]
         pairs = torch.cat([
             classes.unsqueeze(1).expand(-1, queries, -1, -1, -1, -1),

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metalab.algorithms.metric.protonet import prototypes
 from metalab.algorithms.model.base import EmbeddingClassifier, EncoderOptions
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import MLP
+from metalab.nn.class_pooling import class_means
 
 
 @dataclass
@@ -35,7 +35,7 @@ class CNPClassifier(EmbeddingClassifier):
         self.g = MLP(self.embedding_size + options.representation_size, [options.decoder_size, options.decoder_size], 1)
 
     def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
-        representations = prototypes(self.h(support), support_y, ways)  # [T, W, R]
+        representations = class_means(self.h(support), support_y, ways)  # [T, W, R]
         queries = query.unsqueeze(2).expand(-1, -1, ways, -1)  # [T, Q, W, D]
         classes = representations.unsqueeze(1).expand(-1, query.shape[1], -1, -1)  # [T, Q, W, R]
         return self.g(torch.cat([queries, classes], dim=-1)).squeeze(-1)

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from metalab.algorithms.metric.protonet import prototypes
 from metalab.algorithms.model.base import EmbeddingClassifier, EncoderOptions
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import MLP
+from metalab.nn.class_pooling import class_means
 
 
 @dataclass
@@ -41,7 +41,7 @@ class HeadGenerator(nn.Module):
         self.rho = MLP(2 * set_size, [set_size], features + 1)
 
     def forward(self, support: Tensor, labels: Tensor, ways: int) -> tuple[Tensor, Tensor]:
-        class_codes = prototypes(self.phi(support), labels, ways)  # [T, W, H]
+        class_codes = class_means(self.phi(support), labels, ways)  # [T, W, H]
         task_code = class_codes.mean(1, keepdim=True).expand_as(class_codes)
         generated = self.rho(torch.cat([class_codes, task_code], dim=-1))  # [T, W, D + 1]
         return generated[..., :-1], generated[..., -1]
