@@ -60,7 +60,7 @@ def evaluate(job: dict, ranks: Ranks, out: Path) -> None:
 def main(jobs_file: str) -> None:
     jobs = json.loads(Path(jobs_file).read_text())
     with distributed_session("cpu") as ranks:
-        for job in jobs:
+        for index, job in enumerate(jobs):
             out = Path(job["out"])
             out.mkdir(parents=True, exist_ok=True)
             try:
@@ -69,6 +69,9 @@ def main(jobs_file: str) -> None:
                 if not job.get("expect_error"):
                     raise
                 (out / f"error-rank{ranks.rank}.txt").write_text(f"{type(error).__name__}: {error}")
+            # where a launch that fails stopped: after which job, or at exit
+            print(f"rank {ranks.rank}: job {index} ({job['kind']} {out.name}) done", flush=True)
+    print(f"rank {ranks.rank}: left the process group", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import warnings
 from dataclasses import fields
 from functools import cache
 from pathlib import Path
@@ -124,7 +126,28 @@ def launch(jobs: list[dict], directory: Path, processes: int = 2) -> subprocess.
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         pytest.fail(f"the distributed launch did not finish in {LAUNCH_TIMEOUT} s:\n{output[-4000:]}")
-    return subprocess.CompletedProcess(command, process.returncode, output)
+    returncode = process.returncode
+    if returncode != 0 and teardown_abort_only(output, processes):
+        # Every rank finished its jobs and left the process group; one then aborted in the interpreter's
+        # teardown (gloo's worker threads, pytorch/pytorch#179291): rare, and nothing of the run is lost.
+        warnings.warn(f"a rank aborted after leaving the process group (SIGABRT at exit): {output[-300:]}")
+        returncode = 0
+    return subprocess.CompletedProcess(command, returncode, output)
+
+
+def teardown_abort_only(output: str, processes: int) -> bool:
+    """Whether a failed launch's only failure is a SIGABRT after every rank left the process group."""
+    left = all(f"rank {rank}: left the process group" in output for rank in range(processes))
+    exit_codes = re.findall(r"exitcode\s*:\s*(-?\d+)", output)
+    return left and "-6" in exit_codes and set(exit_codes) <= {"-6", "-15"}
+
+
+def test_only_an_abort_after_every_rank_left_is_forgiven():
+    report = "  exitcode  : -6 (pid: 2)  (SIGABRT)\n  exitcode  : -15 (pid: 1)  (SIGTERM)\n"
+    both_left = "rank 0: left the process group\nrank 1: left the process group\n"
+    assert teardown_abort_only(both_left + report, 2)
+    assert not teardown_abort_only("rank 0: left the process group\n" + report, 2)  # rank 1 aborted mid-run
+    assert not teardown_abort_only(both_left + "  exitcode  : 1 (pid: 2)\n", 2)  # an error, not an abort
 
 
 def fit_here(config: dict, resume: bool = False) -> dict:

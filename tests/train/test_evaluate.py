@@ -64,12 +64,7 @@ def _learner(name: str):
     return cls(cls.Options(name=name, **small), (1, 28, 28))
 
 
-@pytest.mark.parametrize("name", [
-    "protonet", "matching", "relation", "maml",
-    pytest.param("baseline", marks=pytest.mark.xfail(strict=True, reason=(
-        "the Baseline's test-time logistic regression runs one L-BFGS over the sum of a batch's tasks, whose "
-        "stopping tests are joint: its logits move by ~1e-4 with the batch, enough to flip near ties"))),
-])
+@pytest.mark.parametrize("name", ["protonet", "matching", "relation", "maml", "baseline"])
 def test_scores_do_not_depend_on_how_episodes_are_batched(class_dataset, name, one_thread):
     """speed.eval_batch and speed.eval_images change time and memory only: every batching scores each episode
     as the learner scores it alone."""

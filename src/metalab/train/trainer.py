@@ -157,10 +157,8 @@ class Trainer:
         )
         self.val_episodes = None
         if config.data.val_split and config.train.val_every > 0 and config.eval.val_episodes > 0:
-            self.val_episodes = task_source(
-                config, config.data.val_split, config.eval.ways, config.eval.shots, config.eval.queries,
-                seed=config.eval.val_seed, within_group=config.eval.within_group, data_root=self.data_root,
-            ).fixed(config.eval.val_episodes)
+            self.val_episodes = evaluation_episodes(config, config.data.val_split, seed=config.eval.val_seed,
+                                                    episodes=config.eval.val_episodes, data_root=self.data_root)
 
     def _state(self, step: int) -> dict[str, Any]:
         return {

@@ -134,13 +134,23 @@ def logistic_regression_head(
     """Multinomial logistic regression fitted on frozen support embeddings [T, S, D], labels [T, S].
 
     Minimises, for each task, sum_i CE(x_i W + b, y_i) + ||W||^2 / (2C) (scikit-learn's objective;
-    the bias is not penalised) with L-BFGS on the sum over tasks, which separates by task.
+    the bias is not penalised) with its own L-BFGS: one L-BFGS over a batch's summed objective would
+    share its line search and stopping tests between tasks, so a task's answer would depend on the
+    tasks it was batched with (and so on ``speed.eval_batch``).
     Returns weights [T, D, W] and biases [T, W] (detached: the embeddings are frozen).
     """
     support = support.detach()
-    tasks, _, dim = support.shape
-    weights = torch.zeros(tasks, dim, ways, dtype=support.dtype, device=support.device, requires_grad=True)
-    biases = torch.zeros(tasks, ways, dtype=support.dtype, device=support.device, requires_grad=True)
+    fitted = [_fit_one_task(support[t:t + 1], support_y[t:t + 1], ways, c, max_iter, tol)
+              for t in range(support.shape[0])]
+    return torch.cat([w for w, _ in fitted]), torch.cat([b for _, b in fitted])
+
+
+def _fit_one_task(support: Tensor, support_y: Tensor, ways: int, c: float, max_iter: int,
+                  tol: float) -> tuple[Tensor, Tensor]:
+    """:func:`logistic_regression_head` for one task: support [1, S, D] -> weights [1, D, W], biases [1, W]."""
+    weights = torch.zeros(1, support.shape[-1], ways, dtype=support.dtype, device=support.device,
+                          requires_grad=True)
+    biases = torch.zeros(1, ways, dtype=support.dtype, device=support.device, requires_grad=True)
     optimizer = torch.optim.LBFGS([weights, biases], lr=1, max_iter=max_iter, tolerance_grad=tol,
                                   tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
 
