@@ -97,10 +97,13 @@ def test_resume_from_run_dir(image_folders, tmp_path):
         (["train", "omniglot-protonet-5w1s", "train.stepz=3"], "Did you mean 'train.steps'"),
         (["eval", "does-not-exist"], "does not exist"),
         (["train", "omniglot-protonet-5w1s", "--data-root", "/nonexistent/metalab-data"], "metalab data --download omniglot"),
+        (["data", "--download", "miniimagenet"], "mini-ImageNet cannot be downloaded automatically"),
+        (["data", "--download", "imagenet"], "only 'omniglot' is downloadable"),
     ],
 )
 def test_errors_are_one_clear_line(args, message, tmp_path):
-    result = metalab(*args, "run.dir=" + str(tmp_path / "r") if args[0] == "train" else "--json", check=False)
+    extra = {"train": "run.dir=" + str(tmp_path / "r"), "eval": "--json", "data": f"--data-root={tmp_path}"}[args[0]]
+    result = metalab(*args, extra, check=False)
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
 
