@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import yaml
@@ -27,13 +27,13 @@ class DataConfig:
     #: "omniglot", "miniimagenet", "folder" (split = a path) or a regression family ("sinusoid").
     dataset: str = "omniglot"
     #: data root; None -> --data-root, then $METALAB_DATA, then the per-user data dir.
-    root: Optional[str] = None
+    root: str | None = None
     train_split: str = "vinyals-train"
-    val_split: Optional[str] = "vinyals-val"
+    val_split: str | None = "vinyals-val"
     test_split: str = "vinyals-test"
     #: input size; None -> the data set's default (28 for Omniglot, 84 for mini-ImageNet).
-    image_size: Optional[int] = None
-    channels: Optional[int] = None
+    image_size: int | None = None
+    channels: int | None = None
     #: invert user images so that dark strokes on light paper look like the preprocessed Omniglot.
     invert_user_images: bool = False
 
@@ -81,9 +81,9 @@ class OptimConfig:
     lr_gamma: float = 0.5
     #: linear annealing: the lr goes in a straight line from ``lr`` at step 0 to ``lr_final`` at
     #: ``train.steps`` (Reptile's meta step, 1.0 -> 0); None = off. Excludes ``lr_step``.
-    lr_final: Optional[float] = None
+    lr_final: float | None = None
     #: clip the global gradient norm (None = no clipping).
-    grad_clip: Optional[float] = None
+    grad_clip: float | None = None
 
 
 @dataclass
@@ -97,13 +97,13 @@ class TrainConfig:
     progress: bool = True
     #: wall-clock budget of this invocation's training loop in minutes (None = train.steps decides).
     #: When it runs out, the step in progress is the last: validation, checkpoint, then the test.
-    max_minutes: Optional[float] = None
+    max_minutes: float | None = None
 
 
 @dataclass
 class RunConfig:
     #: run directory (checkpoints, logs, results); None -> runs/<recipe name>.
-    dir: Optional[str] = None
+    dir: str | None = None
     tensorboard: bool = True
 
 
@@ -154,7 +154,8 @@ def looks_like_path(name: str) -> bool:
 def recipe_path(name: str) -> Path:
     """A packaged recipe by name, or a path to a YAML file; the error says which of the two was not found."""
     if not name.strip():
-        raise ConfigError("the recipe is empty: give a packaged recipe's name (`metalab recipes` lists them) or a YAML file")
+        raise ConfigError("the recipe is empty: give a packaged recipe's name (`metalab recipes` lists them) "
+                          "or a YAML file")
     candidate = Path(name)
     if candidate.is_dir():
         raise ConfigError(f"{name} is a folder, not a recipe (a packaged recipe's name or a YAML file); to continue "
@@ -280,7 +281,8 @@ def _parse_overrides(overrides: list[str]) -> DictConfig:
     try:
         return OmegaConf.from_dotlist(list(overrides))
     except OmegaConfBaseException as error:  # e.g. a key given both as a value and as a section
-        raise ConfigError(f"the overrides {' '.join(overrides)} do not fit together: {str(error).splitlines()[0]}") from None
+        raise ConfigError(f"the overrides {' '.join(overrides)} do not fit together: "
+                          f"{str(error).splitlines()[0]}") from None
 
 
 def compose(recipe: dict | DictConfig, overrides: list[str] = (), origin: str = "recipe") -> DictConfig:
@@ -379,8 +381,8 @@ def _check_ranges(config: DictConfig, origin: str) -> None:
         raise ConfigError(f"train.device={config.train.device!r} in {origin} or the overrides is not a device "
                           f"PyTorch knows ({str(error).splitlines()[0]}); use {', '.join(DEVICES)}") from None
     if device.type not in DEVICE_TYPES:
-        raise ConfigError(f"train.device={config.train.device!r} in {origin} or the overrides is a {device.type} device, "
-                          f"which metalab does not train on; use {', '.join(DEVICES)}")
+        raise ConfigError(f"train.device={config.train.device!r} in {origin} or the overrides is a {device.type} "
+                          f"device, which metalab does not train on; use {', '.join(DEVICES)}")
     try:
         check_speed_options(SpeedOptions(**OmegaConf.to_container(config.speed)))
     except ValueError as error:

@@ -39,7 +39,6 @@ import pytest
 import torch
 
 import distributed_learners  # noqa: F401  (registers the test-only ProtoNet variants)
-from testdata import make_class_dataset, write_image_folder
 from metalab.algorithms.registry import learner_class, learner_names
 from metalab.config import compose
 from metalab.data.episodes import EpisodeSampler
@@ -48,6 +47,7 @@ from metalab.train.checkpoint import load_checkpoint
 from metalab.train.distributed import Ranks, episode_range, evaluation_share
 from metalab.train.evaluate import evaluate
 from metalab.train.trainer import Trainer
+from testdata import make_class_dataset, write_image_folder
 
 JOBS_SCRIPT = Path(__file__).resolve().parent / "distributed_jobs.py"
 LAUNCH_TIMEOUT = 240  # seconds; the launch and all its processes are killed after it
@@ -195,7 +195,7 @@ def assert_models_close(actual: dict, expected: dict, parameters_only: bool = Fa
     for name, tensor in expected.items():
         if parameters_only and (name.endswith(("running_mean", "running_var", "num_batches_tracked"))):
             continue
-        torch.testing.assert_close(actual[name], tensor, rtol=RTOL, atol=ATOL, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(actual[name], tensor, rtol=RTOL, atol=ATOL, msg=lambda m, name=name: f"{name}: {m}")
 
 
 # ------------------------------------------------------------------------------ equivalence

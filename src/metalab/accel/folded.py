@@ -110,7 +110,8 @@ def fold(x: Tensor, channels_last: bool = False) -> Tensor:
         return folded.contiguous(memory_format=torch.channels_last) if channels_last else folded
     if x.dim() == 3:
         return x
-    raise ValueError(f"task-batched inputs must be [T, N, C, H, W] images or [T, N, D] vectors, got shape {tuple(x.shape)}")
+    raise ValueError(f"task-batched inputs must be [T, N, C, H, W] images or [T, N, D] vectors, "
+                     f"got shape {tuple(x.shape)}")
 
 
 def unfold(y: Tensor, tasks: int) -> Tensor:
@@ -233,7 +234,8 @@ def _run(module: nn.Module, prefix: str, x: Tensor, state: _State) -> Tensor:
             if index + 1 < len(children) and _folds_with_norm(child, children[index + 1][1], state):
                 next_name, norm = children[index + 1]
                 # the per-image layers after it run on slices of the images, with it (metalab/accel/conv_norm.py)
-                following = list(itertools.takewhile(lambda item: isinstance(item[1], _PER_IMAGE), children[index + 2:]))
+                following = list(itertools.takewhile(lambda item: isinstance(item[1], _PER_IMAGE),
+                                                     children[index + 2:]))
                 then = None
                 relu_max_pool = state.settings.native_kernels and _is_relu_and_max_pool([m for _, m in following])
                 if following:
@@ -245,7 +247,8 @@ def _run(module: nn.Module, prefix: str, x: Tensor, state: _State) -> Tensor:
                                    x, state)
                 index += 2 + len(following)
                 continue
-            if index + 2 < len(children) and _fuses_norm_relu_pool(child, [children[index + 1][1], children[index + 2][1]],
+            if index + 2 < len(children) and _fuses_norm_relu_pool(child,
+                                                                   [children[index + 1][1], children[index + 2][1]],
                                                                     x, state):
                 x = _batch_norm_relu_pool(child, f"{prefix}{name}.", x, state)
                 index += 3

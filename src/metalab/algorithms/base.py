@@ -35,7 +35,8 @@ class MetaLearner(nn.Module):
     #: (e.g. ", or lower learner.inner_lr"); appended to the trainer's error.
     divergence_hint: ClassVar[str] = ""
 
-    def __init__(self, options: LearnerOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: LearnerOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__()
         self.options = options
         self.input_shape = tuple(input_shape)

@@ -30,7 +30,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from metalab.automl.metadataset import BuildPlan, build_metadataset, describe_metadataset, plan_tasks
 
     out = Path(args.out) if args.out else default_metadataset_path()
-    print(f"selecting tasks (rules in metalab.automl.sources) ...", flush=True)
+    print("selecting tasks (rules in metalab.automl.sources) ...", flush=True)
     tasks = plan_tasks(limit=args.tasks, seed=args.seed)
     plan = BuildPlan([t.name for t in tasks], seed=args.seed, per_learner=args.per_learner)
     print(f"{len(tasks)} tasks x {len(plan.configurations())} configurations x {plan.folds} folds -> {out}", flush=True)
@@ -133,7 +133,8 @@ def add_automl_parser(sub: argparse._SubParsersAction) -> None:
     verbs = automl.add_subparsers(dest="automl_command", required=True)
 
     p = verbs.add_parser("build-metadataset", help="build or resume the meta-dataset (resumable, with progress)")
-    p.add_argument("--out", help=f"SQLite file (default: ${METADATASET_ENV}, else <data root>/automl/metadataset.sqlite)")
+    p.add_argument("--out",
+                   help=f"SQLite file (default: ${METADATASET_ENV}, else <data root>/automl/metadataset.sqlite)")
     p.add_argument("--jobs", type=positive_int, default=1, help="processes evaluating tasks")
     p.add_argument("--tasks", type=positive_int, help="only the first N selected tasks (a small meta-dataset)")
     p.add_argument("--per-learner", type=positive_int, help="design points per learner (default: each learner's own)")
@@ -145,7 +146,8 @@ def add_automl_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metadataset", help="SQLite file (default: the build's default)")
     p.set_defaults(func=cmd_data)
 
-    p = verbs.add_parser("recommend", help="zero-shot: the configurations to try first on a table, with predicted scores")
+    p = verbs.add_parser("recommend",
+                         help="zero-shot: the configurations to try first on a table, with predicted scores")
     p.add_argument("table", help="CSV file with a header row")
     p.add_argument("--target", required=True, help="the column of class labels")
     p.add_argument("--top", type=positive_int, default=10)

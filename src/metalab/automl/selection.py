@@ -30,7 +30,7 @@ class LearnerSelector:
     model: object
 
     @classmethod
-    def fit(cls, meta: MetaDataset, seed: int = 0) -> "LearnerSelector":
+    def fit(cls, meta: MetaDataset, seed: int = 0) -> LearnerSelector:
         from sklearn.ensemble import RandomForestClassifier
 
         scaler = MetaFeatureScaler.fit(meta.metafeatures)
@@ -50,7 +50,7 @@ class ConfigurationRanker:
     model: object
 
     @classmethod
-    def fit(cls, meta: MetaDataset, seed: int = 0) -> "ConfigurationRanker":
+    def fit(cls, meta: MetaDataset, seed: int = 0) -> ConfigurationRanker:
         from sklearn.ensemble import RandomForestRegressor
 
         scaler = MetaFeatureScaler.fit(meta.metafeatures)

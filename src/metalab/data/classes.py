@@ -84,7 +84,7 @@ class ClassDataset:
         )
         return to_float(self.images.index_select(0, index))
 
-    def subset(self, class_indices: Sequence[int], name: str | None = None) -> "ClassDataset":
+    def subset(self, class_indices: Sequence[int], name: str | None = None) -> ClassDataset:
         """A dataset of only ``class_indices`` (sharing the image tensor)."""
         return ClassDataset(
             self.images,
@@ -94,7 +94,7 @@ class ClassDataset:
             name or self.name,
         )
 
-    def with_rotations(self, angles: Sequence[int] = (0, 90, 180, 270), name: str | None = None) -> "ClassDataset":
+    def with_rotations(self, angles: Sequence[int] = (0, 90, 180, 270), name: str | None = None) -> ClassDataset:
         """Rotation as new classes: every (class, angle) becomes a class named ``<class>/rotDDD``."""
         for angle in angles:
             if angle % 90:

@@ -57,7 +57,7 @@ class RegressionTasks:
     ``split`` salts the seed, so the train, val and test streams differ even with equal seeds.
     """
 
-    def __init__(self, family: "RegressionFamily", split: str, shots: int, queries: int, seed: int = 0) -> None:
+    def __init__(self, family: RegressionFamily, split: str, shots: int, queries: int, seed: int = 0) -> None:
         if shots < 1 or queries < 1:
             raise ValueError(f"regression tasks need shots >= 1 and queries >= 1, got {shots} and {queries}")
         self.family, self.split = family, split
@@ -76,7 +76,7 @@ class RegressionTasks:
     def batch(self, start: int, size: int) -> Task:
         return Task.stack([self.task(i) for i in range(start, start + size)])
 
-    def fixed(self, count: int) -> "FixedRegressionTasks":
+    def fixed(self, count: int) -> FixedRegressionTasks:
         return FixedRegressionTasks(self, count)
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -26,9 +25,9 @@ class Task:
     query_y: Tensor
     #: optional global class index of each label ([ways], or [T, ways] batched), for learners that
     #: pre-train over all training classes (e.g. the Baseline); None for regression and user data.
-    classes: Optional[Tensor] = None
+    classes: Tensor | None = None
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Task":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Task:
         """Move all tensors to ``device``; ``dtype`` applies to the inputs (x) and float targets."""
         moved = {}
         for f in fields(self):
@@ -42,7 +41,7 @@ class Task:
             moved[f.name] = value
         return Task(**moved)
 
-    def __getitem__(self, index: int) -> "Task":
+    def __getitem__(self, index: int) -> Task:
         """The ``index``-th task of a batch."""
         return Task(*(_map(getattr(self, f.name), lambda v: v[index]) for f in fields(self)))
 
@@ -51,14 +50,14 @@ class Task:
         return self.support_x.shape[0]
 
     @staticmethod
-    def stack(tasks: list["Task"]) -> "Task":
+    def stack(tasks: list[Task]) -> Task:
         """Stack single tasks (same shapes) into a batch with a leading task dimension."""
         if not tasks:
             raise ValueError("Task.stack needs at least one task")
         return Task(*(_join(torch.stack, [getattr(t, f.name) for t in tasks]) for f in fields(Task)))
 
     @staticmethod
-    def cat(batches: list["Task"]) -> "Task":
+    def cat(batches: list[Task]) -> Task:
         """Concatenate batches of tasks along the task dimension."""
         return Task(*(_join(torch.cat, [getattr(b, f.name) for b in batches]) for f in fields(Task)))
 

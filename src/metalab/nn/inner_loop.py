@@ -111,7 +111,8 @@ class AdamState:
 
 @dataclass
 class Adam(UpdateRule):
-    """Adam's step (Kingma & Ba 2015, Algorithm 1) on each task's gradient: phi <- phi - lr * m_hat / (sqrt(v_hat) + eps).
+    """Adam's step (Kingma & Ba 2015, Algorithm 1) on each task's gradient:
+    phi <- phi - lr * m_hat / (sqrt(v_hat) + eps).
 
     ``start``: the moments to begin from (Reptile carries them from task to task); None: zero, Adam's usual
     fresh start. The final state (an :class:`AdamState` of [T, ...] moments) comes back from
@@ -127,7 +128,8 @@ class Adam(UpdateRule):
     def init(self, fast, adapted):
         start = self.start or AdamState()
         return AdamState(
-            first={n: start.first[n].expand_as(fast[n]) if n in start.first else torch.zeros_like(fast[n]) for n in adapted},
+            first={n: start.first[n].expand_as(fast[n]) if n in start.first else torch.zeros_like(fast[n])
+                   for n in adapted},
             second={n: start.second[n].expand_as(fast[n]) if n in start.second else torch.zeros_like(fast[n])
                     for n in adapted},
             steps=start.steps)

@@ -15,7 +15,6 @@ from torch.func import functional_call, vmap
 from metalab.nn.batch_norm import Record
 
 
-
 def task_forward(module: nn.Module, params: Mapping[str, Tensor], x: Tensor, per_task: Iterable[str] = (),
                  statistics: str = "batch", record: Record | None = None) -> Tensor:
     """Run ``module`` on T tasks, task t with ``params[name][t]`` for the names in ``per_task``.

@@ -50,7 +50,7 @@ class RankFailedError(RuntimeError):
 
 
 @contextmanager
-def _collective(ranks: "Ranks", what: str) -> Iterator[None]:
+def _collective(ranks: Ranks, what: str) -> Iterator[None]:
     """Turn the backend's error when a peer is gone ("Connection reset by peer", ...) into a RankFailedError."""
     try:
         yield
@@ -58,7 +58,8 @@ def _collective(ranks: "Ranks", what: str) -> Iterator[None]:
         raise
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RankFailedError(f"{ranks}: {what} failed, another rank has stopped or cannot be reached ({reason})") from error
+        raise RankFailedError(f"{ranks}: {what} failed, another rank has stopped or cannot be reached "
+                              f"({reason})") from error
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ class Ranks:
             raise ValueError(
                 f"{what}={total} cannot be split evenly over {self.world_size} processes; every rank must get "
                 f"the same number of tasks so that averaging their gradients gives the meta-batch's gradient. "
-                f"Use a {what} that is a multiple of {self.world_size} (e.g. {what}={self.world_size * -(-total // self.world_size)}), "
+                f"Use a {what} that is a multiple of {self.world_size} "
+                f"(e.g. {what}={self.world_size * -(-total // self.world_size)}), "
                 f"or a number of processes that divides {total} ({', '.join(map(str, divisors))})"
             )
         count = total // self.world_size

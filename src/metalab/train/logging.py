@@ -22,7 +22,8 @@ class RunLogger:
     run's validation and test scores).
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, config: DictConfig | None = None, step: int = 0) -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool = True, config: DictConfig | None = None,
+                 step: int = 0) -> None:
         self.path = run_dir / "metrics.jsonl"
         self.file = self.path.open("a", encoding="utf-8")
         self.writer = None
@@ -139,7 +140,8 @@ class TrainingProgress:
         self._postfix()
 
     def _postfix(self) -> None:
-        parts = [f"{key}={value}" for key, value in self.metrics.items()] + ([self.budget_note] if self.budget_note else [])
+        parts = [f"{key}={value}" for key, value in self.metrics.items()]
+        parts += [self.budget_note] if self.budget_note else []
         self.bar.set_postfix_str(", ".join(parts), refresh=False)
 
     def write(self, message: str) -> None:

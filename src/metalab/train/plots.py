@@ -224,5 +224,6 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, tasks: int = 4,
     if hasattr(learner, "predictive"):
         return plot_predictions(learner, source, range(tasks), out or Path(run_dir) / "predictive.png")
     if config.data.dataset == "sinusoid" and "steps" in inspect.signature(learner.predict).parameters:
-        return plot_sinusoid_fits(learner, source, list(range(tasks)), out or Path(run_dir) / "sinusoid_fits.png", steps)
+        return plot_sinusoid_fits(learner, source, list(range(tasks)), out or Path(run_dir) / "sinusoid_fits.png",
+                                  steps)
     return None

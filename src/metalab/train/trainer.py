@@ -105,8 +105,8 @@ class Trainer:
             if leftovers:
                 raise FileNotFoundError(
                     f"cannot resume: {self.run_dir} holds {', '.join(leftovers)} but no {LAST}: its run stopped before "
-                    f"its first checkpoint (written every train.ckpt_every steps), so there is nothing to resume. Start "
-                    f"it again without --resume (its files are then moved aside, not overwritten)")
+                    f"its first checkpoint (written every train.ckpt_every steps), so there is nothing to resume. "
+                    f"Start it again without --resume (its files are then moved aside, not overwritten)")
             raise FileNotFoundError(f"cannot resume: {last} does not exist; start the run without --resume")
         if last.exists() or (self.run_dir / BEST).exists():
             raise RunExistsError(

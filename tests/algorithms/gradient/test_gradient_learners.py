@@ -34,7 +34,8 @@ def make_tasks(count: int = 2, shots: int = 2, queries: int = 2, seed: int = 0) 
 
 def build(cls, speed: dict | None = None, **options):
     torch.manual_seed(0)
-    return cls(cls.Options(name="x", ways=WAYS, hidden=8, **options), (1, SIZE, SIZE), SpeedOptions(**(speed or {}))).double()
+    return cls(cls.Options(name="x", ways=WAYS, hidden=8, **options), (1, SIZE, SIZE),
+               SpeedOptions(**(speed or {}))).double()
 
 
 def sgd_by_hand(network, params: dict, x, y, lr: float, steps: int) -> dict:
@@ -192,7 +193,8 @@ def test_train_eval_predict_from_the_command_line(image_folders, tmp_path):
 
     run = tmp_path / "run"
     common = ["data.dataset=folder", f"data.train_split={image_folders['train']}",
-              f"data.val_split={image_folders['val']}", f"data.test_split={image_folders['test']}", "task.ways=3", "task.shots=1", "task.queries=2",
+              f"data.val_split={image_folders['val']}", f"data.test_split={image_folders['test']}", "task.ways=3",
+              "task.shots=1", "task.queries=2",
               "task.meta_batch=2", "eval.ways=3", "eval.shots=1", "eval.queries=2", "eval.episodes=4",
               "eval.val_episodes=2", "train.val_every=2", "train.steps=2", "run.tensorboard=false",
               "train.progress=false", "learner.ways=3", "learner.hidden=8", f"run.dir={run}"]

@@ -43,6 +43,7 @@ class MAML(GradientLearner):
                 return self.loss_fn(out, tasks.query_y[start:stop]).sum() / len(batch), out
 
             # the meta-backward: d query loss / d theta, through phi_t(theta)
-            outputs.append(self.execution.backward_through_adaptation(phi, self.adapted_names(), query_loss, len(tasks)))
+            outputs.append(self.execution.backward_through_adaptation(phi, self.adapted_names(), query_loss,
+                                                                      len(tasks)))
         self.update_batch_norm(records)
         return self.metrics(torch.cat(outputs), batch.query_y)

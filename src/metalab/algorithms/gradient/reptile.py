@@ -19,8 +19,8 @@ Adam per task (``per_task``) takes +-lr sign steps for every weight in its first
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import List, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +43,7 @@ class ReptileOptions(GradientOptions):
     inner_lr: float = 0.001
     #: "adam" (the paper's Omniglot setting, beta1 = 0) or "sgd".
     inner_optimizer: str = "adam"
-    adam_betas: List[float] = field(default_factory=lambda: [0.0, 0.999])
+    adam_betas: list[float] = field(default_factory=lambda: [0.0, 0.999])
     #: the inner Adam's moments: "carried" from task to task and into evaluation (the authors' code), or
     #: "per_task" (zero at the start of every task's adaptation).
     inner_adam_state: str = "carried"
@@ -56,7 +56,8 @@ class ReptileOptions(GradientOptions):
 class Reptile(GradientLearner):
     Options = ReptileOptions
 
-    def __init__(self, options: ReptileOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: ReptileOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         if not options.first_order:
             raise ValueError("Reptile is first order by definition; remove learner.first_order=false")
         if options.inner_adam_state not in INNER_ADAM_STATES:

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 
 from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
 from metalab.algorithms.registry import register
-from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone, embedding_dim
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
 from metalab.algorithms.metric.components.heads import ridge_head
 from metalab.algorithms.registry import register
-from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import build_backbone
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass

@@ -36,8 +36,8 @@ from torch.func import functional_call, grad, vmap
 
 from metalab.algorithms.model.base import EncoderOptions, EpisodicClassifier, build_encoder, embed_batch
 from metalab.algorithms.registry import register
-from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import MLP
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass
@@ -128,7 +128,8 @@ class RepresentationNetwork(nn.Module):
 
 def per_example_gradients(module: nn.Module, names: list[str], loss_fn, inputs: Tensor, labels: Tensor,
                           first_order: bool) -> dict[str, Tensor]:
-    """Gradients of loss_fn(module(x_i), y_i) w.r.t. ``names`` for every example: inputs [N, ...] -> {name: [N, *shape]}."""
+    """Gradients of loss_fn(module(x_i), y_i) w.r.t. ``names`` for every example:
+    inputs [N, ...] -> {name: [N, *shape]}."""
     params = {name: p for name, p in module.named_parameters() if name in names}
 
     def example_loss(weights: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
@@ -143,7 +144,8 @@ def per_example_gradients(module: nn.Module, names: list[str], loss_fn, inputs: 
 class MetaNet(EpisodicClassifier):
     Options = MetaNetOptions
 
-    def __init__(self, options: MetaNetOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: MetaNetOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         self.base_encoder, features = build_encoder(options.encoder, input_shape, options.hidden)
         self.representation_encoder, _ = build_encoder(options.encoder, input_shape, options.hidden)

@@ -168,7 +168,8 @@ class SNAIL(EmbeddingClassifier):
 
     def __init__(self, options: SNAILOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
-        self.temporal = SNAILNet(self.embedding_size + options.max_ways, options.max_ways, options.sequence_length, options.filters)
+        self.temporal = SNAILNet(self.embedding_size + options.max_ways, options.max_ways, options.sequence_length,
+                                 options.filters)
 
     def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
         support, labels = shuffle_support(support, support_y, self.training)
