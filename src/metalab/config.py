@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from metalab.accel.options import SpeedOptions, check_speed_options
@@ -182,7 +183,7 @@ def _key_paths(schema: Any, prefix: str = "") -> list[str]:
     for f in fields(schema):
         path = f"{prefix}{f.name}"
         paths.append(path)
-        default = f.default_factory() if callable(f.default_factory) else None  # type: ignore[misc]
+        default = f.default_factory() if callable(f.default_factory) else None
         if is_dataclass(default):
             paths += _key_paths(default, path + ".")
     return paths
@@ -255,7 +256,7 @@ def _check_given_values(given: dict, overrides: dict, origin: str) -> None:
                           f"command line, e.g. {left[0]}=VALUE")
 
 
-def _plain(config: DictConfig, origin: str) -> dict:
+def _plain(config: DictConfig | ListConfig, origin: str) -> dict:
     """``config`` as plain dicts and lists, interpolations and ``???`` left as they are written."""
     plain = OmegaConf.to_container(config, resolve=False)
     if not isinstance(plain, dict):
@@ -285,7 +286,8 @@ def _parse_overrides(overrides: list[str]) -> DictConfig:
                           f"{str(error).splitlines()[0]}") from None
 
 
-def compose(recipe: dict | DictConfig, overrides: list[str] = (), origin: str = "recipe") -> DictConfig:
+def compose(recipe: dict | list | DictConfig | ListConfig, overrides: Sequence[str] = (),
+            origin: str = "recipe") -> DictConfig:
     """Validate a recipe plus ``key=value`` overrides against the schema; returns the full config.
 
     Every way a config can be wrong is a :class:`ConfigError` naming the key: an unknown key, a section
@@ -326,6 +328,7 @@ def compose(recipe: dict | DictConfig, overrides: list[str] = (), origin: str = 
         key = getattr(error, "full_key", "")
         reason = str(error).splitlines()[0]
         raise ConfigError(f"bad value for {key or 'a config key'} in {origin} or the overrides: {reason}") from None
+    assert isinstance(config, DictConfig)  # merged into the structured schema
     _check_ranges(config, origin)
     OmegaConf.set_readonly(config, False)
     OmegaConf.set_struct(config, True)
@@ -384,12 +387,12 @@ def _check_ranges(config: DictConfig, origin: str) -> None:
         raise ConfigError(f"train.device={config.train.device!r} in {origin} or the overrides is a {device.type} "
                           f"device, which metalab does not train on; use {', '.join(DEVICES)}")
     try:
-        check_speed_options(SpeedOptions(**OmegaConf.to_container(config.speed)))
+        check_speed_options(SpeedOptions(**cast("dict[str, Any]", OmegaConf.to_container(config.speed))))
     except ValueError as error:
         raise ConfigError(f"{error} in {origin} or the overrides") from None
 
 
-def load_recipe(name: str, overrides: list[str] = ()) -> DictConfig:
+def load_recipe(name: str, overrides: Sequence[str] = ()) -> DictConfig:
     """A packaged recipe (or YAML path) with overrides applied and validated."""
     path = recipe_path(name)
     try:
@@ -406,7 +409,7 @@ def learner_options(config: DictConfig) -> Any:
 
 def speed_options(config: DictConfig) -> SpeedOptions:
     """The ``speed`` section as :class:`SpeedOptions`."""
-    return OmegaConf.to_object(config.speed)
+    return cast(SpeedOptions, OmegaConf.to_object(config.speed))  # the section's structured type
 
 
 def upgrade_saved_config(saved: dict) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 METADATASET_ENV = "METALAB_AUTOML_METADATASET"
 
@@ -70,9 +71,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     order = ranker.ranking(features)[: args.top]
     learner = LearnerSelector.fit(meta).predict(features)
     neighbours = nearest_tasks(meta.metafeatures, features, 3)
-    rows = [{"rank": r + 1, "configuration": meta.configurations[i].id, "learner": meta.configurations[i].learner,
-             "values": meta.configurations[i].values, "predicted_balanced_accuracy": float(predicted[i])}
-            for r, i in enumerate(order)]
+    rows: list[dict[str, Any]] = [
+        {"rank": r + 1, "configuration": meta.configurations[i].id, "learner": meta.configurations[i].learner,
+         "values": meta.configurations[i].values, "predicted_balanced_accuracy": float(predicted[i])}
+        for r, i in enumerate(order)]
     if args.json:
         print(json.dumps({"best_learner": learner, "nearest_tasks": neighbours, "configurations": rows}, default=str))
         return 0

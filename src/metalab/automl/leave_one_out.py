@@ -119,8 +119,8 @@ def run_method(method: str, train: MetaDataset, features: pd.Series, objective: 
     elif method == "pmf":
         from metalab.automl.pmf import PMFOptimiser
 
-        optimiser = PMFOptimiser(train.scores, seed=seed)
-        run_sequence(optimiser.propose, optimiser.observe, objective, budget, len(train.configurations))
+        pmf_optimiser = PMFOptimiser(train.scores, seed=seed)
+        run_sequence(pmf_optimiser.propose, pmf_optimiser.observe, objective, budget, len(train.configurations))
     elif method in ("rgpe", "gp-design"):
         from metalab.automl.rgpe import RGPEOptimiser, encode
 
@@ -130,8 +130,8 @@ def run_method(method: str, train: MetaDataset, features: pd.Series, objective: 
             mean, std = cache.predictions(train)
         else:
             mean, std = np.zeros((0, len(x))), np.zeros((0, len(x)))
-        optimiser = RGPEOptimiser(x, mean, std, seed=seed)
-        run_sequence(optimiser.propose, optimiser.observe, objective, budget, len(train.configurations))
+        rgpe_optimiser = RGPEOptimiser(x, mean, std, seed=seed)
+        run_sequence(rgpe_optimiser.propose, rgpe_optimiser.observe, objective, budget, len(train.configurations))
     else:
         raise ValueError(f"unknown method {method!r}; the methods are {', '.join(METHODS + ('gp-design',))}")
 

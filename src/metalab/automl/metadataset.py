@@ -181,7 +181,8 @@ def stored_digest(connection: sqlite3.Connection, name: str) -> str:
 
 def verified_tasks(connection: sqlite3.Connection) -> tuple[list[str], list[str]]:
     """(finished tasks whose rows match their digest, tasks whose rows do not)."""
-    good, bad = [], []
+    good: list[str] = []
+    bad: list[str] = []
     for name, digest in connection.execute("SELECT name, digest FROM tasks ORDER BY name").fetchall():
         (good if stored_digest(connection, name) == digest else bad).append(name)
     return good, bad

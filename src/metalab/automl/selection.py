@@ -9,12 +9,19 @@ accuracies, both on median-imputed, standardised meta-features.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from metalab.automl.metadataset import MetaDataset
 from metalab.automl.warmstart import MetaFeatureScaler
+
+
+class Predictor(Protocol):
+    """A fitted scikit-learn estimator, as far as the selectors use it."""
+
+    def predict(self, x: Any) -> Any: ...
 
 
 def best_learners(meta: MetaDataset) -> list[str]:
@@ -27,7 +34,7 @@ class LearnerSelector:
     """Random forest: standardised meta-features -> the learner of the best configuration."""
 
     scaler: MetaFeatureScaler
-    model: object
+    model: Predictor
 
     @classmethod
     def fit(cls, meta: MetaDataset, seed: int = 0) -> LearnerSelector:
@@ -47,7 +54,7 @@ class ConfigurationRanker:
     """Multi-output random forest: standardised meta-features -> every configuration's score."""
 
     scaler: MetaFeatureScaler
-    model: object
+    model: Predictor
 
     @classmethod
     def fit(cls, meta: MetaDataset, seed: int = 0) -> ConfigurationRanker:

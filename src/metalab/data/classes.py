@@ -48,7 +48,7 @@ class ClassDataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one item."""
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]  # Size slices: tuple[int, ...]; images are 4-D
 
     def __len__(self) -> int:
         return self.num_classes

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
@@ -171,6 +171,18 @@ class InnerLoop:
             raise ValueError(f"inner steps must be >= 0, got {self.steps}")
         if not self.grad_clip >= 0:
             raise ValueError(f"the inner gradient clip must be >= 0 (0 = no limit), got {self.grad_clip}")
+
+    @overload
+    def adapt(self, forward: TaskForward, params: Mapping[str, Tensor], adapted: Iterable[str], support_x: Tensor,
+              support_y: Tensor, objective: Objective, *, steps: int | None = None, create_graph: bool | None = None,
+              indices: Sequence[Tensor] | None = None, unroll: Unroll | None = None,
+              return_state: Literal[False] = False) -> Params: ...
+
+    @overload
+    def adapt(self, forward: TaskForward, params: Mapping[str, Tensor], adapted: Iterable[str], support_x: Tensor,
+              support_y: Tensor, objective: Objective, *, steps: int | None = None, create_graph: bool | None = None,
+              indices: Sequence[Tensor] | None = None, unroll: Unroll | None = None,
+              return_state: Literal[True]) -> tuple[Params, Any]: ...
 
     def adapt(self, forward: TaskForward, params: Mapping[str, Tensor], adapted: Iterable[str], support_x: Tensor,
               support_y: Tensor, objective: Objective, *, steps: int | None = None, create_graph: bool | None = None,

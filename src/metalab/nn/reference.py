@@ -45,7 +45,7 @@ def task_forward(module: nn.Module, params: Mapping[str, Tensor], x: Tensor, per
 
 
 @contextmanager
-def _batch_norm_statistics(norms: list[nn.Module], statistics: str) -> Iterator[None]:
+def _batch_norm_statistics(norms: list[nn.modules.batchnorm._BatchNorm], statistics: str) -> Iterator[None]:
     """BatchNorm layers in training mode (batch statistics) or evaluation mode (running estimates) for a while."""
     if statistics not in ("batch", "running"):
         raise ValueError(f"statistics must be 'batch' or 'running', got {statistics!r}")

@@ -33,6 +33,8 @@ class DropBlock2d(nn.Module):
     Shapes: [B, C, H, W] -> [B, C, H, W].
     """
 
+    steps: Tensor
+
     def __init__(self, drop_rate: float, block_size: int, warmup_steps: int = 0) -> None:
         super().__init__()
         if not 0.0 <= drop_rate < 1.0:

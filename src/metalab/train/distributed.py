@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from metalab.algorithms.base import MetaLearner
 from metalab.train.evaluate import EvalResult, evaluate, mean_ci95
 
 T = TypeVar("T")
@@ -347,7 +348,7 @@ def evaluation_share(count: int, batch_size: int, ranks: Ranks) -> tuple[int, in
     return min(first * batch_size, count), min(last * batch_size, count)
 
 
-def evaluate_distributed(learner: nn.Module, episodes: Any, batch_size: int, device: torch.device | str,
+def evaluate_distributed(learner: MetaLearner, episodes: Any, batch_size: int, device: torch.device | str,
                          ranks: Ranks, progress: bool = False) -> EvalResult:
     """:func:`~metalab.train.evaluate.evaluate` with the episodes split across ranks and the scores gathered.
 

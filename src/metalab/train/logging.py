@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -39,14 +39,18 @@ class RunLogger:
 
         from metalab.data.sources import is_regression
 
+        writer = self.writer
+        assert writer is not None  # called once the writer is made
         # four spaces: a Markdown code block, so that TensorBoard's text tab keeps the YAML's indentation
-        self.writer.add_text("config", "    " + OmegaConf.to_yaml(config).replace("\n", "\n    "), step)
+        writer.add_text("config", "    " + OmegaConf.to_yaml(config).replace("\n", "\n    "), step)
         metric = "mse" if is_regression(config) else "accuracy"
-        values = flat_values(OmegaConf.to_container(config, resolve=True))
+        values = flat_values(cast("dict[str, Any]", OmegaConf.to_container(config, resolve=True)))  # a DictConfig's
         # the hparams summaries go into this writer's own event file (SummaryWriter.add_hparams would start
         # another run in a sub-folder); the metrics are the tags of the scalars that log() writes
+        file_writer = writer.file_writer
+        assert file_writer is not None  # SummaryWriter() makes it
         for summary in hparams(values, {f"val/{metric}": math.nan, f"test/{metric}": math.nan}):
-            self.writer.file_writer.add_summary(summary)
+            file_writer.add_summary(summary)
 
     def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
         """One record: ``kind`` is "train", "val" or "test"; ``values`` are scalars."""

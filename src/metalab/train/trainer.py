@@ -22,7 +22,7 @@ import time
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -79,6 +79,11 @@ class Trainer:
         data_root: overrides ``config.data.root`` (the ``--data-root`` flag).
         resume: continue from ``<run.dir>/last.pt`` instead of starting afresh.
     """
+
+    #: the best validation so far (step, metric, mean, ci95); None before the first (set by fit())
+    best: dict[str, Any] | None
+    #: what computed the run's steps (torch version, threads, processes), from which step on (set by fit())
+    computed_with: list[dict[str, Any]]
 
     def __init__(self, config: DictConfig, data_root: str | None = None, resume: bool = False) -> None:
         self.config = config
@@ -182,7 +187,7 @@ class Trainer:
             self.learner.load_state_dict(state["model"])
         except RuntimeError as error:  # the overrides built another network than the checkpoint's
             saved = state.get("config", {}).get("learner", {})
-            now = OmegaConf.to_container(self.config.learner)
+            now = cast("dict[str, Any]", OmegaConf.to_container(self.config.learner))  # a DictConfig's
             changed = [f"learner.{key}: {saved.get(key)!r} -> {now.get(key)!r}"
                        for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
             lines = str(error).splitlines()
@@ -321,8 +326,8 @@ class Trainer:
         self.rank_offset, self.rank_tasks = ranks.share(config.task.meta_batch)
         resumed = ranks.on_main(lambda: self._prepare_run_dir(held))
         self._build()
-        self.best: dict[str, Any] | None = None
-        self.computed_with: list[dict[str, Any]] = []
+        self.best = None
+        self.computed_with = []
         step = 0
         if resumed is not None:
             step = self._restore(resumed)
@@ -360,7 +365,7 @@ class Trainer:
                     elapsed = time.perf_counter() - window_start
                     averaged = {k: v / window_steps for k, v in window.items()}
                     averaged["steps_per_second"] = window_steps / elapsed if elapsed > 0 else 0.0
-                    averaged["lr"] = self.scheduler.get_last_lr()[0]
+                    averaged["lr"] = float(self.scheduler.get_last_lr()[0])  # a float lr (typed float | Tensor)
                     logger.log("train", step, averaged)
                     progress.show({k: averaged[k] for k in ("loss", "accuracy") if k in averaged})
                     window, window_start, window_steps = {}, time.perf_counter(), 0
@@ -372,7 +377,8 @@ class Trainer:
                         if ranks.is_main:
                             save_checkpoint(self.run_dir / BEST, self._state(step))
                     if ranks.is_main:
-                        progress.write(f"step {step}: val {result}" + (" (best)" if self.best["step"] == step else ""))
+                        best = self.best is not None and self.best["step"] == step
+                        progress.write(f"step {step}: val {result}" + (" (best)" if best else ""))
                 if step % config.train.ckpt_every == 0 or step == total:
                     ranks.check_identical(self.learner)
                     if ranks.is_main:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from metalab.algorithms.gradient.anil import ANIL
+from metalab.algorithms.gradient.anil import ANIL, _Prefixed
 from metalab.algorithms.gradient.fomaml import FirstOrderMAML
 from metalab.algorithms.gradient.maml import MAML
 from metalab.algorithms.gradient.metasgd import MetaSGD
@@ -104,6 +104,17 @@ def test_anil_leaves_the_body_untouched_in_the_inner_loop():
         # when that pair runs folded (metalab/accel/conv_norm.py), and zero up to rounding otherwise.
         if not (name.startswith("body.blocks.") and name.endswith(".0.bias")):
             assert p.grad.abs().sum() > 0, name
+
+
+def test_anil_body_record_updates_as_a_dict_does():
+    """The record that files the body's BatchNorm statistics under the full network's names takes update()'s
+    mapping positionally, as dict.update does: every keyword is a key, ``other`` included."""
+    target: dict = {}
+    record = _Prefixed(target, "body.")
+    statistics = (torch.zeros(2), torch.ones(2))
+    record.update({"blocks.0.1.": statistics}, other=statistics)
+    record.update([("blocks.1.1.", statistics)])
+    assert set(target) == {"body.blocks.0.1.", "body.other", "body.blocks.1.1."} and not record
 
 
 def test_metasgd_rates_receive_gradients_and_match_maml_when_equal():

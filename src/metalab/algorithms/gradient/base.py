@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -100,7 +101,9 @@ def build_network(options: GradientOptions, input_shape: tuple[int, ...]) -> nn.
 class GradientLearner(MetaLearner):
     """A network adapted per task by the shared inner loop; algorithm files choose what adapts and how."""
 
-    Options = GradientOptions
+    # typed as MetaLearner's: ReptileOptions narrows inner_steps_test to int, so its class is no type[GradientOptions]
+    Options: ClassVar[type[LearnerOptions]] = GradientOptions
+    options: GradientOptions
     divergence_hint = (", or lower learner.inner_lr or set learner.inner_grad_clip (`python "
                        "benchmarks/gradient/inner_gradient_norms.py RUN` prints the inner gradient norms to choose it)")
 
@@ -154,7 +157,7 @@ class GradientLearner(MetaLearner):
         """Inner steps whose graph a meta-training slice keeps for the meta-backward (0 in first order)."""
         return 0 if self.options.first_order else self.inner_steps(training=True)
 
-    def network_forward(self, params: Params, x: Tensor, training: bool, record: Record | None = None,
+    def network_forward(self, params: Mapping[str, Tensor], x: Tensor, training: bool, record: Record | None = None,
                         inner: bool = False, differentiated_twice: bool = False) -> Tensor:
         """Outputs [T, N, ...] of the network with ``params`` (adapted names [T, ...]) on inputs [T, N, ...]."""
         return self.execution.forward(self.network, params, x, self.adapted_names(),
@@ -174,7 +177,7 @@ class GradientLearner(MetaLearner):
         """
         create_graph = not self.options.first_order if training else False
 
-        def forward(params: Params, x: Tensor) -> Tensor:
+        def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
             return self.network_forward(params, x, training, inner=True, differentiated_twice=create_graph)
 
         return self.inner_loop(training).adapt(
@@ -196,9 +199,9 @@ class GradientLearner(MetaLearner):
         with torch.no_grad():
             for start, stop in self.execution.query_slices(query_x.shape[0]):
                 params = {n: (v[start:stop].detach() if n in adapted else v) for n, v in fast.items()}
-                record = {} if records is not None else None
+                record: Record | None = {} if records is not None else None
                 outputs.append(self.query_outputs(params, query_x[start:stop], training, record))
-                if records is not None:
+                if records is not None and record is not None:
                     records.append((record, stop - start))
         return torch.cat(outputs)
 

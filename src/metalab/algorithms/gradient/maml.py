@@ -36,7 +36,7 @@ class MAML(GradientLearner):
 
             def query_loss(params: dict[str, Tensor], start: int, stop: int, tasks: Task = tasks):
                 """(1/T) sum_t L_query_t(phi_t) over tasks start:stop of the slice, and their outputs."""
-                record = {} if self.options.bn_mode == "running" else None
+                record: Record | None = {} if self.options.bn_mode == "running" else None
                 out = self.query_outputs(params, tasks.query_x[start:stop], training=True, record=record)
                 if record is not None:
                     records.append((record, stop - start))

@@ -55,6 +55,7 @@ class ReptileOptions(GradientOptions):
 @register("reptile")
 class Reptile(GradientLearner):
     Options = ReptileOptions
+    options: ReptileOptions
 
     def __init__(self, options: ReptileOptions, input_shape: tuple[int, ...],
                  speed: SpeedOptions | None = None) -> None:
@@ -80,7 +81,8 @@ class Reptile(GradientLearner):
         if self.options.inner_optimizer == "sgd":
             return SGD(self.options.inner_lr)
         start = self.adam_moments.state() if self.adam_moments is not None else None
-        return Adam(self.options.inner_lr, tuple(float(b) for b in self.options.adam_betas), start=start)
+        beta1, beta2 = (float(b) for b in self.options.adam_betas)  # two: checked in __init__
+        return Adam(self.options.inner_lr, (beta1, beta2), start=start)
 
     def support_indices(self, batch: Task, training: bool) -> list[Tensor] | None:
         """Per inner step, each task's minibatch of support positions [T, B] (``inner_batch``), drawn for the
@@ -95,7 +97,7 @@ class Reptile(GradientLearner):
         """Adapted weights [T, ...] of T tasks (detached); meta-training hands the carried Adam moments on."""
         start = {name: p.detach().requires_grad_() for name, p in self.parameters_by_name().items()}
 
-        def forward(params: Params, x: Tensor) -> Tensor:
+        def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
             return self.network_forward(params, x, training, inner=True)
 
         with torch.enable_grad():
@@ -135,6 +137,8 @@ class CarriedAdamMoments(nn.Module):
     dimension); ``steps`` counts the inner Adam steps taken so far (the bias correction goes on from it).
     All zero, they are a fresh Adam.
     """
+
+    steps: Tensor
 
     def __init__(self, parameters: Mapping[str, Tensor]) -> None:
         super().__init__()

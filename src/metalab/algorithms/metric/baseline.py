@@ -55,6 +55,7 @@ class CosineClassifier(nn.Module):
 @register("baseline")
 class Baseline(MetaLearner):
     Options = BaselineOptions
+    options: BaselineOptions
 
     def __init__(self, options: BaselineOptions, input_shape: tuple[int, ...],
                  speed: SpeedOptions | None = None) -> None:

@@ -85,6 +85,7 @@ class AttentionLSTM(nn.Module):
 @register("matching")
 class MatchingNetwork(EpisodicMetricLearner):
     Options = MatchingOptions
+    options: MatchingOptions
 
     def __init__(self, options: MatchingOptions, input_shape: tuple[int, ...],
                  speed: SpeedOptions | None = None) -> None:

@@ -37,6 +37,7 @@ class MetaOptNetOptions(BackboneOptions):
 @register("metaoptnet")
 class MetaOptNet(EpisodicMetricLearner):
     Options = MetaOptNetOptions
+    options: MetaOptNetOptions
 
     def __init__(self, options: MetaOptNetOptions, input_shape: tuple[int, ...],
                  speed: SpeedOptions | None = None) -> None:

@@ -36,6 +36,7 @@ class SiameseOptions(BackboneOptions):
 @register("siamese")
 class SiameseNetwork(EpisodicMetricLearner):
     Options = SiameseOptions
+    options: SiameseOptions
 
     def __init__(self, options: SiameseOptions, input_shape: tuple[int, ...],
                  speed: SpeedOptions | None = None) -> None:

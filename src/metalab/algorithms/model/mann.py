@@ -49,6 +49,7 @@ class MANNOptions(EncoderOptions):
 @register("mann")
 class MANN(EmbeddingClassifier):
     Options = MANNOptions
+    options: MANNOptions
 
     def __init__(self, options: MANNOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)

@@ -63,6 +63,7 @@ class RegressionProcess(MetaLearner):
     """
 
     task_kind = "regression"
+    options: ProcessOptions
 
     def __init__(self, options: ProcessOptions, input_shape: tuple[int, ...],
                  speed: SpeedOptions | None = None) -> None:
