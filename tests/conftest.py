@@ -18,7 +18,8 @@ from testdata import SHARED_DATA, make_class_dataset, write_image_folder  # noqa
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Preprocessed-data caches go to one temp dir per test session, never the user's cache."""
-    if "METALAB_CACHE" not in os.environ or not os.environ["METALAB_CACHE"].startswith(str(tmp_path_factory.getbasetemp())):
+    session_temp = str(tmp_path_factory.getbasetemp())
+    if "METALAB_CACHE" not in os.environ or not os.environ["METALAB_CACHE"].startswith(session_temp):
         monkeypatch.setenv("METALAB_CACHE", str(tmp_path_factory.getbasetemp() / "metalab-cache"))
 
 

@@ -11,7 +11,8 @@ from metalab.config import ConfigError, load_recipe, recipe_names
 
 def test_every_packaged_recipe_composes():
     names = recipe_names()
-    assert {"omniglot-protonet-5w1s", "omniglot-protonet-5w5s", "omniglot-protonet-20w1s", "omniglot-protonet-20w5s"} <= set(names)
+    assert {"omniglot-protonet-5w1s", "omniglot-protonet-5w5s", "omniglot-protonet-20w1s",
+            "omniglot-protonet-20w5s"} <= set(names)
     for name in names:
         config = load_recipe(name)
         assert config.name == name, f"{name}.yaml declares name {config.name}"
@@ -28,7 +29,8 @@ def test_protonet_recipes_follow_the_paper():
 def test_reptile_recipes_anneal_the_meta_step_on_omniglot_only():
     for name in [f"omniglot-reptile-{setting}" for setting in ("5w1s", "5w5s", "20w1s", "20w5s")]:
         config = load_recipe(name)
-        assert (config.optim.name, config.optim.lr, config.optim.lr_final, config.optim.lr_step) == ("sgd", 1.0, 0.0, 0), name
+        optim = config.optim
+        assert (optim.name, optim.lr, optim.lr_final, optim.lr_step) == ("sgd", 1.0, 0.0, 0), name
         assert config.train.steps == (100000 if name.startswith("omniglot-reptile-5w") else 200000), name
     for shots in (5, 10, 20):
         config = load_recipe(f"sinusoid-reptile-{shots}shot")
@@ -108,17 +110,19 @@ def test_bad_speed_options_are_refused_by_name(override, message):
         load_recipe("omniglot-maml-5w1s", [override])
 
 
-@pytest.mark.parametrize("old, new", [("learner.task_chunk=2", "speed.task_chunk"), ("train.threads=1", "speed.threads"),
-                                      ("eval.batch=5", "speed.eval_batch"), ("learner.precision=bf16", "speed.precision")])
+@pytest.mark.parametrize("old, new", [("learner.task_chunk=2", "speed.task_chunk"),
+                                      ("train.threads=1", "speed.threads"),
+                                      ("eval.batch=5", "speed.eval_batch"),
+                                      ("learner.precision=bf16", "speed.precision")])
 def test_execution_options_at_their_old_keys_name_the_new_one(old, new):
     with pytest.raises(ConfigError, match=f"{old.split('=')[0]} .* is now {new}"):
         load_recipe("omniglot-maml-5w1s", [old])
 
 
 def test_a_config_saved_with_the_old_keys_loads_with_them_in_the_speed_group():
-    from metalab.config import compose, upgrade_saved_config
-
     from omegaconf import OmegaConf
+
+    from metalab.config import compose, upgrade_saved_config
 
     saved = OmegaConf.to_container(load_recipe("omniglot-maml-5w1s"))
     del saved["speed"]
@@ -141,9 +145,11 @@ def test_training_and_evaluation_episodes_have_the_same_shape_keys():
     shape = ["ways", "shots", "queries", "within_group"]
     assert [f.name for f in fields(EpisodeConfig)] == shape
     assert sorted(f.name for f in fields(TaskConfig)) == sorted([*shape, "meta_batch"])
-    assert sorted(f.name for f in fields(EvalConfig)) == sorted([*shape, "episodes", "seed", "val_episodes", "val_seed"])
+    assert sorted(f.name for f in fields(EvalConfig)) == sorted(
+        [*shape, "episodes", "seed", "val_episodes", "val_seed"])
     config = load_recipe("omniglot-protonet-5w1s", ["task.within_group=true", "eval.queries=3"])
-    assert (config.task.within_group, config.eval.within_group, config.eval.queries, config.task.queries) == (True, False, 3, 5)
+    assert (config.task.within_group, config.eval.within_group) == (True, False)
+    assert (config.eval.queries, config.task.queries) == (3, 5)
     with pytest.raises(ConfigError, match="Did you mean 'eval.within_group'"):
         load_recipe("omniglot-protonet-5w1s", ["eval.within_groups=true"])
 
@@ -177,7 +183,8 @@ def test_a_mandatory_value_left_to_the_user_must_be_given(tmp_path):
     (train.steps 10000) in its place, and reading the recipe's keys raised MissingMandatoryValue."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("name: mine\nlearner:\n  name: protonet\ntrain:\n  steps: ???\n")
-    with pytest.raises(ConfigError, match=r"train.steps has no value: .*recipe.yaml marks it '\?\?\?'.*train.steps=VALUE"):
+    with pytest.raises(ConfigError,
+                       match=r"train.steps has no value: .*recipe.yaml marks it '\?\?\?'.*train.steps=VALUE"):
         load_recipe(str(recipe))
     assert load_recipe(str(recipe), ["train.steps=7"]).train.steps == 7
     recipe.write_text("name: mine\nlearner:\n  name: ???\n")
@@ -203,7 +210,8 @@ def test_interpolations_resolve_or_name_the_key():
 def test_an_unknown_device_is_named_with_the_valid_ones():
     with pytest.raises(ConfigError, match=r"train.device='tpu9' in .* is not a device PyTorch knows .*; use cpu, cuda"):
         load_recipe("omniglot-protonet-5w1s", ["train.device=tpu9"])
-    with pytest.raises(ConfigError, match=r"train.device='meta' in .* is a meta device, which metalab does not train on"):
+    with pytest.raises(ConfigError,
+                       match=r"train.device='meta' in .* is a meta device, which metalab does not train on"):
         load_recipe("omniglot-protonet-5w1s", ["train.device=meta"])  # a traceback from the first .item()
     assert load_recipe("omniglot-protonet-5w1s", ["train.device=cuda:1"]).train.device == "cuda:1"
 
@@ -228,7 +236,8 @@ def test_a_recipe_path_that_is_not_there_is_not_called_an_unknown_recipe(tmp_pat
 
 
 @pytest.mark.parametrize("override, message", [
-    ("data.image_size=0", "data.image_size must be between 1 and 1024 pixels (or null: the data set's own size), got 0"),
+    ("data.image_size=0",
+     "data.image_size must be between 1 and 1024 pixels (or null: the data set's own size), got 0"),
     ("data.image_size=1000000000000", "data.image_size must be between 1 and 1024"),  # Pillow's OverflowError
     ("data.channels=2", "data.channels must be 1 (grey-scale), 3 (RGB) or null"),
 ])

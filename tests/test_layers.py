@@ -48,7 +48,8 @@ def modules_imported_by(source: str, package: str) -> set[str]:
 
 
 def test_the_import_check_sees_function_level_and_relative_imports():
-    source = "import torch\ndef f():\n    from metalab.train.plots import plot_run\nfrom ....cli import main\nfrom . import base\n"
+    source = ("import torch\ndef f():\n    from metalab.train.plots import plot_run\n"
+              "from ....cli import main\nfrom . import base\n")
     modules = modules_imported_by(source, "metalab.algorithms.model.components")
     assert {layer_of(m) for m in modules} == {None, "train", "cli", "algorithms"}
     assert "metalab.algorithms.model.components.base" in modules

@@ -33,7 +33,6 @@ from metalab.automl.leave_one_out import (
 from metalab.automl.metadataset import load_metadataset
 from metalab.automl.report import report_benchmark
 
-
 _LOADED: dict[str, tuple] = {}
 
 
@@ -137,7 +136,8 @@ def main() -> int:
                     save(work(args.metadataset, cache_path, task, methods, args.budget, seed))
             else:
                 with ProcessPoolExecutor(args.jobs) as pool:
-                    futures = [pool.submit(work, args.metadataset, cache_path, *job[:2], args.budget, job[2]) for job in jobs]
+                    futures = [pool.submit(work, args.metadataset, cache_path, *job[:2], args.budget, job[2])
+                               for job in jobs]
                     for future in as_completed(futures):
                         save(future.result())
 
@@ -147,7 +147,8 @@ def main() -> int:
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     curves = mean_curves(rows)
     if "tpe" in curves:
-        print(f"evaluations to reach TPE's mean regret at {args.budget}:", evaluations_to_match(curves, "tpe", args.budget))
+        print(f"evaluations to reach TPE's mean regret at {args.budget}:",
+              evaluations_to_match(curves, "tpe", args.budget))
     seconds = rows.groupby("method")["seconds"].mean() if "seconds" in rows else None
     if seconds is not None:
         print("mean optimiser seconds per task:", seconds.round(2).to_dict())

@@ -70,7 +70,8 @@ def measure(name: str, procs: int, threads: int, steps: int, warmup: int, device
                      f"train.device={device}", f"run.dir={run_dir}/run", "train.ckpt_every=100000"]
         if meta_batch:
             overrides.append(f"task.meta_batch={meta_batch}")
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+               "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
         start, cpu_start = time.perf_counter(), children_cpu_seconds()
         done = subprocess.run(command(procs, recipe, overrides), capture_output=True, text=True, env=env,
                               timeout=timeout)

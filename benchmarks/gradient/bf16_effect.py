@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from metalab.algorithms.gradient.maml import MAML
-from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
+from metalab.nn.execution import SpeedOptions
 
 TASKS, WAYS, QUERIES = 4, 5, 15
 

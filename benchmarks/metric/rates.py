@@ -61,7 +61,7 @@ def main() -> None:
             ways, shots, episodes = (int(v) for v in setting.split(":"))
             fixed = task_source(config, config.data.test_split, ways, shots, 15, seed=0).fixed(episodes)
             wall, cpu = clocks()
-            result = evaluate(trainer.learner, fixed, batch_size=10)
+            evaluate(trainer.learner, fixed, batch_size=10)
             wall, cpu = clocks()[0] - wall, clocks()[1] - cpu
             print(json.dumps({"recipe": args.recipe, "what": f"eval {ways}w{shots}s", "episodes": episodes,
                               "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),

@@ -33,8 +33,8 @@ def row_cells(row: dict) -> list[str]:
 
 
 def main(path: str = str(Path(__file__).with_name("results.jsonl"))) -> None:
-    print("| recipe (overrides) | train steps | train + test: wall / CPU | eval setting | accuracy % +- 95% CI (episodes) "
-          "| paper % | eval wall (/ process CPU) |")
+    print("| recipe (overrides) | train steps | train + test: wall / CPU | eval setting "
+          "| accuracy % +- 95% CI (episodes) | paper % | eval wall (/ process CPU) |")
     print("|---|---|---|---|---|---|---|")
     for line in Path(path).read_text().splitlines():
         if line.strip():

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 
 import metalab.algorithms.model.mann as mann_module
-from metalab.algorithms.model.mann import MANN, MANNOptions, accuracy_by_presentation
+from mann_presentations import memory_reads_zeroed  # this folder's script (sys.path[0] when run as a script)
 from metalab.algorithms.model.components.memory import MemoryState, content_weights, least_used_weights
 from metalab.algorithms.model.components.sequence import offset_label_steps
-from mann_presentations import memory_reads_zeroed  # this folder's script (sys.path[0] when run as a script)
+from metalab.algorithms.model.mann import MANN, MANNOptions, accuracy_by_presentation
 
 
 def prefix_lrua_step(state, keys, write_gate, gamma, written=None):
@@ -90,7 +90,8 @@ def main() -> None:
 def episodes(batch: int, vocabulary: int, ways: int, presentations: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x [B, W*P, 1, 1, V] one-hot inputs, y [B, W*P] labels: W distinct inputs per episode, shuffled."""
     items = torch.rand(batch, vocabulary).argsort(1)[:, :ways]
-    y = torch.arange(ways).repeat(presentations).expand(batch, -1).gather(1, torch.rand(batch, ways * presentations).argsort(1))
+    order = torch.rand(batch, ways * presentations).argsort(1)
+    y = torch.arange(ways).repeat(presentations).expand(batch, -1).gather(1, order)
     x = F.one_hot(items.gather(1, y), vocabulary).float().view(batch, ways * presentations, 1, 1, vocabulary)
     return x, y
 

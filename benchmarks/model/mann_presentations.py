@@ -60,7 +60,8 @@ def main() -> None:
     learner, config, state = load_run(args.run)
     if not isinstance(learner, MANN):
         raise SystemExit(f"{args.run} is not a MANN run")
-    sampler = EpisodeSampler(load_split(config, config.data.test_split), args.ways, args.presentations, 0, seed=args.seed)
+    sampler = EpisodeSampler(load_split(config, config.data.test_split), args.ways, args.presentations, 0,
+                             seed=args.seed)
     order_generator = torch.Generator().manual_seed(args.seed)
     presentations = tuple(n for n in (1, 2, 3, 5, 10) if n <= args.presentations)
     per_episode: dict[int, list[float]] = {n: [] for n in presentations}

@@ -12,7 +12,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 from torch.distributions import Normal
 
@@ -26,7 +25,8 @@ def gp_oracle(family: GaussianProcessFamily, batch) -> tuple[torch.Tensor, torch
     """Exact per-task log-likelihood and MSE of the GP posterior: [T] each."""
     likelihoods, errors = [], []
     for task in (batch[i] for i in range(len(batch))):
-        mean, std = family.posterior(task.support_x.double().numpy(), task.support_y.double().numpy(), task.query_x.double().numpy())
+        mean, std = family.posterior(task.support_x.double().numpy(), task.support_y.double().numpy(),
+                                     task.query_x.double().numpy())
         mean, std = torch.from_numpy(mean), torch.from_numpy(std)
         likelihoods.append(Normal(mean, std).log_prob(task.query_y.double()).mean())
         errors.append((mean - task.query_y.double()).pow(2).mean())
@@ -61,8 +61,9 @@ def main() -> None:
             scores["oracle_mse"].append(error)
     seconds = time.perf_counter() - start
     summary = {k: dict(zip(("mean", "ci95"), mean_ci95(torch.cat(v)))) for k, v in scores.items() if v}
-    print(json.dumps({"run": args.run, "learner": config.learner.name, "family": config.data.dataset, "step": state["step"],
-                      "shots": shots, "queries": queries, "tasks": args.tasks, "seconds": seconds, **summary}))
+    print(json.dumps({"run": args.run, "learner": config.learner.name, "family": config.data.dataset,
+                      "step": state["step"], "shots": shots, "queries": queries, "tasks": args.tasks,
+                      "seconds": seconds, **summary}))
     if args.plot:
         from metalab.train.plots import plot_predictions
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from meta_iteration import TASKS, setup, time_calls  # noqa: E402
+from meta_iteration import TASKS, setup, time_calls
 
 
 def main() -> None:
@@ -36,8 +36,8 @@ def main() -> None:
 
     import torch
 
-    from metalab.algorithms.gradient.maml import MAML
     from metalab.accel.two_stage_backward import backward_through_adaptation
+    from metalab.algorithms.gradient.maml import MAML
 
     torch.set_num_threads(args.threads)
     network, support_x, support_y, query_x, query_y = setup(args.ways)

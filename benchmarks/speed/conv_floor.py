@@ -23,6 +23,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
+
 from meta_iteration import machine_description, time_calls  # this script's directory is on sys.path
 
 TASKS, QUERIES, HIDDEN = 32, 15, 64
@@ -98,8 +99,10 @@ def main() -> None:
         error = float((winograd_forward(x, w) - F.conv2d(x, w, padding=1)).abs().max())
         v, u = torch.randn(16, 75 * 49, HIDDEN), torch.randn(16, HIDDEN, HIDDEN)
         print(f"layer 2 forward, 75 images: oneDNN {best_ms(lambda: F.conv2d(x, w, padding=1), args.repeats):.2f} ms, "
-              f"Winograd F(2x2,3x3) in PyTorch operations {best_ms(lambda: winograd_forward(x, w), args.repeats):.2f} ms "
-              f"(max difference {error:.1e}); its batched product alone {best_ms(lambda: torch.bmm(v, u), args.repeats):.2f} ms")
+              f"Winograd F(2x2,3x3) in PyTorch operations "
+              f"{best_ms(lambda: winograd_forward(x, w), args.repeats):.2f} ms "
+              f"(max difference {error:.1e}); its batched product alone "
+              f"{best_ms(lambda: torch.bmm(v, u), args.repeats):.2f} ms")
 
 
 if __name__ == "__main__":

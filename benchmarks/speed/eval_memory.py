@@ -20,12 +20,11 @@ def measure(recipe: str, ways: int, shots: int, episodes: int, batch: int, threa
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-    from testdata import make_class_dataset
-
     from metalab.config import load_recipe
     from metalab.data.episodes import EpisodeSampler
     from metalab.train.build import build_learner
     from metalab.train.evaluate import evaluate, peak_memory_mb
+    from testdata import make_class_dataset
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -1,9 +1,14 @@
 """Microbenchmark of the inner step's parameter update (18 Conv-4 tensors, 2 tasks): lr * grad then sub, sub with
 alpha=lr, and _foreach_sub; forward + backward with create_graph. First checks the three agree (float64).
 Usage: .venv/bin/python benchmarks/speed/inner_update.py"""
-import torch, time
-torch.set_num_threads(1)
+import time
+
+import torch
+
 from metalab.nn.backbones import Conv4
+
+torch.set_num_threads(1)
+
 net = torch.nn.Sequential(Conv4(1, 64), torch.nn.Linear(64, 5))
 shapes = [p.shape for p in net.parameters()]
 print(len(shapes))
@@ -13,9 +18,12 @@ def make():
     return base, fast
 lr = 0.1
 def variant(kind, fast, grads):
-    if kind == "mulsub": return [f - lr * g for f, g in zip(fast, grads)]
-    if kind == "alpha": return [torch.sub(f, g, alpha=lr) for f, g in zip(fast, grads)]
-    if kind == "foreach": return list(torch._foreach_sub(fast, grads, alpha=lr))
+    if kind == "mulsub":
+        return [f - lr * g for f, g in zip(fast, grads)]
+    if kind == "alpha":
+        return [torch.sub(f, g, alpha=lr) for f, g in zip(fast, grads)]
+    if kind == "foreach":
+        return list(torch._foreach_sub(fast, grads, alpha=lr))
 def check():
     outs = {}
     for kind in ["mulsub", "alpha", "foreach"]:
@@ -38,7 +46,7 @@ def bench(kind, reps=200):
     t = time.perf_counter()
     for _ in range(reps):
         new = variant(kind, fast, grads)
-        g = torch.autograd.grad(new, base + grads, [torch.ones_like(n) for n in new], create_graph=True)
+        torch.autograd.grad(new, base + grads, [torch.ones_like(n) for n in new], create_graph=True)
     return (time.perf_counter() - t) / reps * 1e3
 for k in ["mulsub", "alpha", "foreach"] * 2:
     print(k, round(bench(k), 3), "ms")

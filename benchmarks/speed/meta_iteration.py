@@ -132,7 +132,8 @@ def learn2learn_maml():
             del sys.modules[name]
     spec = importlib.util.find_spec("learn2learn")
     if spec is None:
-        raise ImportError("learn2learn is not importable: build it and put it on PYTHONPATH (see benchmarks/speed/RESULTS.md)")
+        raise ImportError("learn2learn is not importable: build it and put it on PYTHONPATH "
+                          "(see benchmarks/speed/RESULTS.md)")
     root = spec.submodule_search_locations[0]
     for package, path in (("learn2learn", root), ("learn2learn.algorithms", f"{root}/algorithms")):
         module = types.ModuleType(package)
@@ -183,7 +184,8 @@ def step_function(library: str, ways: int, steps: int, first_order: bool):
         memory = torch.channels_last if library.endswith("-cl") else torch.contiguous_format
         network.to(memory_format=memory)
         if library.endswith("-cl"):  # a 1-channel input's convolution returns the default layout: convert
-            network.body.blocks[0][0].register_forward_hook(lambda module, inputs, out: out.contiguous(memory_format=memory))
+            network.body.blocks[0][0].register_forward_hook(
+                lambda module, inputs, out: out.contiguous(memory_format=memory))
         images = torch.cat([sx, qx], 1).contiguous()
         labels = torch.cat([sy, qy], 1)
 
@@ -343,13 +345,14 @@ def interleave(libraries: list[str], ways: int, config: str, iterations: int, wa
     result = {"ways": ways, "config": config, "interleaved": True, "times": times, "cpu": machine_description(),
               "median_s": {library: statistics.median(t) for library, t in times.items()},
               "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    print(f"{ways:>4} {config:>6}  " + "  ".join(f"{library} {statistics.median(t):.3f} s" for library, t in times.items()))
+    print(f"{ways:>4} {config:>6}  "
+          + "  ".join(f"{library} {statistics.median(t):.3f} s" for library, t in times.items()))
     if "metalab" in times:
         ratios = {library: statistics.median(m / p for m, p in zip(times["metalab"], t))
                   for library, t in times.items() if library != "metalab"}
         result["metalab_over"] = ratios
-        print(f"{'':>12}median over turns of metalab / " + ", ".join(f"{library}: {ratio:.3f}x" for library, ratio in ratios.items()),
-              flush=True)
+        print(f"{'':>12}median over turns of metalab / "
+              + ", ".join(f"{library}: {ratio:.3f}x" for library, ratio in ratios.items()), flush=True)
     return result
 
 
@@ -413,7 +416,8 @@ def main() -> None:
     if args.check:
         for ways in args.ways:
             for config in args.configs:
-                check(ways, config, ["metalab", *[x for x in args.libraries if not x.startswith("plain") and x != "metalab"]])
+                check(ways, config,
+                      ["metalab", *[x for x in args.libraries if not x.startswith("plain") and x != "metalab"]])
         return
     if args.interleave:
         for ways in args.ways:

@@ -29,9 +29,9 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from meta_iteration import machine_description, time_calls  # this script's directory is on sys.path
 from torch import nn
 
+from meta_iteration import machine_description, time_calls  # this script's directory is on sys.path
 from metalab.accel import native
 from metalab.accel.batch_norm_relu_pool import batch_norm_relu_pool
 from metalab.accel.conv_norm import conv_batch_norm
@@ -58,7 +58,8 @@ def first_block(images: int, repeats: int) -> tuple[float, float]:
     assert torch.allclose(run(True), run(False), atol=1e-5)
     times = []
     for fused in (True, False):
-        calls = time_calls(lambda: torch.autograd.grad((run(fused) * probe).sum(), list(params.values())), 3, repeats)
+        calls = time_calls(lambda fused=fused: torch.autograd.grad((run(fused) * probe).sum(), list(params.values())),
+                           3, repeats)
         times.append(statistics.median(calls) * 1e3)
     return times[0], times[1]
 
@@ -102,7 +103,7 @@ def checked_times(kernel, pytorch, gradients, repeats: int, rtol: float) -> tupl
         assert error <= rtol, f"the kernel and PyTorch differ by {error:.1e} of the largest entry"
     times = []
     for function in (kernel, pytorch):
-        calls = time_calls(lambda: gradients(function), 3, repeats)
+        calls = time_calls(lambda function=function: gradients(function), 3, repeats)
         times.append(statistics.median(calls) * 1e3)
     return times[0], times[1]
 
@@ -141,7 +142,8 @@ def main() -> None:
     blocks = ((5, "support set, 5-way"), (75, "queries, 5-way"), (300, "queries, 20-way"))
     for images, what in blocks if "first-block" in args.parts else ():
         kernel, pytorch = first_block(images, args.repeats)
-        print(f"{f'first block, {images} images ({what})':<58} {kernel:>10.3f} {pytorch:>11.3f} {kernel / pytorch:>6.2f}")
+        print(f"{f'first block, {images} images ({what})':<58} {kernel:>10.3f} {pytorch:>11.3f} "
+              f"{kernel / pytorch:>6.2f}")
     query_maps = ((75, 64, 14, 14), (75, 64, 7, 7), (75, 64, 3, 3), (300, 64, 14, 14), (300, 64, 7, 7),
                   (300, 64, 3, 3), (20, 64, 14, 14))
     support_maps = ((20, 64, 14, 14), (20, 64, 7, 7), (20, 64, 3, 3), (5, 64, 14, 14), (5, 64, 7, 7), (5, 64, 3, 3))

@@ -104,7 +104,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         # `metalab train RUN_DIR --resume [overrides]`: the run's own config, plus overrides.
         saved = config_of(load_checkpoint(target / LAST))
         config = compose(saved, [*args.overrides, f"run.dir={target}"], origin=str(target / LAST))
-    elif args.resume and looks_like_path(args.recipe) and target.suffix not in (".yaml", ".yml") and not target.exists():
+    elif (args.resume and looks_like_path(args.recipe) and target.suffix not in (".yaml", ".yml")
+          and not target.exists()):
         raise FileNotFoundError(
             f"no run directory {target} to resume: `metalab train RUN_DIR --resume` continues the run that an earlier "
             f"`metalab train RECIPE run.dir=RUN_DIR` wrote there (check the path); a recipe's run also resumes with "
@@ -162,8 +163,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     shape = getattr(getattr(episodes, "dataset", None), "image_shape", None)
     if shape is not None and tuple(shape) != tuple(learner.input_shape):
         raise ValueError(f"{args.run} was trained on inputs of shape {tuple(learner.input_shape)} but the episodes of "
-                         f"{split} are {tuple(shape)}: drop the overrides of data.image_size or data.channels, or score "
-                         f"a split of the data it was trained on")
+                         f"{split} are {tuple(shape)}: drop the overrides of data.image_size or data.channels, "
+                         f"or score a split of the data it was trained on")
     if args.save_manifest:
         from metalab.utils.io import WriteError
 
@@ -263,7 +264,8 @@ DATA_ROOT_HELP = "data root (default: $METALAB_DATA, else the per-user data dir)
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="metalab", description="Meta-learning: train, evaluate and use few-shot learners.")
+    top = argparse.ArgumentParser(prog="metalab",
+                                  description="Meta-learning: train, evaluate and use few-shot learners.")
     top.add_argument("--version", action="version", version=version_text(), help="print metalab's version and exit")
     add_verbosity(top, 0)
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")

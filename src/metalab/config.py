@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, cast
 
 import torch
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from metalab.accel.options import SpeedOptions, check_speed_options
@@ -27,13 +28,13 @@ class DataConfig:
     #: "omniglot", "miniimagenet", "folder" (split = a path) or a regression family ("sinusoid").
     dataset: str = "omniglot"
     #: data root; None -> --data-root, then $METALAB_DATA, then the per-user data dir.
-    root: Optional[str] = None
+    root: str | None = None
     train_split: str = "vinyals-train"
-    val_split: Optional[str] = "vinyals-val"
+    val_split: str | None = "vinyals-val"
     test_split: str = "vinyals-test"
     #: input size; None -> the data set's default (28 for Omniglot, 84 for mini-ImageNet).
-    image_size: Optional[int] = None
-    channels: Optional[int] = None
+    image_size: int | None = None
+    channels: int | None = None
     #: invert user images so that dark strokes on light paper look like the preprocessed Omniglot.
     invert_user_images: bool = False
 
@@ -81,9 +82,9 @@ class OptimConfig:
     lr_gamma: float = 0.5
     #: linear annealing: the lr goes in a straight line from ``lr`` at step 0 to ``lr_final`` at
     #: ``train.steps`` (Reptile's meta step, 1.0 -> 0); None = off. Excludes ``lr_step``.
-    lr_final: Optional[float] = None
+    lr_final: float | None = None
     #: clip the global gradient norm (None = no clipping).
-    grad_clip: Optional[float] = None
+    grad_clip: float | None = None
 
 
 @dataclass
@@ -97,13 +98,13 @@ class TrainConfig:
     progress: bool = True
     #: wall-clock budget of this invocation's training loop in minutes (None = train.steps decides).
     #: When it runs out, the step in progress is the last: validation, checkpoint, then the test.
-    max_minutes: Optional[float] = None
+    max_minutes: float | None = None
 
 
 @dataclass
 class RunConfig:
     #: run directory (checkpoints, logs, results); None -> runs/<recipe name>.
-    dir: Optional[str] = None
+    dir: str | None = None
     tensorboard: bool = True
 
 
@@ -154,7 +155,8 @@ def looks_like_path(name: str) -> bool:
 def recipe_path(name: str) -> Path:
     """A packaged recipe by name, or a path to a YAML file; the error says which of the two was not found."""
     if not name.strip():
-        raise ConfigError("the recipe is empty: give a packaged recipe's name (`metalab recipes` lists them) or a YAML file")
+        raise ConfigError("the recipe is empty: give a packaged recipe's name (`metalab recipes` lists them) "
+                          "or a YAML file")
     candidate = Path(name)
     if candidate.is_dir():
         raise ConfigError(f"{name} is a folder, not a recipe (a packaged recipe's name or a YAML file); to continue "
@@ -181,7 +183,7 @@ def _key_paths(schema: Any, prefix: str = "") -> list[str]:
     for f in fields(schema):
         path = f"{prefix}{f.name}"
         paths.append(path)
-        default = f.default_factory() if callable(f.default_factory) else None  # type: ignore[misc]
+        default = f.default_factory() if callable(f.default_factory) else None
         if is_dataclass(default):
             paths += _key_paths(default, path + ".")
     return paths
@@ -254,7 +256,7 @@ def _check_given_values(given: dict, overrides: dict, origin: str) -> None:
                           f"command line, e.g. {left[0]}=VALUE")
 
 
-def _plain(config: DictConfig, origin: str) -> dict:
+def _plain(config: DictConfig | ListConfig, origin: str) -> dict:
     """``config`` as plain dicts and lists, interpolations and ``???`` left as they are written."""
     plain = OmegaConf.to_container(config, resolve=False)
     if not isinstance(plain, dict):
@@ -280,10 +282,12 @@ def _parse_overrides(overrides: list[str]) -> DictConfig:
     try:
         return OmegaConf.from_dotlist(list(overrides))
     except OmegaConfBaseException as error:  # e.g. a key given both as a value and as a section
-        raise ConfigError(f"the overrides {' '.join(overrides)} do not fit together: {str(error).splitlines()[0]}") from None
+        raise ConfigError(f"the overrides {' '.join(overrides)} do not fit together: "
+                          f"{str(error).splitlines()[0]}") from None
 
 
-def compose(recipe: dict | DictConfig, overrides: list[str] = (), origin: str = "recipe") -> DictConfig:
+def compose(recipe: dict | list | DictConfig | ListConfig, overrides: Sequence[str] = (),
+            origin: str = "recipe") -> DictConfig:
     """Validate a recipe plus ``key=value`` overrides against the schema; returns the full config.
 
     Every way a config can be wrong is a :class:`ConfigError` naming the key: an unknown key, a section
@@ -324,6 +328,7 @@ def compose(recipe: dict | DictConfig, overrides: list[str] = (), origin: str = 
         key = getattr(error, "full_key", "")
         reason = str(error).splitlines()[0]
         raise ConfigError(f"bad value for {key or 'a config key'} in {origin} or the overrides: {reason}") from None
+    assert isinstance(config, DictConfig)  # merged into the structured schema
     _check_ranges(config, origin)
     OmegaConf.set_readonly(config, False)
     OmegaConf.set_struct(config, True)
@@ -379,15 +384,15 @@ def _check_ranges(config: DictConfig, origin: str) -> None:
         raise ConfigError(f"train.device={config.train.device!r} in {origin} or the overrides is not a device "
                           f"PyTorch knows ({str(error).splitlines()[0]}); use {', '.join(DEVICES)}") from None
     if device.type not in DEVICE_TYPES:
-        raise ConfigError(f"train.device={config.train.device!r} in {origin} or the overrides is a {device.type} device, "
-                          f"which metalab does not train on; use {', '.join(DEVICES)}")
+        raise ConfigError(f"train.device={config.train.device!r} in {origin} or the overrides is a {device.type} "
+                          f"device, which metalab does not train on; use {', '.join(DEVICES)}")
     try:
-        check_speed_options(SpeedOptions(**OmegaConf.to_container(config.speed)))
+        check_speed_options(SpeedOptions(**cast("dict[str, Any]", OmegaConf.to_container(config.speed))))
     except ValueError as error:
         raise ConfigError(f"{error} in {origin} or the overrides") from None
 
 
-def load_recipe(name: str, overrides: list[str] = ()) -> DictConfig:
+def load_recipe(name: str, overrides: Sequence[str] = ()) -> DictConfig:
     """A packaged recipe (or YAML path) with overrides applied and validated."""
     path = recipe_path(name)
     try:
@@ -404,7 +409,7 @@ def learner_options(config: DictConfig) -> Any:
 
 def speed_options(config: DictConfig) -> SpeedOptions:
     """The ``speed`` section as :class:`SpeedOptions`."""
-    return OmegaConf.to_object(config.speed)
+    return cast(SpeedOptions, OmegaConf.to_object(config.speed))  # the section's structured type
 
 
 def upgrade_saved_config(saved: dict) -> dict:

@@ -87,7 +87,8 @@ def cancelled_by_batch_norm(name: str) -> bool:
     kernels, and Reptile's Adam turns that rounding into +-lr steps. Their effect on every output is nil; only
     the BatchNorm's running mean, which the bias shifts, sees them."""
     name = name.replace("-", ".")
-    return any(name.endswith(f"blocks.{block}.{suffix}") for block in range(4) for suffix in ("0.bias", "1.running_mean"))
+    return any(name.endswith(f"blocks.{block}.{suffix}")
+               for block in range(4) for suffix in ("0.bias", "1.running_mean"))
 
 
 @pytest.mark.parametrize("bn_mode", ["transductive", "running"])

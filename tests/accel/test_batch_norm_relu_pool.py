@@ -82,8 +82,8 @@ def test_a_third_derivative_is_refused_with_a_clear_error():
 
 
 def test_conv4_query_pass_gives_the_same_outputs_gradients_and_running_statistics(monkeypatch):
-    from metalab.nn.backbones import Conv4
     from metalab.accel.folded import ForwardSettings, task_forward
+    from metalab.nn.backbones import Conv4
 
     monkeypatch.setattr(fused, "MIN_BYTES", 0)
     torch.manual_seed(0)

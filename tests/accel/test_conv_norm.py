@@ -138,15 +138,16 @@ def test_slices_of_images_give_the_same_values_and_gradients(channels_last):
     assert all(torch.equal(a, b) for a, b in zip(sliced_record, whole_record))
     leaves = [v for v in params.values() if v is not None]
     probe = torch.randn_like(whole)
-    for a, b in zip(torch.autograd.grad((sliced * probe).sum(), leaves), torch.autograd.grad((whole * probe).sum(), leaves)):
+    for a, b in zip(torch.autograd.grad((sliced * probe).sum(), leaves),
+                    torch.autograd.grad((whole * probe).sum(), leaves)):
         assert torch.allclose(a, b, atol=1e-12, rtol=1e-12)
 
 
 def test_conv4_keeps_no_full_size_activation_for_its_backward(monkeypatch):
     """Folded and sliced, Conv-4's first block saves only slice-sized tensors and the pooled output."""
     from metalab.accel import folded, pooling
-    from metalab.nn.backbones import Conv4
     from metalab.accel.folded import ForwardSettings, task_forward
+    from metalab.nn.backbones import Conv4
 
     monkeypatch.setattr(folded, "SLICE_BYTES", 4 * 8 * 28 * 28 * 8)  # 4 images at a time
     monkeypatch.setattr(pooling, "MIN_BYTES", 0)
@@ -154,7 +155,8 @@ def test_conv4_keeps_no_full_size_activation_for_its_backward(monkeypatch):
     params = {n: p.detach().unsqueeze(0).requires_grad_() for n, p in module.named_parameters()}
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
-        task_forward(module, params, torch.rand(1, 12, 1, 28, 28), ForwardSettings(channels_last=True, native_kernels=False))
+        task_forward(module, params, torch.rand(1, 12, 1, 28, 28),
+                     ForwardSettings(channels_last=True, native_kernels=False))
     full_size = [shape for shape in saved if shape[-2:] == (28, 28) and shape[0] == 12 and shape[1] == 8]
     assert not full_size, full_size
     assert (4, 8, 14, 14) in saved  # the pooling indices of a slice
@@ -164,8 +166,8 @@ def test_conv4_with_the_compiled_first_block_saves_less_than_its_full_size_activ
     """With the compiled kernel (metalab/accel/patch_conv_pool.py), the first block saves the patches
     (10 values per pixel) and a byte per pooled output, never the [N, C, 28, 28] map."""
     from metalab.accel import patch_conv_pool
-    from metalab.nn.backbones import Conv4
     from metalab.accel.folded import ForwardSettings, task_forward
+    from metalab.nn.backbones import Conv4
 
     if not patch_conv_pool.native.available():
         pytest.skip("compiled kernels unavailable on this machine")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from metalab.accel import native
 from metalab.accel.patch_conv_pool import patch_conv_pool
@@ -82,8 +81,8 @@ def test_patches_that_need_a_gradient_are_refused():
 
 
 def test_conv4_gives_the_same_outputs_and_gradients_with_and_without_the_kernel():
-    from metalab.nn.backbones import Conv4
     from metalab.accel.folded import ForwardSettings, task_forward
+    from metalab.nn.backbones import Conv4
 
     torch.manual_seed(0)
     module = Conv4(1, 16).double()

@@ -34,7 +34,8 @@ def test_a_family_folder_holds_its_base_its_algorithms_and_components_only(famil
             continue
         assert entry.endswith(".py"), f"{family}/{entry}: a family folder holds modules and components/ only"
         module = f"metalab.algorithms.{family}.{entry.removesuffix('.py')}"
-        assert registering.get(module), f"{family}/{entry} registers no learner: move it into {family}/base.py or components/"
+        assert registering.get(module), (
+            f"{family}/{entry} registers no learner: move it into {family}/base.py or components/")
     for module in ("base", *(p.stem for p in (folder / "components").glob("*.py"))):
         assert f"metalab.algorithms.{family}.{module}" not in registering, f"{family}/{module} registers a learner"
 

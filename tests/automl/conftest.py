@@ -7,7 +7,8 @@ import pytest
 
 from metalab.automl.metadataset import BuildPlan, MetaDataset, build_metadataset, load_metadataset
 
-#: Built by `metalab automl build-metadataset --out tests/automl/data/small-metadataset.sqlite --tasks 16 --per-learner 4`
+#: Built by
+#: `metalab automl build-metadataset --out tests/automl/data/small-metadataset.sqlite --tasks 16 --per-learner 4`
 SMALL_METADATASET = Path(__file__).parent / "data" / "small-metadataset.sqlite"
 #: Two of scikit-learn's tables and one design point per learner (plus the defaults): a build of a few seconds.
 TINY_PLAN = BuildPlan(["sklearn/iris", "sklearn/wine"], seed=0, per_learner=1)

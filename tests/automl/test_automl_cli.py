@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SMALL_METADATASET
 
+from conftest import SMALL_METADATASET
 from metalab.cli import main
 
 
@@ -21,7 +21,8 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 @pytest.fixture
 def table(tmp_path) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60), "colour": rng.choice(["red", "blue"], 60)})
+    frame = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60),
+                          "colour": rng.choice(["red", "blue"], 60)})
     frame["y"] = np.where(frame.a + 0.5 * (frame.colour == "red") > 0.2, "yes", "no")
     return frame
 
@@ -62,7 +63,8 @@ def test_recommend_tune_report(capsys, tmp_path, table):
                        "--metadataset", str(SMALL_METADATASET))
     assert code == 0
     recommended = json.loads(out)
-    assert len(recommended["configurations"]) == 3 and recommended["best_learner"] in ("logreg", "svm", "knn", "rf", "hgb")
+    assert len(recommended["configurations"]) == 3
+    assert recommended["best_learner"] in ("logreg", "svm", "knn", "rf", "hgb")
     scores = [c["predicted_balanced_accuracy"] for c in recommended["configurations"]]
     assert scores == sorted(scores, reverse=True)
 

@@ -7,8 +7,8 @@ import sqlite3
 
 import numpy as np
 import pytest
-from conftest import TINY_PLAN
 
+from conftest import TINY_PLAN
 from metalab.automl.evaluate import cross_validate, fold_indices
 from metalab.automl.metadataset import (
     BuildPlan,

@@ -16,7 +16,8 @@ def metalab(*args: str, cwd: Path | None = None, check: bool = True) -> subproce
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run([sys.executable, "-m", "metalab", *args], capture_output=True, text=True, cwd=cwd, env=env)
     if check and result.returncode != 0:
-        raise AssertionError(f"metalab {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(f"metalab {' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout}\n{result.stderr}")
     return result
 
 
@@ -96,7 +97,8 @@ def test_resume_from_run_dir(image_folders, tmp_path):
         (["train", "omniglot-protonet-5w1x"], "unknown recipe"),
         (["train", "omniglot-protonet-5w1s", "train.stepz=3"], "Did you mean 'train.steps'"),
         (["eval", "does-not-exist"], "does not exist"),
-        (["train", "omniglot-protonet-5w1s", "--data-root", "/nonexistent/metalab-data"], "metalab data --download omniglot"),
+        (["train", "omniglot-protonet-5w1s", "--data-root", "/nonexistent/metalab-data"],
+         "metalab data --download omniglot"),
         (["data", "--download", "miniimagenet"], "mini-ImageNet cannot be downloaded automatically"),
         (["data", "--download", "imagenet"], "only 'omniglot' is downloadable"),
     ],

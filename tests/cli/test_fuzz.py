@@ -27,7 +27,6 @@ from metalab.config import BaseConfig
 from testdata import make_class_dataset, tiny_run, write_image_folder
 
 
-
 def fuzz(examples: int) -> settings:
     """At most ``examples`` command lines, each answered within the deadline (generous: the CPU may be shared);
     new ones every run (no example database), the failing one printed."""
@@ -144,7 +143,8 @@ def test_eval_answers_every_command_line(places, data, overrides):
     flags = data.draw(st.lists(st.one_of(
         st.tuples(st.sampled_from(["--ways", "--shots", "--queries", "--batch", "--seed"]),
                   st.one_of(st.integers(1, 6).map(str), st.integers(-2, 0).map(str), WORDS)),
-        st.tuples(st.just("--manifest"), pick(places, ["list.json", "half.json", "good.json", "missing.json", "empty"])),
+        st.tuples(st.just("--manifest"),
+                  pick(places, ["list.json", "half.json", "good.json", "missing.json", "empty"])),
         st.tuples(st.just("--checkpoint"), st.sampled_from(["last.pt", "best.pt", "other.pt", places["notes.txt"]])),
         st.tuples(st.just("--split"), pick(places, ["test", "single", "empty", "missing", "notes.txt"])),
         st.tuples(st.sampled_from(["--within-group", "--json"])),

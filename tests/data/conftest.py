@@ -80,7 +80,8 @@ def make_omniglot_zip(
             for c in range(1, characters + 1):
                 serial += 1
                 for d in range(1, drawings + 1):
-                    zipped.writestr(f"{top}/{alphabet}/character{c:02d}/{serial:04d}_{d:02d}.png", drawing_png(serial * 31 + d))
+                    zipped.writestr(f"{top}/{alphabet}/character{c:02d}/{serial:04d}_{d:02d}.png",
+                                    drawing_png(serial * 31 + d))
     return path
 
 

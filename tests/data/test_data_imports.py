@@ -69,7 +69,8 @@ def test_the_data_modules_import_each_other_without_a_cycle():
 
 def test_the_cycle_check_sees_lazy_and_package_imports(tmp_path):
     source = tmp_path / "fake.py"
-    source.write_text("from metalab.data import omniglot, task\ndef f():\n    from metalab.data.store import cache_dir\n"
+    source.write_text("from metalab.data import omniglot, task\n"
+                      "def f():\n    from metalab.data.store import cache_dir\n"
                       "from . import folders\nimport torch\n")
     assert data_modules_imported(source) == {"metalab.data.omniglot", "metalab.data.task", "metalab.data.store",
                                              "metalab.data.folders"}

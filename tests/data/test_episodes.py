@@ -129,8 +129,10 @@ def _broken(manifest: dict, change: str) -> object:
         "an episode a list": lambda: {**manifest, "episodes": [first["classes"]]},
         "a class missing": lambda: {**manifest, "episodes": [{**first, "classes": first["classes"][:-1]}]},
         "a shot missing": lambda: {**manifest, "episodes": [{**first, "support": [s[:-1] for s in first["support"]]}]},
-        "a negative item": lambda: {**manifest, "episodes": [{**first, "query": [[-1] * len(q) for q in first["query"]]}]},
-        "an item as text": lambda: {**manifest, "episodes": [{**first, "query": [["0"] * len(q) for q in first["query"]]}]},
+        "a negative item": lambda: {**manifest,
+                                    "episodes": [{**first, "query": [[-1] * len(q) for q in first["query"]]}]},
+        "an item as text": lambda: {**manifest,
+                                    "episodes": [{**first, "query": [["0"] * len(q) for q in first["query"]]}]},
     }
     return changes[change]()
 

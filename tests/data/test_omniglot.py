@@ -142,7 +142,8 @@ def test_vinyals_rotations_and_disjointness(full_root: Path) -> None:
     assert torch.equal(train.get(turned, [0]), torch.rot90(train.get(upright, [0]), 1, dims=(2, 3)))
     assert not set(train.class_names) & set(test.class_names)
     evaluation = load_omniglot("lake-evaluation", full_root)  # Angelic is an evaluation alphabet
-    assert torch.equal(train.get(upright, range(20)), evaluation.get(evaluation.class_index("Angelic/character01"), range(20)))
+    assert torch.equal(train.get(upright, range(20)),
+                       evaluation.get(evaluation.class_index("Angelic/character01"), range(20)))
 
 
 def test_missing_root(tmp_path: Path, isolated_cache: Path) -> None:

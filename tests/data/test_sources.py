@@ -17,7 +17,8 @@ def same_tasks(first, second) -> bool:
 
 def test_unset_settings_are_the_configs_eval_values():
     config = load_recipe("sinusoid-maml-5shot", ["eval.episodes=6", "eval.seed=3", "eval.queries=7"])
-    expected = regression_source("sinusoid", config.data.test_split, shots=config.eval.shots, queries=7, seed=3).fixed(6)
+    expected = regression_source("sinusoid", config.data.test_split, shots=config.eval.shots, queries=7,
+                                 seed=3).fixed(6)
     episodes = evaluation_episodes(config)
     assert len(episodes) == 6 and same_tasks(episodes, expected)
 
@@ -38,5 +39,6 @@ def test_a_manifest_gives_exactly_its_episodes(class_dataset, tmp_path, monkeypa
 
 
 def test_a_manifest_of_regression_tasks_is_refused():
-    with pytest.raises(ValueError, match="--manifest applies to classification episodes; regression tasks are fixed by --seed"):
+    with pytest.raises(ValueError,
+                       match="--manifest applies to classification episodes; regression tasks are fixed by --seed"):
         evaluation_episodes(load_recipe("sinusoid-maml-5shot"), manifest="episodes.json")

@@ -18,7 +18,7 @@ from metalab.data.store import ChecksumError, DataNotFoundError, cache_dir, down
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - keep test output clean
+    def log_message(self, format: str, *args: object) -> None:  # no request log: keeps test output clean
         pass
 
 

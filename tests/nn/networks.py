@@ -30,7 +30,7 @@ def assert_gradient_equals_finite_differences(loss_of, params: dict[str, torch.T
     for _ in range(2):
         direction = [torch.randn(p.shape, generator=generator) for p in params.values()]
 
-        def loss_at(step: float) -> float:
+        def loss_at(step: float, direction: list[torch.Tensor] = direction) -> float:
             moved = {n: (p.detach() + step * d).requires_grad_() for (n, p), d in zip(params.items(), direction)}
             return float(loss_of(moved).detach())
 

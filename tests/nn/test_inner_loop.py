@@ -129,7 +129,6 @@ def test_a_new_update_rule_plugs_in_to_second_order():
 
 def test_adam_rule_equals_torch_adam_on_each_task():
     module, (x, y) = nn.Sequential(nn.Flatten(), nn.Linear(64, 3)), tasks(2, 3, 2)
-    params = dict(module.named_parameters())
     ours = adapt_each_task(InnerLoop(steps=3, rule=Adam(0.01, (0.5, 0.99))), module, task_loss(classification_losses),
                            x, y)
     for t in range(2):

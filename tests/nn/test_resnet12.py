@@ -125,7 +125,8 @@ def test_forward_and_functional_call_match_the_papers_block(training):
     torch.testing.assert_close(model(images), expected)
     # Other values through functional_call: the parameter dict, not the module's own, is used.
     shifted = {n: p + 0.1 * torch.randn_like(p) for n, p in params.items()}
-    torch.testing.assert_close(functional_call(model, shifted, (images,)), reference_forward(shifted, images, training, buffers))
+    torch.testing.assert_close(functional_call(model, shifted, (images,)),
+                               reference_forward(shifted, images, training, buffers))
     other = copy.deepcopy(model)
     other.load_state_dict({**buffers, **shifted})
     torch.testing.assert_close(functional_call(model, shifted, (images,)), other(images))
@@ -156,7 +157,8 @@ def test_second_order_meta_gradient_matches_finite_differences():
     analytic = sum(float((g * d).sum()) for g, d in zip(meta_grads, direction))
 
     def at(step):
-        return float(meta_loss([(v + step * d).requires_grad_() for v, d in zip(start, direction)], create_graph=False).detach())
+        return float(meta_loss([(v + step * d).requires_grad_() for v, d in zip(start, direction)],
+                               create_graph=False).detach())
 
     # Max-pool and LeakyReLU make the inner gradient piecewise smooth: a small step stays on one piece.
     eps = 1e-6
@@ -170,7 +172,8 @@ def test_second_order_meta_gradient_matches_finite_differences():
 def covering_seeds(size: int, block: int) -> torch.Tensor:
     """For each position of a size x size map, how many seed positions' blocks cover it."""
     valid = size - block + 1
-    per_axis = torch.tensor([sum(1 for s in range(valid) if s <= i < s + block) for i in range(size)], dtype=torch.float64)
+    per_axis = torch.tensor([sum(1 for s in range(valid) if s <= i < s + block) for i in range(size)],
+                            dtype=torch.float64)
     return per_axis[:, None] * per_axis[None, :]
 
 

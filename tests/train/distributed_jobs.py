@@ -23,14 +23,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import distributed_learners  # noqa: E402,F401  (registers the test-only learners)
-from testdata import make_class_dataset  # noqa: E402
-
-from metalab.algorithms.metric.protonet import ProtoNet, ProtoNetOptions  # noqa: E402
-from metalab.config import compose  # noqa: E402
-from metalab.data.episodes import EpisodeSampler  # noqa: E402
-from metalab.train.distributed import Ranks, distributed_session, evaluate_distributed  # noqa: E402
-from metalab.train.trainer import Trainer  # noqa: E402
+import distributed_learners  # noqa: F401  (registers the test-only learners)
+from metalab.algorithms.metric.protonet import ProtoNet, ProtoNetOptions
+from metalab.config import compose
+from metalab.data.episodes import EpisodeSampler
+from metalab.train.distributed import Ranks, distributed_session, evaluate_distributed
+from metalab.train.trainer import Trainer
+from testdata import make_class_dataset
 
 
 def train(job: dict, ranks: Ranks, out: Path) -> None:

@@ -63,6 +63,7 @@ def test_step_decay_and_constant_are_unchanged():
 
 def test_two_schedules_at_once_are_refused():
     with pytest.raises(ConfigError, match="optim.lr_step=0 or optim.lr_final=null"):
-        build_scheduler(schedule_config(1.0, 10, 0.0, lr_step=5), torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0))
+        build_scheduler(schedule_config(1.0, 10, 0.0, lr_step=5),
+                        torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0))
     with pytest.raises(ConfigError, match="must be positive"):
         build_scheduler(schedule_config(0.0, 10, 0.0), torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0))

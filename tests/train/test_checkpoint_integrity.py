@@ -12,7 +12,6 @@ import torch
 from metalab.cli import main
 from metalab.train.checkpoint import load_checkpoint
 from metalab.train.trainer import Trainer
-
 from test_trainer import folder_config
 from testdata import damage_stored_tensor
 

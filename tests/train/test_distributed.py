@@ -41,7 +41,6 @@ import pytest
 import torch
 
 import distributed_learners  # noqa: F401  (registers the test-only ProtoNet variants)
-from testdata import make_class_dataset, write_image_folder
 from metalab.algorithms.registry import learner_class, learner_names
 from metalab.config import compose
 from metalab.data.episodes import EpisodeSampler
@@ -50,6 +49,7 @@ from metalab.train.checkpoint import load_checkpoint
 from metalab.train.distributed import Ranks, episode_range, evaluation_share
 from metalab.train.evaluate import evaluate
 from metalab.train.trainer import Trainer
+from testdata import make_class_dataset, write_image_folder
 
 JOBS_SCRIPT = Path(__file__).resolve().parent / "distributed_jobs.py"
 LAUNCH_TIMEOUT = 240  # seconds; the launch and all its processes are killed after it
@@ -130,7 +130,8 @@ def launch(jobs: list[dict], directory: Path, processes: int = 2) -> subprocess.
     if returncode != 0 and teardown_abort_only(output, processes):
         # Every rank finished its jobs and left the process group; one then aborted in the interpreter's
         # teardown (gloo's worker threads, pytorch/pytorch#179291): rare, and nothing of the run is lost.
-        warnings.warn(f"a rank aborted after leaving the process group (SIGABRT at exit): {output[-300:]}")
+        warnings.warn(f"a rank aborted after leaving the process group (SIGABRT at exit): {output[-300:]}",
+                      stacklevel=2)
         returncode = 0
     return subprocess.CompletedProcess(command, returncode, output)
 
@@ -218,7 +219,7 @@ def assert_models_close(actual: dict, expected: dict, parameters_only: bool = Fa
     for name, tensor in expected.items():
         if parameters_only and (name.endswith(("running_mean", "running_var", "num_batches_tracked"))):
             continue
-        torch.testing.assert_close(actual[name], tensor, rtol=RTOL, atol=ATOL, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(actual[name], tensor, rtol=RTOL, atol=ATOL, msg=lambda m, name=name: f"{name}: {m}")
 
 
 # ------------------------------------------------------------------------------ equivalence

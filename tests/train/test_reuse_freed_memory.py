@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 from omegaconf import OmegaConf
-from test_trainer import folder_config
 
 from metalab.accel import allocator
 from metalab.cli import main
 from metalab.config import load_recipe
 from metalab.train.trainer import Trainer
+from test_trainer import folder_config
 
 
 def recipe(folders: dict[str, Path], run_dir: Path, *overrides: str) -> Path:

@@ -17,7 +17,6 @@ from metalab.cli import main
 from metalab.train.checkpoint import load_checkpoint
 from metalab.train.run_lock import RunLockedError
 from metalab.train.trainer import NonFiniteLossError, Trainer
-
 from test_trainer import folder_config
 
 

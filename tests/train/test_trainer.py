@@ -90,7 +90,8 @@ def test_resume_without_checkpoint_is_a_clear_error(image_folders, tmp_path):
 def test_resume_with_overrides_that_change_the_network_names_them(image_folders, tmp_path):
     Trainer(folder_config(image_folders, tmp_path / "run", steps=2)).fit()
     changed = folder_config(image_folders, tmp_path / "run", steps=4, **{"learner.hidden": 4})
-    with pytest.raises(ValueError, match=r"last.pt does not fit .*learner options: learner.hidden: 8 -> 4. Drop the ones"):
+    with pytest.raises(ValueError,
+                       match=r"last.pt does not fit .*learner options: learner.hidden: 8 -> 4. Drop the ones"):
         Trainer(changed, resume=True).fit()
 
 

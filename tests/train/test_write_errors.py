@@ -18,7 +18,6 @@ from metalab.cli import main
 from metalab.train.checkpoint import load_checkpoint
 from metalab.train.trainer import Trainer
 from metalab.utils import io as metalab_io
-
 from test_trainer import folder_config
 
 
@@ -57,7 +56,8 @@ def test_a_full_disk_during_resume_keeps_last_pt_and_says_how_to_go_on(run, monk
 
 def test_a_full_disk_before_the_first_checkpoint(image_folders, tmp_path, monkeypatch, one_thread):
     fail_writes_to(monkeypatch, "best.pt")
-    with pytest.raises(metalab_io.WriteError, match=r"best.pt: no space left on the device \(ENOSPC\); training stopped "
+    with pytest.raises(metalab_io.WriteError,
+                       match=r"best.pt: no space left on the device \(ENOSPC\); training stopped "
                                                     r"after step 2 and no checkpoint had been written yet.*start the "
                                                     r"run again"):
         Trainer(folder_config(image_folders, tmp_path / "run", steps=4)).fit()

@@ -91,7 +91,8 @@ class _BatchNormReluPoolBackward(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_dx: Tensor, grad_dgamma: Tensor, grad_dbeta: Tensor):
         grad, x, gamma, index, mean, var, dgamma, dbeta = ctx.saved_tensors
-        grad_dx = grad_dx.contiguous(memory_format=torch.channels_last if _channels_last(x) else torch.contiguous_format)
+        layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
+        grad_dx = grad_dx.contiguous(memory_format=layout)
         grad_grad, grad_x, grad_gamma = torch.ops.metalab_native.batch_norm_relu_pool_double_backward(
             grad_dx, grad_dgamma, grad_dbeta, grad, index, x, mean, var, gamma, dgamma, dbeta, ctx.eps)
         return grad_grad, grad_x, grad_gamma, None, None, None, None

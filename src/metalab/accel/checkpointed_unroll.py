@@ -49,7 +49,8 @@ def checkpointed_inner_loop(step: Step, params: Mapping[str, Tensor], adapted: S
     """
     adapted = list(adapted)
     names = list(params)
-    rate_names = list(tensors) if tensors else []
+    tensors = tensors or {}
+    rate_names = list(tensors)
     inputs = [params[n] for n in names] + [tensors[n] for n in rate_names] + [support_x]
     unrolled = _CheckpointedUnroll.apply(_Unroll(step, names, adapted, rate_names, steps), *inputs)
     return {**params, **dict(zip(adapted, unrolled))}

@@ -90,6 +90,8 @@ def conv_batch_norm(
         unbiased variance of the convolution's output averaged over the tasks ([C] each, detached),
         or None with running statistics.
     """
+    if isinstance(conv.padding, str):  # foldable() refuses it
+        raise ValueError(f"conv_batch_norm needs a convolution with numeric padding, got padding={conv.padding!r}")
     n, c_in = x.shape[0], x.shape[1] // tasks
     out_channels = conv.out_channels
     kh, kw = conv.kernel_size

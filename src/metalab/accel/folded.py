@@ -27,6 +27,7 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +91,10 @@ class ForwardSettings:
     winograd: bool | None = None
 
 
+#: a convolution's (stride, padding, dilation), as ``nn.Conv2d`` holds them
+_ConvArgs = tuple[tuple[int, ...], str | tuple[int, ...], tuple[int, ...]]
+
+
 @dataclass
 class _State:
     params: Mapping[str, Tensor]
@@ -110,7 +115,8 @@ def fold(x: Tensor, channels_last: bool = False) -> Tensor:
         return folded.contiguous(memory_format=torch.channels_last) if channels_last else folded
     if x.dim() == 3:
         return x
-    raise ValueError(f"task-batched inputs must be [T, N, C, H, W] images or [T, N, D] vectors, got shape {tuple(x.shape)}")
+    raise ValueError(f"task-batched inputs must be [T, N, C, H, W] images or [T, N, D] vectors, "
+                     f"got shape {tuple(x.shape)}")
 
 
 def unfold(y: Tensor, tasks: int) -> Tensor:
@@ -133,7 +139,7 @@ def _param(state: _State, name: str) -> Tensor | None:
 
 
 def _conv2d(module: nn.Conv2d, prefix: str, x: Tensor, state: _State) -> Tensor:
-    weight, bias = _param(state, prefix + "weight"), _param(state, prefix + "bias")
+    weight, bias = state.params[prefix + "weight"], _param(state, prefix + "bias")
     tasks = state.tasks
     args = (module.stride, module.padding, module.dilation)
     n = x.shape[0]
@@ -151,7 +157,7 @@ def _conv2d(module: nn.Conv2d, prefix: str, x: Tensor, state: _State) -> Tensor:
     return _keep_layout(_convolve(x, weight, bias, args, tasks * module.groups, state), state)
 
 
-def _convolve(x: Tensor, weight: Tensor, bias: Tensor | None, args: tuple, groups: int, state: _State) -> Tensor:
+def _convolve(x: Tensor, weight: Tensor, bias: Tensor | None, args: _ConvArgs, groups: int, state: _State) -> Tensor:
     """``F.conv2d``, or NNPACK's Winograd kernels where they pay and the gradients are taken once
     (:func:`metalab.accel.nnpack_conv.conv3x3`)."""
     settings = state.settings
@@ -159,7 +165,8 @@ def _convolve(x: Tensor, weight: Tensor, bias: Tensor | None, args: tuple, group
             and nnpack_conv.supported(x, weight, *args, groups)
             and (settings.winograd or nnpack_conv.pays_by_default(x))):
         return nnpack_conv.conv3x3(x, weight, bias)
-    return F.conv2d(x, weight, bias, *args, groups)
+    stride, padding, dilation = args
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
 def _keep_layout(out: Tensor, state: _State) -> Tensor:
@@ -169,7 +176,7 @@ def _keep_layout(out: Tensor, state: _State) -> Tensor:
 
 
 def _linear(module: nn.Linear, prefix: str, x: Tensor, state: _State) -> Tensor:
-    weight, bias = _param(state, prefix + "weight"), _param(state, prefix + "bias")
+    weight, bias = state.params[prefix + "weight"], _param(state, prefix + "bias")
     if weight.dim() == 2 and (bias is None or bias.dim() == 1):
         return F.linear(x, weight, bias)
     if weight.dim() == 2:
@@ -195,7 +202,7 @@ def _batch_norm(module: nn.modules.batchnorm._BatchNorm, prefix: str, x: Tensor,
         x = x.transpose(0, 1).reshape(n, -1)
     if state.settings.statistics == "running":
         mean, var = state.buffers.get(prefix + "running_mean"), state.buffers.get(prefix + "running_var")
-        if mean is None:
+        if mean is None or var is None:
             raise ValueError(f"bn_mode 'running' needs running statistics, but BatchNorm {prefix[:-1]!r} "
                              f"was built with track_running_stats=False; use bn_mode: transductive")
         out = F.batch_norm(x, mean.repeat(tasks), var.repeat(tasks), weight, bias, False, 0.0, module.eps)
@@ -233,7 +240,8 @@ def _run(module: nn.Module, prefix: str, x: Tensor, state: _State) -> Tensor:
             if index + 1 < len(children) and _folds_with_norm(child, children[index + 1][1], state):
                 next_name, norm = children[index + 1]
                 # the per-image layers after it run on slices of the images, with it (metalab/accel/conv_norm.py)
-                following = list(itertools.takewhile(lambda item: isinstance(item[1], _PER_IMAGE), children[index + 2:]))
+                following = list(itertools.takewhile(lambda item: isinstance(item[1], _PER_IMAGE),
+                                                     children[index + 2:]))
                 then = None
                 relu_max_pool = state.settings.native_kernels and _is_relu_and_max_pool([m for _, m in following])
                 if following:
@@ -241,13 +249,15 @@ def _run(module: nn.Module, prefix: str, x: Tensor, state: _State) -> Tensor:
 
                     def then(out: Tensor, layers: nn.Sequential = layers) -> Tensor:
                         return _run(layers, prefix, out, state)
-                x = _run_conv_norm(child, norm, f"{prefix}{name}.", f"{prefix}{next_name}.", then, relu_max_pool,
-                                   x, state)
+                x = _run_conv_norm(cast(nn.Conv2d, child), cast(nn.BatchNorm2d, norm),  # foldable() checked them
+                                   f"{prefix}{name}.", f"{prefix}{next_name}.", then, relu_max_pool, x, state)
                 index += 2 + len(following)
                 continue
-            if index + 2 < len(children) and _fuses_norm_relu_pool(child, [children[index + 1][1], children[index + 2][1]],
+            if index + 2 < len(children) and _fuses_norm_relu_pool(child,
+                                                                   [children[index + 1][1], children[index + 2][1]],
                                                                     x, state):
-                x = _batch_norm_relu_pool(child, f"{prefix}{name}.", x, state)
+                batch_norm = cast(nn.BatchNorm2d, child)  # _fuses_norm_relu_pool() checked it
+                x = _batch_norm_relu_pool(batch_norm, f"{prefix}{name}.", x, state)
                 index += 3
                 continue
             if index + 1 < len(children) and _commutes_with_max_pool(child, children[index + 1][1]):
@@ -287,12 +297,13 @@ def _run_conv_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d, conv_prefix: str, norm
     params = {"weight": _param(state, conv_prefix + "weight"), "bias": _param(state, conv_prefix + "bias"),
               "norm_weight": _param(state, norm_prefix + "weight"), "norm_bias": _param(state, norm_prefix + "bias")}
     statistics = state.settings.statistics
-    running = None
+    running: tuple[Tensor, Tensor] | None = None
     if statistics == "running":
-        running = (state.buffers.get(norm_prefix + "running_mean"), state.buffers.get(norm_prefix + "running_var"))
-        if running[0] is None:
+        mean, var = state.buffers.get(norm_prefix + "running_mean"), state.buffers.get(norm_prefix + "running_var")
+        if mean is None or var is None:
             raise ValueError(f"bn_mode 'running' needs running statistics, but BatchNorm {norm_prefix[:-1]!r} "
                              f"was built with track_running_stats=False; use bn_mode: transductive")
+        running = (mean, var)
 
     def run(x: Tensor) -> Tensor:
         out, batch_statistics = conv_batch_norm(conv, norm, x, state.tasks, params, statistics, running,

@@ -17,13 +17,14 @@ input's layout, so no layout copy runs around it.
 
 The backward is not differentiated again (``once_differentiable``): only forwards whose gradients
 are taken once use it (query passes, first-order inner loops, evaluation). (Written as autograd
-functions of each other, the products are differentiable to any order and were exact in float64,
-but in float32 a second-order MAML meta-gradient through them drifted far more from float64 than
-oneDNN's did (benchmarks/speed/RESULTS.md); not understood, so not shipped.) NNPACK pays on large maps and batches only (:data:`MIN_SIZE`, :data:`MAX_SIZE`,
-:data:`MIN_IMAGES`), on AVX2 CPUs (with AVX-512 oneDNN is faster), and its workspaces and the layout
-scratch take memory whatever the batch: by default (:func:`pays_by_default`) it runs only on
-AVX2 CPUs and only on batches of :data:`DEFAULT_MIN_IMAGES` or more, where that memory is small beside the
-rest of a meta-iteration's.
+functions of each other, the products are differentiable to any order and were exact in float64, but
+in float32 a second-order MAML meta-gradient through them drifted far more from float64 than
+oneDNN's did (benchmarks/speed/RESULTS.md); not understood, so not shipped.) NNPACK pays on large
+maps and batches only (:data:`MIN_SIZE`, :data:`MAX_SIZE`, :data:`MIN_IMAGES`), on AVX2 CPUs (with
+AVX-512 oneDNN is faster), and its workspaces and the layout scratch take memory whatever the batch:
+by default (:func:`pays_by_default`) it runs only on AVX2 CPUs and only on batches of
+:data:`DEFAULT_MIN_IMAGES` or more, where that memory is small beside the rest of a
+meta-iteration's.
 Its results differ from a direct convolution by rounding (relative 1e-6 to 1e-5 in float32); it
 has no float64 kernels, so float64 runs never take this path.
 """

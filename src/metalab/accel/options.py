@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 ENGINES = ("accel", "reference")
 PRECISIONS = ("fp32", "bf16")
@@ -22,7 +21,7 @@ class SpeedOptions:
     engine: str = "accel"
     #: tasks per inner-loop slice of a gradient learner (1 = task by task: least memory; 0 = the whole
     #: meta-batch folded into grouped kernels; null = by support size, :func:`metalab.accel.slicing.auto_task_chunk`).
-    task_chunk: Optional[int] = None
+    task_chunk: int | None = None
     #: tasks per query forward+backward (1 = each task's queries alone: ordinary kernels, least memory).
     query_chunk: int = 1
     #: recompute the query pass's block activations in its backward (less memory).
@@ -34,18 +33,18 @@ class SpeedOptions:
     #: channels-last memory format for the query pass's convolutions.
     channels_last: bool = True
     #: the inner loop's layout when it should differ from the query pass's (null = ``channels_last``).
-    inner_channels_last: Optional[bool] = False
+    inner_channels_last: bool | None = False
     #: a thin-input convolution + BatchNorm as one matmul of normalised weights (:mod:`metalab.accel.conv_norm`).
     fold_conv_norm: bool = True
     #: metalab's compiled CPU kernels (:mod:`metalab.accel.native`; the PyTorch path where they cannot be built).
     native_kernels: bool = True
     #: 3x3 convolutions differentiated once by NNPACK's fast transforms (:mod:`metalab.accel.nnpack_conv`;
     #: float32 rounding differs from the direct convolution's); null = where it pays on this CPU.
-    winograd: Optional[bool] = None
+    winograd: bool | None = None
     #: "fp32" or "bf16" (autocast of the forward passes: bf16 rounding; slow on CPUs without bf16 units).
     precision: str = "fp32"
     #: torch intra-op threads (null = PyTorch's default; float sums may round differently with another count).
-    threads: Optional[int] = None
+    threads: int | None = None
     #: keep freed tensor memory in the process for reuse (:mod:`metalab.accel.allocator`): faster CPU
     #: training, at the price of a resident size that stays at its peak. It tunes glibc's ``malloc`` for the
     #: whole process, so only the ``metalab train`` and ``metalab eval`` commands apply it; a program using

@@ -1,4 +1,4 @@
-"""The meta-backward in two stages: a plain query forward+backward at the adapted weights, then through the inner loop."""
+"""The meta-backward in two stages: a query forward+backward at the adapted weights, then through the inner loop."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping

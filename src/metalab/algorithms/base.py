@@ -29,13 +29,15 @@ class MetaLearner(nn.Module):
     """
 
     Options: ClassVar[type[LearnerOptions]] = LearnerOptions
-    #: "classification" (logits, scored by accuracy) or "regression" (values, scored by MSE).
-    task_kind: ClassVar[str] = "classification"
+    #: "classification" (logits, scored by accuracy) or "regression" (values, scored by MSE); the gradient-based
+    #: learners, which serve both, set it per instance.
+    task_kind: str = "classification"
     #: what else to try when meta-training goes NaN, beyond the trainer's optim.lr / optim.grad_clip
     #: (e.g. ", or lower learner.inner_lr"); appended to the trainer's error.
     divergence_hint: ClassVar[str] = ""
 
-    def __init__(self, options: LearnerOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: LearnerOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__()
         self.options = options
         self.input_shape = tuple(input_shape)

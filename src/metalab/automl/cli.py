@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 METADATASET_ENV = "METALAB_AUTOML_METADATASET"
 
@@ -30,7 +31,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from metalab.automl.metadataset import BuildPlan, build_metadataset, describe_metadataset, plan_tasks
 
     out = Path(args.out) if args.out else default_metadataset_path()
-    print(f"selecting tasks (rules in metalab.automl.sources) ...", flush=True)
+    print("selecting tasks (rules in metalab.automl.sources) ...", flush=True)
     tasks = plan_tasks(limit=args.tasks, seed=args.seed)
     plan = BuildPlan([t.name for t in tasks], seed=args.seed, per_learner=args.per_learner)
     print(f"{len(tasks)} tasks x {len(plan.configurations())} configurations x {plan.folds} folds -> {out}", flush=True)
@@ -70,9 +71,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     order = ranker.ranking(features)[: args.top]
     learner = LearnerSelector.fit(meta).predict(features)
     neighbours = nearest_tasks(meta.metafeatures, features, 3)
-    rows = [{"rank": r + 1, "configuration": meta.configurations[i].id, "learner": meta.configurations[i].learner,
-             "values": meta.configurations[i].values, "predicted_balanced_accuracy": float(predicted[i])}
-            for r, i in enumerate(order)]
+    rows: list[dict[str, Any]] = [
+        {"rank": r + 1, "configuration": meta.configurations[i].id, "learner": meta.configurations[i].learner,
+         "values": meta.configurations[i].values, "predicted_balanced_accuracy": float(predicted[i])}
+        for r, i in enumerate(order)]
     if args.json:
         print(json.dumps({"best_learner": learner, "nearest_tasks": neighbours, "configurations": rows}, default=str))
         return 0
@@ -133,7 +135,8 @@ def add_automl_parser(sub: argparse._SubParsersAction) -> None:
     verbs = automl.add_subparsers(dest="automl_command", required=True)
 
     p = verbs.add_parser("build-metadataset", help="build or resume the meta-dataset (resumable, with progress)")
-    p.add_argument("--out", help=f"SQLite file (default: ${METADATASET_ENV}, else <data root>/automl/metadataset.sqlite)")
+    p.add_argument("--out",
+                   help=f"SQLite file (default: ${METADATASET_ENV}, else <data root>/automl/metadataset.sqlite)")
     p.add_argument("--jobs", type=positive_int, default=1, help="processes evaluating tasks")
     p.add_argument("--tasks", type=positive_int, help="only the first N selected tasks (a small meta-dataset)")
     p.add_argument("--per-learner", type=positive_int, help="design points per learner (default: each learner's own)")
@@ -145,7 +148,8 @@ def add_automl_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metadataset", help="SQLite file (default: the build's default)")
     p.set_defaults(func=cmd_data)
 
-    p = verbs.add_parser("recommend", help="zero-shot: the configurations to try first on a table, with predicted scores")
+    p = verbs.add_parser("recommend",
+                         help="zero-shot: the configurations to try first on a table, with predicted scores")
     p.add_argument("table", help="CSV file with a header row")
     p.add_argument("--target", required=True, help="the column of class labels")
     p.add_argument("--top", type=positive_int, default=10)

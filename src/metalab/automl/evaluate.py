@@ -59,7 +59,7 @@ def cross_validate(config: Configuration, x: pd.DataFrame, y: np.ndarray,
                 estimator.fit(x.iloc[train], y[train])
                 predicted = estimator.predict(x.iloc[test])
             score = float(balanced_accuracy_score(y[test], predicted))
-        except Exception:  # noqa: BLE001 - any estimator failure on this fold scores as a constant prediction
+        except Exception:  # any estimator failure on this fold scores as a constant prediction
             score = 1.0 / len(np.unique(y))  # balanced accuracy of a constant prediction
         results.append(FoldResult(fold, score, time.perf_counter() - start))
     return results

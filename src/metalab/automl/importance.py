@@ -25,11 +25,11 @@ def fanova_importance(points: np.ndarray, values: np.ndarray, names: list[str], 
     completed trial of an in-memory Optuna study, whose fANOVA evaluator does the decomposition.
     """
     import optuna
-    from optuna.distributions import FloatDistribution
+    from optuna.distributions import BaseDistribution, FloatDistribution
     from optuna.importance import FanovaImportanceEvaluator
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions = {name: FloatDistribution(0.0, 1.0) for name in names}
+    distributions: dict[str, BaseDistribution] = {name: FloatDistribution(0.0, 1.0) for name in names}
     trials = [
         optuna.trial.create_trial(params={n: float(p) for n, p in zip(names, point)}, distributions=distributions,
                                   value=float(value))

@@ -58,7 +58,8 @@ class SurrogateCache:
         return np.stack([self.rows[k][0] for k in keys]), np.stack([self.rows[k][1] for k in keys])
 
 
-def run_optuna(train: MetaDataset, objective: TabularObjective, budget: int, sampler, enqueue: list[int] | None = None) -> None:
+def run_optuna(train: MetaDataset, objective: TabularObjective, budget: int, sampler,
+               enqueue: list[int] | None = None) -> None:
     """``budget`` trials of an Optuna study with ``sampler`` on the flat space, scored by the nearest design point."""
     import optuna
 
@@ -118,8 +119,8 @@ def run_method(method: str, train: MetaDataset, features: pd.Series, objective: 
     elif method == "pmf":
         from metalab.automl.pmf import PMFOptimiser
 
-        optimiser = PMFOptimiser(train.scores, seed=seed)
-        run_sequence(optimiser.propose, optimiser.observe, objective, budget, len(train.configurations))
+        pmf_optimiser = PMFOptimiser(train.scores, seed=seed)
+        run_sequence(pmf_optimiser.propose, pmf_optimiser.observe, objective, budget, len(train.configurations))
     elif method in ("rgpe", "gp-design"):
         from metalab.automl.rgpe import RGPEOptimiser, encode
 
@@ -129,8 +130,8 @@ def run_method(method: str, train: MetaDataset, features: pd.Series, objective: 
             mean, std = cache.predictions(train)
         else:
             mean, std = np.zeros((0, len(x))), np.zeros((0, len(x)))
-        optimiser = RGPEOptimiser(x, mean, std, seed=seed)
-        run_sequence(optimiser.propose, optimiser.observe, objective, budget, len(train.configurations))
+        rgpe_optimiser = RGPEOptimiser(x, mean, std, seed=seed)
+        run_sequence(rgpe_optimiser.propose, rgpe_optimiser.observe, objective, budget, len(train.configurations))
     else:
         raise ValueError(f"unknown method {method!r}; the methods are {', '.join(METHODS + ('gp-design',))}")
 
@@ -173,7 +174,8 @@ def summarise(rows: pd.DataFrame, at: tuple[int, ...] = (1, 5, 10, 20, 50)) -> p
             if n > curves.shape[1]:
                 continue
             values = curves[:, n - 1]
-            half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else np.nan
+            half = (stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+                    if len(values) > 1 else np.nan)
             row[f"regret@{n}"] = float(values.mean())
             row[f"ci@{n}"] = float(half)
         out.append(row)
@@ -193,11 +195,13 @@ def mean_curves(rows: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return result
 
 
-def evaluations_to_match(curves: dict[str, tuple[np.ndarray, np.ndarray]], reference: str = "tpe", at: int = 50) -> dict[str, int | None]:
+def evaluations_to_match(curves: dict[str, tuple[np.ndarray, np.ndarray]], reference: str = "tpe",
+                         at: int = 50) -> dict[str, int | None]:
     """Per method, the fewest evaluations whose mean regret is at most ``reference``'s at ``at``
     evaluations (``None`` if never within the budget): the issue's target compares this with 10."""
     target = curves[reference][0][at - 1]
-    return {m: (int(np.argmax(c <= target + 1e-12)) + 1 if (c <= target + 1e-12).any() else None) for m, (c, _) in curves.items()}
+    return {m: (int(np.argmax(c <= target + 1e-12)) + 1 if (c <= target + 1e-12).any() else None)
+            for m, (c, _) in curves.items()}
 
 
 def plot_regret(curves: dict[str, tuple[np.ndarray, np.ndarray]], path, title: str = "") -> None:

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from metalab.automl.evaluate import FOLDS, cross_validate, fold_indices
-from metalab.automl.space import Configuration, design, design_fingerprint
 from metalab.automl.sources import RULES, SelectionRules, TabularTask, load_task, select_tasks
+from metalab.automl.space import Configuration, design, design_fingerprint
 
 FORMAT = "metalab-automl-metadataset/1"
 #: Tables per source package (rule 6 of the selection, on top of :mod:`metalab.automl.sources`):
@@ -148,8 +148,8 @@ def evaluate_task(task: TabularTask, configurations: list[Configuration], seed: 
         for fold in cross_validate(config, task.x, task.y, splits, seed=seed):
             results.append((config.id, fold.fold, fold.score, fold.fit_seconds))
     features = list(metafeatures(task.x, task.y, seed=seed).items())
-    return TaskRows(task.name, task.source, task.target, (len(task.y), task.x.shape[1], task.classes), results, features,
-                    time.process_time() - started)
+    return TaskRows(task.name, task.source, task.target, (len(task.y), task.x.shape[1], task.classes), results,
+                    features, time.process_time() - started)
 
 
 def _evaluate_by_name(name: str, plan: BuildPlan) -> TaskRows:
@@ -181,7 +181,8 @@ def stored_digest(connection: sqlite3.Connection, name: str) -> str:
 
 def verified_tasks(connection: sqlite3.Connection) -> tuple[list[str], list[str]]:
     """(finished tasks whose rows match their digest, tasks whose rows do not)."""
-    good, bad = [], []
+    good: list[str] = []
+    bad: list[str] = []
     for name, digest in connection.execute("SELECT name, digest FROM tasks ORDER BY name").fetchall():
         (good if stored_digest(connection, name) == digest else bad).append(name)
     return good, bad
@@ -219,7 +220,8 @@ def build_metadataset(path: str | Path, plan: BuildPlan, jobs: int = 1, progress
                 [(c.id, c.learner, json.dumps(c.values, sort_keys=True), *c.unit) for c in configurations])
         good, bad = verified_tasks(connection)
         for name in bad:
-            print(f"metalab: {path}: the rows of task {name} do not match their digest; evaluating it again", file=sys.stderr)
+            print(f"metalab: {path}: the rows of task {name} do not match their digest; evaluating it again",
+                  file=sys.stderr)
             with connection:
                 for table, column in (("results", "task"), ("metafeatures", "task"), ("tasks", "name")):
                     connection.execute(f"DELETE FROM {table} WHERE {column}=?", (name,))
@@ -282,14 +284,14 @@ class MetaDataset:
     def index(self, task: str) -> int:
         return self.tasks.index(task)
 
-    def subset(self, tasks: list[str]) -> "MetaDataset":
+    def subset(self, tasks: list[str]) -> MetaDataset:
         """The meta-dataset restricted to ``tasks`` (in that order): what leave-one-dataset-out hands a
         meta-model, so that a held-out task's rows are absent by construction."""
         rows = [self.index(t) for t in tasks]
         return MetaDataset(list(tasks), self.configurations, self.scores[rows], self.fit_seconds[rows],
                            self.metafeatures.loc[list(tasks)], dict(self.info))
 
-    def without(self, task: str) -> "MetaDataset":
+    def without(self, task: str) -> MetaDataset:
         return self.subset([t for t in self.tasks if t != task])
 
     def normalised_regret(self) -> np.ndarray:
@@ -306,24 +308,28 @@ def load_metadataset(path: str | Path) -> MetaDataset:
     """Read a finished meta-dataset; refuse (with the fix) a missing, corrupted, partial or damaged one."""
     path = Path(path)
     if not path.exists():
-        raise MetaDatasetError(f"no meta-dataset at {path}; build it with `metalab automl build-metadataset --out {path}`")
+        raise MetaDatasetError(f"no meta-dataset at {path}; "
+                               f"build it with `metalab automl build-metadataset --out {path}`")
     connection = open_checked(path)
     try:
         meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
         if meta.get("format") != FORMAT:
-            raise MetaDatasetError(f"{path} is not a metalab meta-dataset of format {FORMAT} (found {meta.get('format')!r})")
+            raise MetaDatasetError(f"{path} is not a metalab meta-dataset of format {FORMAT} "
+                                   f"(found {meta.get('format')!r})")
         planned = json.loads(meta["tasks"])
         good, bad = verified_tasks(connection)
         if bad:
             raise MetaDatasetError(f"{path} is damaged: the rows of {len(bad)} task(s) ({', '.join(bad[:3])}) do not "
-                                   f"match their digest; rerun `metalab automl build-metadataset --out {path}` to redo them")
+                                   f"match their digest; rerun `metalab automl build-metadataset --out {path}` "
+                                   f"to redo them")
         missing = [t for t in planned if t not in set(good)]
         if missing:
             raise MetaDatasetError(f"{path} is partial: {len(good)} of {len(planned)} tasks are built; resume with "
                                    f"`metalab automl build-metadataset --out {path}` (same settings)")
         configurations = [
             Configuration(cid, learner, json.loads(values), (u1, u2, u3, u4))
-            for cid, learner, values, u1, u2, u3, u4 in connection.execute("SELECT * FROM configurations ORDER BY rowid")
+            for cid, learner, values, u1, u2, u3, u4
+            in connection.execute("SELECT * FROM configurations ORDER BY rowid")
         ]
         frame = pd.read_sql_query("SELECT task, config, AVG(score) AS score, AVG(fit_seconds) AS fit_seconds "
                                   "FROM results GROUP BY task, config", connection)

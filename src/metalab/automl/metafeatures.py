@@ -22,7 +22,8 @@ def numeric_matrix(x: pd.DataFrame) -> np.ndarray:
     """The table as floats (rows x columns'): categoricals one-hot encoded (at most 16 levels), missing
     values replaced by the column's median (0 for an all-missing column)."""
     categorical = [c for c in x.columns if not pd.api.types.is_numeric_dtype(x[c]) or pd.api.types.is_bool_dtype(x[c])]
-    encoded = pd.get_dummies(x.astype({c: str for c in categorical}), columns=categorical, dtype=float) if categorical else x
+    encoded = (pd.get_dummies(x.astype({c: str for c in categorical}), columns=categorical, dtype=float)
+               if categorical else x)
     matrix = encoded.to_numpy(dtype=float, copy=True)
     medians = np.nanmedian(np.where(np.isnan(matrix).all(0), 0.0, matrix), axis=0) if len(matrix) else np.zeros(0)
     rows, cols = np.nonzero(np.isnan(matrix))
@@ -45,7 +46,7 @@ def metafeatures(x: pd.DataFrame, y: np.ndarray, seed: int = 0) -> dict[str, flo
         try:
             extractor.fit(matrix, np.asarray(y), suppress_warnings=True, verbose=0)
             names, values = extractor.extract(suppress_warnings=True)
-        except Exception as error:  # noqa: BLE001 - pymfe failing on one table leaves its meta-features NaN
+        except Exception as error:  # pymfe failing on one table leaves its meta-features NaN
             warnings.warn(f"pymfe could not describe this table ({error}); its meta-features are NaN", stacklevel=2)
             names, values = [], []
     result = {}

@@ -36,7 +36,8 @@ class MatrixFactorisation:
         return self.mu[None, :] + self.b[:, None] + self.U @ self.V.T
 
 
-def factorise(Y: np.ndarray, rank: int = 5, l2: float = 0.1, iterations: int = 100, seed: int = 0) -> MatrixFactorisation:
+def factorise(Y: np.ndarray, rank: int = 5, l2: float = 0.1, iterations: int = 100,
+              seed: int = 0) -> MatrixFactorisation:
     """MAP fit of the PMF model to ``Y`` (shape ``(n, m)``, NaN where unobserved) by alternating ridge
     regressions; ``l2`` is the ratio noise variance / prior variance of the factors."""
     Y = np.asarray(Y, dtype=float)

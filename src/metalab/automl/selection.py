@@ -9,12 +9,19 @@ accuracies, both on median-imputed, standardised meta-features.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from metalab.automl.metadataset import MetaDataset
 from metalab.automl.warmstart import MetaFeatureScaler
+
+
+class Predictor(Protocol):
+    """A fitted scikit-learn estimator, as far as the selectors use it."""
+
+    def predict(self, x: Any) -> Any: ...
 
 
 def best_learners(meta: MetaDataset) -> list[str]:
@@ -27,10 +34,10 @@ class LearnerSelector:
     """Random forest: standardised meta-features -> the learner of the best configuration."""
 
     scaler: MetaFeatureScaler
-    model: object
+    model: Predictor
 
     @classmethod
-    def fit(cls, meta: MetaDataset, seed: int = 0) -> "LearnerSelector":
+    def fit(cls, meta: MetaDataset, seed: int = 0) -> LearnerSelector:
         from sklearn.ensemble import RandomForestClassifier
 
         scaler = MetaFeatureScaler.fit(meta.metafeatures)
@@ -47,10 +54,10 @@ class ConfigurationRanker:
     """Multi-output random forest: standardised meta-features -> every configuration's score."""
 
     scaler: MetaFeatureScaler
-    model: object
+    model: Predictor
 
     @classmethod
-    def fit(cls, meta: MetaDataset, seed: int = 0) -> "ConfigurationRanker":
+    def fit(cls, meta: MetaDataset, seed: int = 0) -> ConfigurationRanker:
         from sklearn.ensemble import RandomForestRegressor
 
         scaler = MetaFeatureScaler.fit(meta.metafeatures)

@@ -109,7 +109,8 @@ def clean_features(frame: pd.DataFrame, target: str, rules: SelectionRules = RUL
     return pd.DataFrame(kept, index=frame.index)
 
 
-def make_task(name: str, frame: pd.DataFrame, source: str, rules: SelectionRules = RULES, seed: int = 0) -> TabularTask | None:
+def make_task(name: str, frame: pd.DataFrame, source: str, rules: SelectionRules = RULES,
+              seed: int = 0) -> TabularTask | None:
     """Rules 2, 3 and 5 on one table; ``None`` when the table is not a classification task by the rules."""
     target = choose_target(frame, rules)
     if target is None:

@@ -88,7 +88,8 @@ LEARNERS: dict[str, Learner] = {
     for learner in (
         Learner(
             "logreg",
-            (Hyperparameter("C", "log", 1e-4, 1e4), Hyperparameter("class_weight", "choice", choices=(None, "balanced"))),
+            (Hyperparameter("C", "log", 1e-4, 1e4),
+             Hyperparameter("class_weight", "choice", choices=(None, "balanced"))),
             {"C": 1.0, "class_weight": None},
             design_size=16,
         ),

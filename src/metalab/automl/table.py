@@ -30,7 +30,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise TableError(f"{path} is empty; it needs a header row and at least one row per class")
     try:
         if b"\x00" in head:
-            raise UnicodeDecodeError("utf-8", head, head.index(b"\x00"), head.index(b"\x00") + 1, "a NUL byte: binary data")
+            raise UnicodeDecodeError("utf-8", head, head.index(b"\x00"), head.index(b"\x00") + 1,
+                                     "a NUL byte: binary data")
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as error:
         raise TableError(f"{path} is not a readable CSV table ({str(error).splitlines()[0]}); "

@@ -92,6 +92,7 @@ def tune(task: TabularTask, run_dir: str | Path, trials: int, warm_start: str = 
     study.optimize(objective, n_trials=trials,
                    callbacks=[optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))])
     best = study.best_trial
+    assert best.value is not None  # a complete trial's (single-objective study)
     learner = best.params["learner"]
     values = json.loads(best.user_attrs["values"])
     model = build_estimator(learner, values, seed=seed, train_rows=len(task.y))

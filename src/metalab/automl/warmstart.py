@@ -31,7 +31,7 @@ class MetaFeatureScaler:
     scales: np.ndarray
 
     @classmethod
-    def fit(cls, features: pd.DataFrame) -> "MetaFeatureScaler":
+    def fit(cls, features: pd.DataFrame) -> MetaFeatureScaler:
         values = features.to_numpy(float)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: dropped just below
@@ -40,7 +40,8 @@ class MetaFeatureScaler:
         filled = np.where(np.isnan(values), medians, values)
         means, scales = filled.mean(0), filled.std(0)
         usable &= scales > 1e-12
-        return cls([c for c, keep in zip(features.columns, usable) if keep], medians[usable], means[usable], scales[usable])
+        return cls([c for c, keep in zip(features.columns, usable) if keep], medians[usable], means[usable],
+                   scales[usable])
 
     def transform(self, features: pd.DataFrame | pd.Series) -> np.ndarray:
         """Standardised meta-features, shape ``(tasks, kept columns)`` (a Series gives one row)."""

@@ -48,7 +48,7 @@ class ClassDataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one item."""
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]  # Size slices: tuple[int, ...]; images are 4-D
 
     def __len__(self) -> int:
         return self.num_classes
@@ -84,7 +84,7 @@ class ClassDataset:
         )
         return to_float(self.images.index_select(0, index))
 
-    def subset(self, class_indices: Sequence[int], name: str | None = None) -> "ClassDataset":
+    def subset(self, class_indices: Sequence[int], name: str | None = None) -> ClassDataset:
         """A dataset of only ``class_indices`` (sharing the image tensor)."""
         return ClassDataset(
             self.images,
@@ -94,7 +94,7 @@ class ClassDataset:
             name or self.name,
         )
 
-    def with_rotations(self, angles: Sequence[int] = (0, 90, 180, 270), name: str | None = None) -> "ClassDataset":
+    def with_rotations(self, angles: Sequence[int] = (0, 90, 180, 270), name: str | None = None) -> ClassDataset:
         """Rotation as new classes: every (class, angle) becomes a class named ``<class>/rotDDD``."""
         for angle in angles:
             if angle % 90:

@@ -26,7 +26,8 @@ DATASETS: dict[str, tuple[str, ...]] = {
 #: (image_size, channels) used when not given.
 DEFAULTS: dict[str, tuple[int, int]] = {"omniglot": (28, 1), "miniimagenet": (84, 3), "folder": (84, 3)}
 #: Each data set's part of ``metalab data``'s report: data root -> lines (the user's folders have none).
-REPORTS: dict[str, Callable[[Path], list[str]]] = {"omniglot": omniglot.data_report, "miniimagenet": miniimagenet.data_report}
+REPORTS: dict[str, Callable[[Path], list[str]]] = {"omniglot": omniglot.data_report,
+                                                   "miniimagenet": miniimagenet.data_report}
 #: The data sets ``metalab data --download`` can fetch: (data root, base_url=None, checksums=None) -> files.
 DOWNLOADS: dict[str, Callable[..., list[Path]]] = {"omniglot": download_omniglot}
 
@@ -77,7 +78,8 @@ def download_dataset(
         hint = ""
         if name == "miniimagenet":
             hint = f"; mini-ImageNet cannot be downloaded automatically: {miniimagenet.how_to_get(root)}"
-        raise ValueError(f"cannot download data set {name!r}: only {', '.join(map(repr, DOWNLOADS))} is downloadable{hint}")
+        raise ValueError(f"cannot download data set {name!r}: only {', '.join(map(repr, DOWNLOADS))} "
+                         f"is downloadable{hint}")
     return DOWNLOADS[name](root, base_url=base_url, checksums=checksums)
 
 

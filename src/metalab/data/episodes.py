@@ -48,7 +48,8 @@ class EpisodeSampler:
         within_group: bool = False,
     ) -> None:
         if ways < 1 or shots < 1 or queries < 0:
-            raise ValueError(f"need ways >= 1, shots >= 1, queries >= 0; got ways={ways}, shots={shots}, queries={queries}")
+            raise ValueError(f"need ways >= 1, shots >= 1, queries >= 0; "
+                             f"got ways={ways}, shots={shots}, queries={queries}")
         if ways > dataset.num_classes:
             raise ValueError(
                 f"{ways}-way episodes need {ways} classes but {dataset.name} has only {dataset.num_classes}; "
@@ -98,7 +99,7 @@ class EpisodeSampler:
         """Tasks ``start .. start + size - 1`` stacked: a meta-batch with a leading task dim."""
         return episodes_batch(self.dataset, [self.episode(i) for i in range(start, start + size)])
 
-    def fixed(self, count: int) -> "FixedEpisodes":
+    def fixed(self, count: int) -> FixedEpisodes:
         """The first ``count`` episodes of the stream, as a fixed evaluation set."""
         return FixedEpisodes(
             self.dataset, [self.episode(i) for i in range(count)], self.ways, self.shots, self.queries, self.seed
@@ -172,16 +173,18 @@ class FixedEpisodes:
         atomic_write_text(path, json.dumps(self.to_manifest()))
 
     @classmethod
-    def load(cls, path: str | Path, dataset: ClassDataset) -> "FixedEpisodes":
+    def load(cls, path: str | Path, dataset: ClassDataset) -> FixedEpisodes:
         """Read a manifest written by :meth:`save`; classes are matched to ``dataset`` by name."""
         try:
             manifest = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise FileNotFoundError(f"episode manifest {path} does not exist") from None
         except IsADirectoryError:
-            raise ValueError(f"episode manifest {path} is a folder; give the JSON file written by --save-manifest") from None
+            raise ValueError(f"episode manifest {path} is a folder; "
+                             f"give the JSON file written by --save-manifest") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"episode manifest {path} is not valid JSON ({error}); write it again with --save-manifest") from None
+            raise ValueError(f"episode manifest {path} is not valid JSON ({error}); "
+                             f"write it again with --save-manifest") from None
         check_manifest(manifest, path)
         episodes = []
         for number, entry in enumerate(manifest["episodes"]):
@@ -244,7 +247,8 @@ def check_manifest(manifest: Any, path: str | Path) -> None:
         classes = entry.get("classes")
         if not isinstance(classes, list) or len(classes) != ways or not all(isinstance(c, str) for c in classes):
             raise ValueError(f"{where}: 'classes' must be a list of {ways} class names (the manifest's ways), got "
-                             f"{_json_kind(classes)}{f' of {len(classes)}' if isinstance(classes, list) else ''}; {fix}")
+                             f"{_json_kind(classes)}{f' of {len(classes)}' if isinstance(classes, list) else ''}; "
+                             f"{fix}")
         for part, per_class in (("support", counts["shots"]), ("query", counts["queries"])):
             lists = entry.get(part)
             shape_ok = isinstance(lists, list) and len(lists) == ways and all(

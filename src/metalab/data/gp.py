@@ -32,7 +32,8 @@ class GaussianProcessFamily:
         cholesky = np.linalg.cholesky(covariance + 1e-9 * np.eye(count))
         return x, cholesky @ rng.standard_normal((count, 1))
 
-    def posterior(self, context_x: np.ndarray, context_y: np.ndarray, target_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def posterior(self, context_x: np.ndarray, context_y: np.ndarray,
+                  target_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The exact predictive mean and standard deviation (noise included) at target_x [m, 1] -> [m, 1] each."""
         covariance = self.kernel(context_x, context_x) + self.noise**2 * np.eye(len(context_x))
         cross = self.kernel(target_x, context_x)

@@ -41,7 +41,8 @@ def how_to_get(root: Path) -> str:
 
 
 def read_split_csv(split_file: str | Path | None, split: str) -> list[tuple[str, str]]:
-    """(filename, label) rows of a mini-ImageNet split CSV (``filename,label`` header); packaged Ravi list by default."""
+    """(filename, label) rows of a mini-ImageNet split CSV (``filename,label`` header); packaged Ravi list by
+    default."""
     if split_file is None:
         if split not in SPLITS:
             raise ValueError(f"unknown mini-ImageNet split {split!r}; valid splits: {', '.join(SPLITS)}")
@@ -96,9 +97,11 @@ def load_miniimagenet(
     for index, (_, label) in enumerate(rows):
         labels.setdefault(label, []).append(index)
     logging.getLogger(__name__).info(f"preparing mini-ImageNet {split} (once): decoding {len(paths)} images at "
-                                     f"{image_size}x{image_size} px into {cache_file.parent}; later runs read the cache")
+                                     f"{image_size}x{image_size} px into {cache_file.parent}; "
+                                     f"later runs read the cache")
     images = torch.from_numpy(decode_images(paths, image_size, 3, invert=False))
-    payload = {"version": _CACHE_VERSION, "images": images, "class_items": list(labels.values()), "class_names": list(labels)}
+    payload = {"version": _CACHE_VERSION, "images": images, "class_items": list(labels.values()),
+               "class_names": list(labels)}
     write_cache(cache_file, payload)
     return ClassDataset(images, payload["class_items"], payload["class_names"], None, name)
 
@@ -124,6 +127,7 @@ def data_report(root: Path) -> list[str]:
         incomplete = incomplete or found < len(names)
         lines.append(f"  {split:<5} (Ravi split, packaged): {found}/{len(names)} images present ({state}){cached}")
     if incomplete:
-        lines.append(f"  -> to get them: place the images as {images_dir}/<filename>.jpg (file names as in the split CSVs);")
+        lines.append(f"  -> to get them: place the images as {images_dir}/<filename>.jpg "
+                     f"(file names as in the split CSVs);")
         lines.append("     metalab cannot download mini-ImageNet (ImageNet licence)")
     return lines

@@ -110,7 +110,8 @@ def data_report(root: Path) -> list[str]:
         source = archive_source(root, archive)
         if source is None:
             lines.append(f"  {archive:<26} missing ({what})")
-            expected = f"{root / 'omniglot' / (archive + '.zip')} or the extracted folder {root / 'omniglot' / archive}/"
+            expected = (f"{root / 'omniglot' / (archive + '.zip')} "
+                        f"or the extracted folder {root / 'omniglot' / archive}/")
             lines.append(f"  {'':<26}   expected {expected}")
             if f"{archive}.zip" in CHECKSUMS:
                 missing_downloadable = True
@@ -147,7 +148,7 @@ def load_omniglot(split: str, root: str | Path | None = None, image_size: int = 
     return _vinyals(split.removeprefix("vinyals-"), data_root, image_size)
 
 
-def load_archive(archive: str, root: Path, image_size: int) -> "_Archive":
+def load_archive(archive: str, root: Path, image_size: int) -> _Archive:
     """One Omniglot archive (``images_background``, ...) decoded (or read from the cache)."""
     source = archive_source(root, archive)
     if source is None:

@@ -10,7 +10,7 @@ import math
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast, overload
 
 import numpy as np
 import torch
@@ -20,9 +20,26 @@ from metalab.data.task import Task
 
 
 class RegressionFamily(Protocol):
+    @property
+    def x_range(self) -> tuple[float, float]:
+        """The interval the inputs are drawn from (and the plots span)."""
+        ...
+
     def sample(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
         """One task: a function drawn from the family and ``count`` points of it, x and y [count, 1]."""
         ...
+
+
+class FunctionFamily(RegressionFamily, Protocol):
+    """A family whose tasks are explicit functions (the sinusoid): their parameters, and their values anywhere."""
+
+    def sample_function(self, rng: np.random.Generator) -> dict[str, float]: ...
+
+    @overload
+    def evaluate(self, function: dict[str, float], x: np.ndarray) -> np.ndarray: ...
+
+    @overload
+    def evaluate(self, function: dict[str, float], x: Tensor) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -45,10 +62,19 @@ class Sinusoid:
         x = self.sample_inputs(rng, count)
         return x, self.evaluate(function, x)
 
+    @overload
+    @staticmethod
+    def evaluate(function: dict[str, float], x: np.ndarray) -> np.ndarray: ...
+
+    @overload
+    @staticmethod
+    def evaluate(function: dict[str, float], x: Tensor) -> Tensor: ...
+
     @staticmethod
     def evaluate(function: dict[str, float], x: np.ndarray | Tensor) -> np.ndarray | Tensor:
-        sin = torch.sin if isinstance(x, Tensor) else np.sin
-        return function["amplitude"] * sin(x - function["phase"])
+        if isinstance(x, Tensor):
+            return function["amplitude"] * torch.sin(x - function["phase"])
+        return function["amplitude"] * np.sin(x - function["phase"])
 
 
 class RegressionTasks:
@@ -57,7 +83,7 @@ class RegressionTasks:
     ``split`` salts the seed, so the train, val and test streams differ even with equal seeds.
     """
 
-    def __init__(self, family: "RegressionFamily", split: str, shots: int, queries: int, seed: int = 0) -> None:
+    def __init__(self, family: RegressionFamily, split: str, shots: int, queries: int, seed: int = 0) -> None:
         if shots < 1 or queries < 1:
             raise ValueError(f"regression tasks need shots >= 1 and queries >= 1, got {shots} and {queries}")
         self.family, self.split = family, split
@@ -66,7 +92,8 @@ class RegressionTasks:
 
     def function(self, index: int) -> dict[str, float]:
         """The parameters of task ``index``'s function (families with ``sample_function``, e.g. sinusoid)."""
-        return self.family.sample_function(np.random.default_rng([self.seed, self._salt, index]))
+        family = cast(FunctionFamily, self.family)  # a duck-typed family: others have no sample_function
+        return family.sample_function(np.random.default_rng([self.seed, self._salt, index]))
 
     def task(self, index: int) -> Task:
         x, y = self.family.sample(np.random.default_rng([self.seed, self._salt, index]), self.shots + self.queries)
@@ -76,7 +103,7 @@ class RegressionTasks:
     def batch(self, start: int, size: int) -> Task:
         return Task.stack([self.task(i) for i in range(start, start + size)])
 
-    def fixed(self, count: int) -> "FixedRegressionTasks":
+    def fixed(self, count: int) -> FixedRegressionTasks:
         return FixedRegressionTasks(self, count)
 
 

@@ -103,7 +103,8 @@ def evaluation_episodes(
     return source.fixed(given(episodes, protocol.episodes))
 
 
-def input_shape(config: DictConfig, data_root: str | None = None, dataset: ClassDataset | None = None) -> tuple[int, ...]:
+def input_shape(config: DictConfig, data_root: str | None = None,
+                dataset: ClassDataset | None = None) -> tuple[int, ...]:
     """Shape of one input without the batch dimension, as the learner is built for it."""
     if is_regression(config):
         from metalab.data.regression import regression_input_shape

@@ -144,7 +144,8 @@ def download(url: str, destination: Path, md5: str | None, timeout: float = 60) 
         if md5 is not None and actual.lower() != md5.lower():
             raise ChecksumError(
                 f"checksum mismatch for {url}: expected MD5 {md5}, got {actual}. The download is corrupt or "
-                f"the file changed upstream; nothing was written to {destination}. Retry, or place a good copy there by hand."
+                f"the file changed upstream; nothing was written to {destination}. "
+                f"Retry, or place a good copy there by hand."
             )
         os.replace(temp, destination)
     except BaseException:

@@ -1,8 +1,9 @@
 """The unit of meta-learning: a task with a support set and a query set."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import Optional
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -26,11 +27,11 @@ class Task:
     query_y: Tensor
     #: optional global class index of each label ([ways], or [T, ways] batched), for learners that
     #: pre-train over all training classes (e.g. the Baseline); None for regression and user data.
-    classes: Optional[Tensor] = None
+    classes: Tensor | None = None
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Task":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Task:
         """Move all tensors to ``device``; ``dtype`` applies to the inputs (x) and float targets."""
-        moved = {}
+        moved: dict[str, Any] = {}
         for f in fields(self):
             value: Tensor | None = getattr(self, f.name)
             if value is None:
@@ -42,25 +43,30 @@ class Task:
             moved[f.name] = value
         return Task(**moved)
 
-    def __getitem__(self, index: int) -> "Task":
-        """The ``index``-th task of a batch."""
-        return Task(*(_map(getattr(self, f.name), lambda v: v[index]) for f in fields(self)))
+    def __getitem__(self, index: int | slice) -> Task:
+        """The ``index``-th task of a batch (a slice: the batch of those tasks)."""
+        return _from_fields(_map(getattr(self, f.name), lambda v: v[index]) for f in fields(self))
 
     def __len__(self) -> int:
         """Number of tasks in a batch."""
         return self.support_x.shape[0]
 
     @staticmethod
-    def stack(tasks: list["Task"]) -> "Task":
+    def stack(tasks: list[Task]) -> Task:
         """Stack single tasks (same shapes) into a batch with a leading task dimension."""
         if not tasks:
             raise ValueError("Task.stack needs at least one task")
-        return Task(*(_join(torch.stack, [getattr(t, f.name) for t in tasks]) for f in fields(Task)))
+        return _from_fields(_join(torch.stack, [getattr(t, f.name) for t in tasks]) for f in fields(Task))
 
     @staticmethod
-    def cat(batches: list["Task"]) -> "Task":
+    def cat(batches: list[Task]) -> Task:
         """Concatenate batches of tasks along the task dimension."""
-        return Task(*(_join(torch.cat, [getattr(b, f.name) for b in batches]) for f in fields(Task)))
+        return _from_fields(_join(torch.cat, [getattr(b, f.name) for b in batches]) for f in fields(Task))
+
+
+def _from_fields(values: Iterable[Tensor | None]) -> Task:
+    """A Task from its fields' values in order, each made from the same field of Tasks (None only for ``classes``)."""
+    return Task(*cast("list[Tensor]", list(values)))
 
 
 def _map(value: Tensor | None, function) -> Tensor | None:

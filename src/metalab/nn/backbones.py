@@ -47,6 +47,8 @@ class MLP(nn.Sequential):
     A plain ``nn.Sequential`` holding one ``net`` (Linear, ReLU, ...).
     """
 
+    net: nn.Sequential
+
     def __init__(self, in_features: int, hidden: Sequence[int], out_features: int | None = None) -> None:
         sizes = [in_features, *hidden]
         layers: list[nn.Module] = []

@@ -52,8 +52,8 @@ def update_running_statistics(module: nn.Module, record: Mapping[str, tuple[Tens
         prefix = f"{name}." if name else ""
         if prefix not in record or not isinstance(layer, nn.modules.batchnorm._BatchNorm):
             continue
-        if layer.running_mean is None:
-            continue
+        if layer.running_mean is None or layer.running_var is None or layer.num_batches_tracked is None:
+            continue  # track_running_stats=False: none of the three
         mean, var = record[prefix]
         momentum = layer.momentum if layer.momentum is not None else 1.0 / float(layer.num_batches_tracked + 1)
         layer.running_mean.lerp_(mean.to(layer.running_mean.dtype), momentum)

@@ -56,7 +56,8 @@ class Execution:
                 if inner and speed.inner_channels_last is not None:
                     channels_last = speed.inner_channels_last
                 settings = folded.ForwardSettings(
-                    statistics=statistics, record=record, checkpoint=speed.checkpoint and not inner and torch.is_grad_enabled(),
+                    statistics=statistics, record=record,
+                    checkpoint=speed.checkpoint and not inner and torch.is_grad_enabled(),
                     channels_last=channels_last, precision=speed.precision, fold_conv_norm=speed.fold_conv_norm,
                     native_kernels=speed.native_kernels, once_differentiable=not differentiated_twice,
                     winograd=speed.winograd)

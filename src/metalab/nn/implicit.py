@@ -9,6 +9,7 @@ a sum of per-task losses has a block-diagonal Hessian, so each task's block acts
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -24,7 +25,8 @@ def hessian_vector_product(loss: Callable[[Params], Tensor], params: Mapping[str
     """
     leaves = {name: value.detach().requires_grad_() for name, value in params.items()}
     grads = torch.autograd.grad(loss(leaves), list(leaves.values()), create_graph=True)
-    dot = sum((grad * vector[name]).sum() for name, grad in zip(leaves, grads))
+    # builtins.sum is typed Tensor | Literal[0] (its start, for no terms); there is a term per parameter
+    dot = cast(Tensor, sum((grad * vector[name]).sum() for name, grad in zip(leaves, grads)))
     products = torch.autograd.grad(dot, list(leaves.values()), create_graph=create_graph, allow_unused=True)
     return {name: torch.zeros_like(leaf) if product is None else product
             for (name, leaf), product in zip(leaves.items(), products)}
@@ -32,7 +34,7 @@ def hessian_vector_product(loss: Callable[[Params], Tensor], params: Mapping[str
 
 def task_dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tensor:
     """Per-task inner products [T] of two sets of tensors [T, ...] with the same names."""
-    return sum((a[name] * b[name]).flatten(1).sum(1) for name in a)
+    return cast(Tensor, sum((a[name] * b[name]).flatten(1).sum(1) for name in a))  # as in hessian_vector_product
 
 
 def conjugate_gradient(matvec: Callable[[Params], Params], b: Mapping[str, Tensor], steps: int,

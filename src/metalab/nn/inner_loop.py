@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
@@ -111,7 +111,8 @@ class AdamState:
 
 @dataclass
 class Adam(UpdateRule):
-    """Adam's step (Kingma & Ba 2015, Algorithm 1) on each task's gradient: phi <- phi - lr * m_hat / (sqrt(v_hat) + eps).
+    """Adam's step (Kingma & Ba 2015, Algorithm 1) on each task's gradient:
+    phi <- phi - lr * m_hat / (sqrt(v_hat) + eps).
 
     ``start``: the moments to begin from (Reptile carries them from task to task); None: zero, Adam's usual
     fresh start. The final state (an :class:`AdamState` of [T, ...] moments) comes back from
@@ -127,7 +128,8 @@ class Adam(UpdateRule):
     def init(self, fast, adapted):
         start = self.start or AdamState()
         return AdamState(
-            first={n: start.first[n].expand_as(fast[n]) if n in start.first else torch.zeros_like(fast[n]) for n in adapted},
+            first={n: start.first[n].expand_as(fast[n]) if n in start.first else torch.zeros_like(fast[n])
+                   for n in adapted},
             second={n: start.second[n].expand_as(fast[n]) if n in start.second else torch.zeros_like(fast[n])
                     for n in adapted},
             steps=start.steps)
@@ -169,6 +171,18 @@ class InnerLoop:
             raise ValueError(f"inner steps must be >= 0, got {self.steps}")
         if not self.grad_clip >= 0:
             raise ValueError(f"the inner gradient clip must be >= 0 (0 = no limit), got {self.grad_clip}")
+
+    @overload
+    def adapt(self, forward: TaskForward, params: Mapping[str, Tensor], adapted: Iterable[str], support_x: Tensor,
+              support_y: Tensor, objective: Objective, *, steps: int | None = None, create_graph: bool | None = None,
+              indices: Sequence[Tensor] | None = None, unroll: Unroll | None = None,
+              return_state: Literal[False] = False) -> Params: ...
+
+    @overload
+    def adapt(self, forward: TaskForward, params: Mapping[str, Tensor], adapted: Iterable[str], support_x: Tensor,
+              support_y: Tensor, objective: Objective, *, steps: int | None = None, create_graph: bool | None = None,
+              indices: Sequence[Tensor] | None = None, unroll: Unroll | None = None,
+              return_state: Literal[True]) -> tuple[Params, Any]: ...
 
     def adapt(self, forward: TaskForward, params: Mapping[str, Tensor], adapted: Iterable[str], support_x: Tensor,
               support_y: Tensor, objective: Objective, *, steps: int | None = None, create_graph: bool | None = None,

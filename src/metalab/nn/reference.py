@@ -15,7 +15,6 @@ from torch.func import functional_call, vmap
 from metalab.nn.batch_norm import Record
 
 
-
 def task_forward(module: nn.Module, params: Mapping[str, Tensor], x: Tensor, per_task: Iterable[str] = (),
                  statistics: str = "batch", record: Record | None = None) -> Tensor:
     """Run ``module`` on T tasks, task t with ``params[name][t]`` for the names in ``per_task``.
@@ -46,7 +45,7 @@ def task_forward(module: nn.Module, params: Mapping[str, Tensor], x: Tensor, per
 
 
 @contextmanager
-def _batch_norm_statistics(norms: list[nn.Module], statistics: str) -> Iterator[None]:
+def _batch_norm_statistics(norms: list[nn.modules.batchnorm._BatchNorm], statistics: str) -> Iterator[None]:
     """BatchNorm layers in training mode (batch statistics) or evaluation mode (running estimates) for a while."""
     if statistics not in ("batch", "running"):
         raise ValueError(f"statistics must be 'batch' or 'running', got {statistics!r}")

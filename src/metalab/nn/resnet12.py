@@ -33,6 +33,8 @@ class DropBlock2d(nn.Module):
     Shapes: [B, C, H, W] -> [B, C, H, W].
     """
 
+    steps: Tensor
+
     def __init__(self, drop_rate: float, block_size: int, warmup_steps: int = 0) -> None:
         super().__init__()
         if not 0.0 <= drop_rate < 1.0:
@@ -40,7 +42,8 @@ class DropBlock2d(nn.Module):
         if block_size < 1:
             raise ValueError(f"dropblock_size must be at least 1, got {block_size}")
         if warmup_steps < 0:
-            raise ValueError(f"dropblock_warmup must be >= 0 (0: the full rate from the first step), got {warmup_steps}")
+            raise ValueError(f"dropblock_warmup must be >= 0 (0: the full rate from the first step), "
+                             f"got {warmup_steps}")
         self.drop_rate = drop_rate
         self.block_size = block_size
         self.warmup_steps = warmup_steps
@@ -144,7 +147,8 @@ class ResNet12(nn.Module):
         super().__init__()
         channels = tuple(channels)
         if len(channels) != 4 or min(channels) < 1:
-            raise ValueError(f"channels must give the 4 residual blocks' widths, e.g. {DEFAULT_CHANNELS}; got {channels}")
+            raise ValueError(f"channels must give the 4 residual blocks' widths, e.g. {DEFAULT_CHANNELS}; "
+                             f"got {channels}")
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}; 0 turns dropout and DropBlock off")
         widths = (in_channels, *channels)
@@ -152,7 +156,8 @@ class ResNet12(nn.Module):
         for i in range(4):
             regulariser: nn.Module | None = None
             if drop_rate > 0.0:
-                regulariser = nn.Dropout(drop_rate) if i < 2 else DropBlock2d(drop_rate, dropblock_size, dropblock_warmup)
+                regulariser = nn.Dropout(drop_rate) if i < 2 else DropBlock2d(drop_rate, dropblock_size,
+                                                                              dropblock_warmup)
             blocks.append(ResidualBlock(widths[i], widths[i + 1], regulariser))
         self.blocks = nn.Sequential(*blocks)
         head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1)] if avg_pool else []

@@ -18,7 +18,8 @@ def build_learner(config: DictConfig, input_shape: tuple[int, ...]) -> MetaLearn
     return cls(learner_options(config), tuple(input_shape), speed_options(config))
 
 
-def build_optimizer(config: DictConfig, learner: MetaLearner) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+def build_optimizer(config: DictConfig,
+                    learner: MetaLearner) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     optim = config.optim
     params = [p for p in learner.parameters() if p.requires_grad]
     if optim.name == "adam":
@@ -63,8 +64,9 @@ def checkpoint_path(run_dir: str | Path, checkpoint: str | Path | None = None) -
     if checkpoint is None:
         return run_checkpoint(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist; --checkpoint {checkpoint} picks one checkpoint "
-                                f"of a run, so give that run's directory too (the run.dir it was trained with)")
+        raise FileNotFoundError(f"run directory {run_dir} does not exist; --checkpoint {checkpoint} picks one "
+                                f"checkpoint of a run, so give that run's directory too "
+                                f"(the run.dir it was trained with)")
     path = Path(checkpoint)
     if not path.exists() and (run_dir / path).exists():
         path = run_dir / path
@@ -106,6 +108,7 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None,
             raise
         raise ValueError(f"the overrides {' '.join(overrides)} change the learner's weights, so {path} no longer "
                          f"loads into it; only options that keep the trained weights' shapes (e.g. inner steps, "
-                         f"learning rates at test, precision) apply to a trained run. {str(error).splitlines()[0]}") from None
+                         f"learning rates at test, precision) apply to a trained run. "
+                         f"{str(error).splitlines()[0]}") from None
     learner.eval()
     return learner, config, state

@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from metalab.algorithms.base import MetaLearner
 from metalab.train.evaluate import EvalResult, evaluate, mean_ci95
 
 T = TypeVar("T")
@@ -50,7 +51,7 @@ class RankFailedError(RuntimeError):
 
 
 @contextmanager
-def _collective(ranks: "Ranks", what: str) -> Iterator[None]:
+def _collective(ranks: Ranks, what: str) -> Iterator[None]:
     """Turn the backend's error when a peer is gone ("Connection reset by peer", ...) into a RankFailedError."""
     try:
         yield
@@ -58,7 +59,8 @@ def _collective(ranks: "Ranks", what: str) -> Iterator[None]:
         raise
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RankFailedError(f"{ranks}: {what} failed, another rank has stopped or cannot be reached ({reason})") from error
+        raise RankFailedError(f"{ranks}: {what} failed, another rank has stopped or cannot be reached "
+                              f"({reason})") from error
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,8 @@ class Ranks:
             raise ValueError(
                 f"{what}={total} cannot be split evenly over {self.world_size} processes; every rank must get "
                 f"the same number of tasks so that averaging their gradients gives the meta-batch's gradient. "
-                f"Use a {what} that is a multiple of {self.world_size} (e.g. {what}={self.world_size * -(-total // self.world_size)}), "
+                f"Use a {what} that is a multiple of {self.world_size} "
+                f"(e.g. {what}={self.world_size * -(-total // self.world_size)}), "
                 f"or a number of processes that divides {total} ({', '.join(map(str, divisors))})"
             )
         count = total // self.world_size
@@ -345,7 +348,7 @@ def evaluation_share(count: int, batch_size: int, ranks: Ranks) -> tuple[int, in
     return min(first * batch_size, count), min(last * batch_size, count)
 
 
-def evaluate_distributed(learner: nn.Module, episodes: Any, batch_size: int, device: torch.device | str,
+def evaluate_distributed(learner: MetaLearner, episodes: Any, batch_size: int, device: torch.device | str,
                          ranks: Ranks, progress: bool = False) -> EvalResult:
     """:func:`~metalab.train.evaluate.evaluate` with the episodes split across ranks and the scores gathered.
 

@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -22,7 +22,8 @@ class RunLogger:
     run's validation and test scores).
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, config: DictConfig | None = None, step: int = 0) -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool = True, config: DictConfig | None = None,
+                 step: int = 0) -> None:
         self.path = run_dir / "metrics.jsonl"
         self.file = self.path.open("a", encoding="utf-8")
         self.writer = None
@@ -38,14 +39,18 @@ class RunLogger:
 
         from metalab.data.sources import is_regression
 
+        writer = self.writer
+        assert writer is not None  # called once the writer is made
         # four spaces: a Markdown code block, so that TensorBoard's text tab keeps the YAML's indentation
-        self.writer.add_text("config", "    " + OmegaConf.to_yaml(config).replace("\n", "\n    "), step)
+        writer.add_text("config", "    " + OmegaConf.to_yaml(config).replace("\n", "\n    "), step)
         metric = "mse" if is_regression(config) else "accuracy"
-        values = flat_values(OmegaConf.to_container(config, resolve=True))
+        values = flat_values(cast("dict[str, Any]", OmegaConf.to_container(config, resolve=True)))  # a DictConfig's
         # the hparams summaries go into this writer's own event file (SummaryWriter.add_hparams would start
         # another run in a sub-folder); the metrics are the tags of the scalars that log() writes
+        file_writer = writer.file_writer
+        assert file_writer is not None  # SummaryWriter() makes it
         for summary in hparams(values, {f"val/{metric}": math.nan, f"test/{metric}": math.nan}):
-            self.writer.file_writer.add_summary(summary)
+            file_writer.add_summary(summary)
 
     def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
         """One record: ``kind`` is "train", "val" or "test"; ``values`` are scalars."""
@@ -139,7 +144,8 @@ class TrainingProgress:
         self._postfix()
 
     def _postfix(self) -> None:
-        parts = [f"{key}={value}" for key, value in self.metrics.items()] + ([self.budget_note] if self.budget_note else [])
+        parts = [f"{key}={value}" for key, value in self.metrics.items()]
+        parts += [self.budget_note] if self.budget_note else []
         self.bar.set_postfix_str(", ".join(parts), refresh=False)
 
     def write(self, message: str) -> None:

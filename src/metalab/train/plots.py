@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from metalab.algorithms.base import MetaLearner
-from metalab.data.regression import RegressionTasks, regression_source
+from metalab.data.regression import FunctionFamily, RegressionTasks, regression_source
 from metalab.data.task import Task
 
 #: points of the x grid on which the fits are drawn
@@ -43,16 +43,18 @@ def x_grid(tasks: RegressionTasks) -> torch.Tensor:
 def fits_on_grid(learner: MetaLearner, task: Task, grid: torch.Tensor, steps: int) -> torch.Tensor:
     """The learner's predictions on grid [G, 1] after ``steps`` inner steps on the task's support set: [G]."""
     batch = Task.stack([Task(task.support_x, task.support_y, grid, torch.zeros_like(grid))])
-    return learner.predict(batch, steps=steps)[0, :, 0].detach()
+    predict: Callable[..., torch.Tensor] = learner.predict  # one that takes steps (a gradient-based learner's)
+    return predict(batch, steps=steps)[0, :, 0].detach()
 
 
 def predictive_on_grid(learner: MetaLearner, task: Task, grid: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """The learner's mean and std at grid [G, 1] given the task's support set, [G] each; learners
     without ``predictive`` (e.g. MAML) get zero std."""
     batch = Task.stack([Task(task.support_x, task.support_y, grid, torch.zeros_like(grid))])
+    predictive = getattr(learner, "predictive", None)
     with torch.no_grad():
-        if hasattr(learner, "predictive"):
-            mean, std = learner.predictive(batch)
+        if predictive is not None:
+            mean, std = predictive(batch)
         else:
             mean = learner.predict(batch)
             std = torch.zeros_like(mean)
@@ -150,7 +152,7 @@ def plot_sinusoid_fits(learner: MetaLearner, tasks: RegressionTasks, indices: Se
                        steps: Sequence[int] = (1, 10)) -> Path:
     """One panel per task: the true curve, the K support points, the pre-update fit (0 steps) and
     the fits after each number of ``steps`` (Finn et al. 2017, figure 2)."""
-    family = tasks.family
+    family = cast(FunctionFamily, tasks.family)  # the sinusoid's
     grid = x_grid(tasks)
     with task_panels(learner, len(indices), path, dpi=100) as axes:
         for axis, index in zip(axes, indices):
@@ -184,7 +186,7 @@ def plot_predictions(learner: MetaLearner, tasks: RegressionTasks, indices: Iter
             task = tasks.task(index)
             mean, std = predictive_on_grid(learner, task, grid)
             if hasattr(family, "sample_function"):
-                truth = family.evaluate(tasks.function(index), x)
+                truth = cast(FunctionFamily, family).evaluate(tasks.function(index), x)
                 axis.plot(x, truth, "k--", lw=1, label="true function")
             elif hasattr(family, "posterior"):
                 oracle_mean, oracle_std = family.posterior(task.support_x.double().numpy(),
@@ -224,5 +226,6 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, tasks: int = 4,
     if hasattr(learner, "predictive"):
         return plot_predictions(learner, source, range(tasks), out or Path(run_dir) / "predictive.png")
     if config.data.dataset == "sinusoid" and "steps" in inspect.signature(learner.predict).parameters:
-        return plot_sinusoid_fits(learner, source, list(range(tasks)), out or Path(run_dir) / "sinusoid_fits.png", steps)
+        return plot_sinusoid_fits(learner, source, list(range(tasks)), out or Path(run_dir) / "sinusoid_fits.png",
+                                  steps)
     return None

@@ -22,7 +22,7 @@ import time
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -80,6 +80,11 @@ class Trainer:
         resume: continue from ``<run.dir>/last.pt`` instead of starting afresh.
     """
 
+    #: the best validation so far (step, metric, mean, ci95); None before the first (set by fit())
+    best: dict[str, Any] | None
+    #: what computed the run's steps (torch version, threads, processes), from which step on (set by fit())
+    computed_with: list[dict[str, Any]]
+
     def __init__(self, config: DictConfig, data_root: str | None = None, resume: bool = False) -> None:
         self.config = config
         self.data_root = data_root
@@ -105,8 +110,8 @@ class Trainer:
             if leftovers:
                 raise FileNotFoundError(
                     f"cannot resume: {self.run_dir} holds {', '.join(leftovers)} but no {LAST}: its run stopped before "
-                    f"its first checkpoint (written every train.ckpt_every steps), so there is nothing to resume. Start "
-                    f"it again without --resume (its files are then moved aside, not overwritten)")
+                    f"its first checkpoint (written every train.ckpt_every steps), so there is nothing to resume. "
+                    f"Start it again without --resume (its files are then moved aside, not overwritten)")
             raise FileNotFoundError(f"cannot resume: {last} does not exist; start the run without --resume")
         if last.exists() or (self.run_dir / BEST).exists():
             raise RunExistsError(
@@ -180,7 +185,7 @@ class Trainer:
             self.learner.load_state_dict(state["model"])
         except RuntimeError as error:  # the overrides built another network than the checkpoint's
             saved = state.get("config", {}).get("learner", {})
-            now = OmegaConf.to_container(self.config.learner)
+            now = cast("dict[str, Any]", OmegaConf.to_container(self.config.learner))  # a DictConfig's
             changed = [f"learner.{key}: {saved.get(key)!r} -> {now.get(key)!r}"
                        for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
             lines = str(error).splitlines()
@@ -319,8 +324,8 @@ class Trainer:
         self.rank_offset, self.rank_tasks = ranks.share(config.task.meta_batch)
         resumed = ranks.on_main(lambda: self._prepare_run_dir(held))
         self._build()
-        self.best: dict[str, Any] | None = None
-        self.computed_with: list[dict[str, Any]] = []
+        self.best = None
+        self.computed_with = []
         step = 0
         if resumed is not None:
             step = self._restore(resumed)
@@ -358,7 +363,7 @@ class Trainer:
                     elapsed = time.perf_counter() - window_start
                     averaged = {k: v / window_steps for k, v in window.items()}
                     averaged["steps_per_second"] = window_steps / elapsed if elapsed > 0 else 0.0
-                    averaged["lr"] = self.scheduler.get_last_lr()[0]
+                    averaged["lr"] = float(self.scheduler.get_last_lr()[0])  # a float lr (typed float | Tensor)
                     logger.log("train", step, averaged)
                     progress.show({k: averaged[k] for k in ("loss", "accuracy") if k in averaged})
                     window, window_start, window_steps = {}, time.perf_counter(), 0
@@ -370,7 +375,8 @@ class Trainer:
                         if ranks.is_main:
                             save_checkpoint(self.run_dir / BEST, self._state(step))
                     if ranks.is_main:
-                        progress.write(f"step {step}: val {result}" + (" (best)" if self.best["step"] == step else ""))
+                        best = self.best is not None and self.best["step"] == step
+                        progress.write(f"step {step}: val {result}" + (" (best)" if best else ""))
                 if step % config.train.ckpt_every == 0 or step == total:
                     ranks.check_identical(self.learner)
                     if ranks.is_main:

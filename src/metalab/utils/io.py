@@ -48,12 +48,13 @@ def write_error(error: OSError, path: str | Path | None = None, writing: bool = 
     """
     if isinstance(error, WriteError):
         return error
-    cause = WRITE_FAILURES.get(error.errno or 0)
-    if cause is None or not (writing or error.errno in _ONLY_WRITES):
+    code = error.errno or 0  # no errno: 0, which is none of the failures
+    cause = WRITE_FAILURES.get(code)
+    if cause is None or not (writing or code in _ONLY_WRITES):
         return None
     where = path if path is not None else error.filename
     target = f"write {where}" if where is not None else "write a file"
-    return WriteError(f"cannot {target}: {cause} ({errno.errorcode[error.errno]})", error.errno, where)
+    return WriteError(f"cannot {target}: {cause} ({errno.errorcode[code]})", code, where)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:

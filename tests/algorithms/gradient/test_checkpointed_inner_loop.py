@@ -9,16 +9,16 @@ import weakref
 
 import pytest
 import torch
+from test_gradient_learners import build, make_tasks
 
+from metalab.accel.checkpointed_unroll import checkpointed_inner_loop
 from metalab.algorithms.gradient.anil import ANIL
 from metalab.algorithms.gradient.maml import MAML
 from metalab.algorithms.gradient.metasgd import MetaSGD
 from metalab.data.task import Task
-from metalab.accel.checkpointed_unroll import checkpointed_inner_loop
 from metalab.nn.inner_loop import SGD, InnerLoop, support_minibatches, task_loss
 from metalab.nn.losses import classification_losses
 from metalab.nn.reference import task_forward
-from test_gradient_learners import build, make_tasks
 
 
 def meta_gradients(learner, batch: Task) -> dict[str, torch.Tensor]:

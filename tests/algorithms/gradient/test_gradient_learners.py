@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from metalab.algorithms.gradient.anil import ANIL
+from metalab.algorithms.gradient.anil import ANIL, _Prefixed
 from metalab.algorithms.gradient.fomaml import FirstOrderMAML
 from metalab.algorithms.gradient.maml import MAML
 from metalab.algorithms.gradient.metasgd import MetaSGD
@@ -34,7 +34,8 @@ def make_tasks(count: int = 2, shots: int = 2, queries: int = 2, seed: int = 0) 
 
 def build(cls, speed: dict | None = None, **options):
     torch.manual_seed(0)
-    return cls(cls.Options(name="x", ways=WAYS, hidden=8, **options), (1, SIZE, SIZE), SpeedOptions(**(speed or {}))).double()
+    return cls(cls.Options(name="x", ways=WAYS, hidden=8, **options), (1, SIZE, SIZE),
+               SpeedOptions(**(speed or {}))).double()
 
 
 def sgd_by_hand(network, params: dict, x, y, lr: float, steps: int) -> dict:
@@ -103,6 +104,17 @@ def test_anil_leaves_the_body_untouched_in_the_inner_loop():
         # when that pair runs folded (metalab/accel/conv_norm.py), and zero up to rounding otherwise.
         if not (name.startswith("body.blocks.") and name.endswith(".0.bias")):
             assert p.grad.abs().sum() > 0, name
+
+
+def test_anil_body_record_updates_as_a_dict_does():
+    """The record that files the body's BatchNorm statistics under the full network's names takes update()'s
+    mapping positionally, as dict.update does: every keyword is a key, ``other`` included."""
+    target: dict = {}
+    record = _Prefixed(target, "body.")
+    statistics = (torch.zeros(2), torch.ones(2))
+    record.update({"blocks.0.1.": statistics}, other=statistics)
+    record.update([("blocks.1.1.", statistics)])
+    assert set(target) == {"body.blocks.0.1.", "body.other", "body.blocks.1.1."} and not record
 
 
 def test_metasgd_rates_receive_gradients_and_match_maml_when_equal():
@@ -192,7 +204,8 @@ def test_train_eval_predict_from_the_command_line(image_folders, tmp_path):
 
     run = tmp_path / "run"
     common = ["data.dataset=folder", f"data.train_split={image_folders['train']}",
-              f"data.val_split={image_folders['val']}", f"data.test_split={image_folders['test']}", "task.ways=3", "task.shots=1", "task.queries=2",
+              f"data.val_split={image_folders['val']}", f"data.test_split={image_folders['test']}", "task.ways=3",
+              "task.shots=1", "task.queries=2",
               "task.meta_batch=2", "eval.ways=3", "eval.shots=1", "eval.queries=2", "eval.episodes=4",
               "eval.val_episodes=2", "train.val_every=2", "train.steps=2", "run.tensorboard=false",
               "train.progress=false", "learner.ways=3", "learner.hidden=8", f"run.dir={run}"]

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from metalab.accel import batch_norm_relu_pool, folded, pooling
 from metalab.algorithms.gradient.maml import MAML
 from metalab.data.task import Task
 from metalab.nn.execution import SpeedOptions
-from metalab.accel import batch_norm_relu_pool, folded, pooling
 
 higher = pytest.importorskip("higher")
 
@@ -31,7 +31,8 @@ def make_tasks(seed: int = 0, tasks: int = TASKS) -> Task:
 
 def make_maml(speed: dict | None = None, **options) -> MAML:
     torch.manual_seed(0)
-    learner = MAML(MAML.Options(name="maml", ways=WAYS, hidden=8, **options), (1, SIZE, SIZE), SpeedOptions(**(speed or {})))
+    learner = MAML(MAML.Options(name="maml", ways=WAYS, hidden=8, **options), (1, SIZE, SIZE),
+                   SpeedOptions(**(speed or {})))
     return learner.double()
 
 

@@ -10,13 +10,12 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from test_gradient_learners import build, make_tasks
 
 from metalab.algorithms.gradient.reptile import Reptile
 from metalab.config import compose
 from metalab.train.checkpoint import load_checkpoint
 from metalab.train.trainer import Trainer
-
-from test_gradient_learners import build, make_tasks
 
 LR, BETAS, STEPS = 0.01, (0.0, 0.999), 3
 

@@ -22,7 +22,7 @@ def test_logistic_head_is_the_optimum_found_by_scipy():
     for t in range(2):
         x, y = support[t].numpy(), labels[t].numpy()
 
-        def objective(theta):
+        def objective(theta, x=x, y=y):
             w, b = theta[:12].reshape(4, 3), theta[12:]
             logits = x @ w + b
             logits = logits - logits.max(1, keepdims=True)
@@ -55,7 +55,8 @@ def test_clear_errors_without_global_classes_or_with_too_few(class_dataset):
     batch = EpisodeSampler(class_dataset, ways=4, shots=1, queries=2, seed=0).batch(0, 1)
     small = Baseline(BaselineOptions(name="baseline", num_classes=5), (1, 28, 28))
     with pytest.raises(ValueError, match="num_classes"):
-        small.meta_step(Task(batch.support_x, batch.support_y, batch.query_x, batch.query_y, torch.tensor([[0, 1, 2, 9]])))
+        small.meta_step(Task(batch.support_x, batch.support_y, batch.query_x, batch.query_y,
+                             torch.tensor([[0, 1, 2, 9]])))
     with pytest.raises(ValueError, match="batch.classes is None"):
         small.meta_step(Task(batch.support_x, batch.support_y, batch.query_x, batch.query_y))
 

@@ -32,8 +32,10 @@ def test_projection_is_the_closest_feasible_point():
     v = project_rows(z, upper)
     assert torch.all(v <= upper + 1e-12) and torch.allclose(v.sum(-1), torch.zeros(50, dtype=torch.float64), atol=1e-12)
     for row in range(50):  # against SciPy on the same small QP
+        target = z[row].numpy()
         result = scipy.optimize.minimize(
-            lambda x: 0.5 * np.sum((x - z[row].numpy()) ** 2), np.zeros(5), jac=lambda x: x - z[row].numpy(),
+            lambda x, target=target: 0.5 * np.sum((x - target) ** 2), np.zeros(5),
+            jac=lambda x, target=target: x - target,
             method="SLSQP", constraints=[{"type": "eq", "fun": np.sum}],
             bounds=[(None, float(u)) for u in upper[row]], options={"ftol": 1e-14, "maxiter": 500},
         )

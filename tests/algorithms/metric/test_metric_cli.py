@@ -37,7 +37,8 @@ def support_folder(image_folders, tmp_path):
 def test_train_eval_predict(algorithm, image_folders, support_folder, tmp_path, capsys):
     threads = torch.get_num_threads()
     run = tmp_path / "run"
-    data = ["data.dataset=folder", f"data.train_split={image_folders['train']}", f"data.val_split={image_folders['val']}",
+    data = ["data.dataset=folder", f"data.train_split={image_folders['train']}",
+            f"data.val_split={image_folders['val']}",
             f"data.test_split={image_folders['test']}", "data.image_size=28", "data.channels=1"]
     small = ["task.ways=3", "task.shots=1", "task.queries=2", "task.meta_batch=1", "eval.ways=3", "eval.shots=1",
              "eval.queries=2", "eval.episodes=4", "eval.val_episodes=2", "speed.eval_batch=2", "train.steps=2",

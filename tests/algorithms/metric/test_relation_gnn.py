@@ -6,9 +6,9 @@ import torch.nn.functional as F
 
 from metalab.algorithms.metric.gnn import GNNOptions, GraphNetwork, LearnedAdjacency
 from metalab.algorithms.metric.relation import RelationNetwork, RelationOptions
-from metalab.nn.class_pooling import class_sums
 from metalab.data.episodes import EpisodeSampler
 from metalab.data.task import Task
+from metalab.nn.class_pooling import class_sums
 
 
 def shuffled_support(batch: Task, seed: int) -> Task:

@@ -21,7 +21,8 @@ def test_pairs_are_balanced_and_correctly_labelled():
 
 
 def test_pairs_need_two_items_of_a_class_and_two_classes():
-    for labels, count in ((torch.tensor([[0, 1, 2]]), 4), (torch.tensor([[0, 0, 0]]), 4), (torch.tensor([[0, 0, 1]]), 3)):
+    for labels, count in ((torch.tensor([[0, 1, 2]]), 4), (torch.tensor([[0, 0, 0]]), 4),
+                          (torch.tensor([[0, 0, 1]]), 3)):
         try:
             sample_pairs(labels, count)
         except ValueError as error:

@@ -58,12 +58,13 @@ def test_open_write_gate_writes_where_the_previous_read_was():
 
 
 def test_usage_decays_by_gamma_each_step():
-    state = state_with([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]]], [[1.0, 2.0, 3.0, 4.0]], [[[0.0, 0.0, 0.0, 0.0]]])
+    state = state_with([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]]], [[1.0, 2.0, 3.0, 4.0]],
+                       [[[0.0, 0.0, 0.0, 0.0]]])
     usages = [state.usage[0].clone()]
     for _ in range(3):
         state, _ = lrua_step(state, torch.tensor([[[0.0, 1.0]]]), torch.tensor([[-1e4]]), gamma=0.5)
         usages.append(state.usage[0].clone())
-    for before, after, step_weights in zip(usages, usages[1:], range(3)):
+    for before, after in zip(usages, usages[1:]):
         added = after - 0.5 * before
         # what is added each step is exactly one read (sums to 1) and one write (sums to 1)
         torch.testing.assert_close(added.sum(), torch.tensor(2.0))

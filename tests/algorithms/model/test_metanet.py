@@ -7,7 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from metalab.algorithms.model.metanet import (
-    AugmentedLinear, MetaNet, MetaNetOptions, per_example_gradients, preprocess_gradient,
+    AugmentedLinear,
+    MetaNet,
+    MetaNetOptions,
+    per_example_gradients,
+    preprocess_gradient,
 )
 
 SHAPE = (1, 12, 12)

@@ -26,7 +26,8 @@ CLASSIFIERS = {
 @pytest.mark.parametrize("recipe", sorted(CLASSIFIERS))
 def test_train_eval_predict_on_image_folders(recipe, image_folders, tmp_path, capsys):
     run = tmp_path / "run"
-    data = ["data.dataset=folder", f"data.train_split={image_folders['train']}", f"data.val_split={image_folders['val']}",
+    data = ["data.dataset=folder", f"data.train_split={image_folders['train']}",
+            f"data.val_split={image_folders['val']}",
             f"data.test_split={image_folders['test']}", "data.invert_user_images=false"]
     small = ["task.queries=3", "task.meta_batch=2", "eval.queries=3", *CLASSIFIERS[recipe]]
     assert main(["train", recipe, f"run.dir={run}", *data, *small, *FAST]) == 0
@@ -51,7 +52,8 @@ def test_train_eval_predict_on_image_folders(recipe, image_folders, tmp_path, ca
 
 def test_predict_with_more_classes_than_the_learner_was_built_for_is_a_clear_error(image_folders, tmp_path, capsys):
     run = tmp_path / "run"
-    data = ["data.dataset=folder", f"data.train_split={image_folders['train']}", f"data.val_split={image_folders['val']}",
+    data = ["data.dataset=folder", f"data.train_split={image_folders['train']}",
+            f"data.val_split={image_folders['val']}",
             f"data.test_split={image_folders['test']}"]
     assert main(["train", "omniglot-snail-5w1s", f"run.dir={run}", *data, "task.queries=2", "task.meta_batch=1",
                  "eval.queries=2", "learner.hidden=8", "learner.filters=8", *FAST]) == 0

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from testdata import make_class_dataset
 from metalab.algorithms.registry import learner_class
 from metalab.data.classes import ClassDataset
 from metalab.data.episodes import EpisodeSampler
+from testdata import make_class_dataset
 
 #: learner -> (small options, ways, steps)
 SETTINGS = {
@@ -20,7 +20,8 @@ SETTINGS = {
     "cnp-classifier": (dict(encoder="pixels", representation_size=32, decoder_size=32), 3, 60),
     "metanet": (dict(encoder="pixels", base_hidden=16, key_size=16, generator_hidden=8, max_ways=3), 3, 60),
     "snail": (dict(encoder="pixels", max_ways=2, sequence_length=3, filters=16), 2, 300),
-    "mann": (dict(encoder="pixels", controller_size=32, memory_slots=16, memory_size=8, read_heads=1, max_ways=2), 2, 300),
+    "mann": (dict(encoder="pixels", controller_size=32, memory_slots=16, memory_size=8, read_heads=1, max_ways=2),
+             2, 300),
     "blackbox": (dict(encoder="pixels", lstm_size=32, max_ways=2), 2, 1000),
 }
 

@@ -13,11 +13,11 @@ from metalab.data.regression import RegressionTasks, Sinusoid
 from metalab.data.task import Task
 
 
-
 def small_np(latent: bool, **options):
     torch.manual_seed(0)
     if latent:
-        return NeuralProcess(NPOptions(name="np", hidden=32, representation_size=32, latent_size=16, eval_samples=8, **options), (1,))
+        return NeuralProcess(NPOptions(name="np", hidden=32, representation_size=32, latent_size=16, eval_samples=8,
+                                       **options), (1,))
     return CNP(CNPOptions(name="cnp", hidden=32, representation_size=32), (1,))
 
 
@@ -92,7 +92,8 @@ def test_gp_family_samples_have_the_kernels_covariance_and_posterior_interpolate
     pairs = np.array([family.sample(rng, 2)[1][:, 0] for _ in range(4000)])
     x = np.array([[0.0], [0.3]])
     # the empirical covariance of (y(0), y(0.3)) for fixed inputs is the kernel's
-    ys = np.array([np.linalg.cholesky(family.kernel(x, x) + 1e-4 * np.eye(2)) @ rng.standard_normal(2) for _ in range(4000)])
+    factor = np.linalg.cholesky(family.kernel(x, x) + 1e-4 * np.eye(2))
+    ys = np.array([factor @ rng.standard_normal(2) for _ in range(4000)])
     np.testing.assert_allclose(np.cov(ys.T)[0, 1], np.exp(-0.5 * 0.3**2 / 0.25), atol=0.06)
     assert abs(pairs.var() - 1.0) < 0.1
     context_x, context_y = np.array([[-1.0], [0.0], [1.0]]), np.array([[0.5], [-0.2], [0.8]])

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from metalab.algorithms.model.blackbox import BlackBoxLSTM, BlackBoxOptions
-from metalab.algorithms.model.mann import MANN, MANNOptions, accuracy_by_presentation
 from metalab.algorithms.model.components.sequence import offset_label_steps, query_sequences, shuffle_support
+from metalab.algorithms.model.mann import MANN, MANNOptions, accuracy_by_presentation
 from metalab.algorithms.model.snail import SNAIL, AttentionBlock, SNAILNet, SNAILOptions, TCBlock
 from metalab.data.task import Task
 
@@ -58,7 +58,8 @@ def test_snail_query_steps_on_a_shared_prefix_equal_one_sequence_per_query(suppo
     """The fast path (prefix once per task, one step per query) against the literal one: each query
     the last step of its own full sequence; prefixes shorter and longer than the largest dilation."""
     torch.manual_seed(0)
-    net = SNAILNet(in_channels=7, out_size=3, sequence_length=10, filters=8, attention=((8, 4), (8, 4), (6, 5))).double()
+    net = SNAILNet(in_channels=7, out_size=3, sequence_length=10, filters=8,
+                   attention=((8, 4), (8, 4), (6, 5))).double()
     prefix, queries = torch.randn(2, support, 7, dtype=torch.float64), torch.randn(2, 4, 7, dtype=torch.float64)
     literal = net(query_sequences(prefix, queries))[:, -1].view(2, 4, 3)
     torch.testing.assert_close(net.query_outputs(prefix, queries), literal, rtol=1e-12, atol=1e-12)
@@ -175,7 +176,8 @@ def test_snail_learns_to_read_the_querys_label_from_the_matching_support_step():
     or missing query label slot, or a wrong output position keeps the accuracy at chance."""
     torch.manual_seed(0)
     ways = 3
-    snail = SNAIL(SNAILOptions(name="snail", encoder="pixels", max_ways=ways, sequence_length=ways + 1, filters=16), (1, 4, 4))
+    snail = SNAIL(SNAILOptions(name="snail", encoder="pixels", max_ways=ways, sequence_length=ways + 1, filters=16),
+                  (1, 4, 4))
     optimizer = torch.optim.Adam(snail.parameters(), lr=1e-3)
     for _ in range(150):
         optimizer.zero_grad()

@@ -13,7 +13,8 @@ def set_learners():
     torch.manual_seed(0)
     return [
         HyperNet(HyperNetOptions(name="hypernet", encoder="pixels", set_size=16), SHAPE),
-        CNPClassifier(CNPClassifierOptions(name="cnp-classifier", encoder="pixels", representation_size=16, decoder_size=16), SHAPE),
+        CNPClassifier(CNPClassifierOptions(name="cnp-classifier", encoder="pixels", representation_size=16,
+                                           decoder_size=16), SHAPE),
     ]
 
 

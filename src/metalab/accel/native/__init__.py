@@ -39,7 +39,7 @@ import torch
 try:
     import fcntl
 except ImportError:  # Windows: the kernels (GCC/Clang vector extensions, flock) are not built there
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # a module or None: the checks below test for None
 
 ENV = "METALAB_NATIVE"
 HERE = Path(__file__).parent

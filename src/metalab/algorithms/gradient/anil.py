@@ -7,6 +7,8 @@ run on the head alone, much less work than MAML's. The meta-gradient reaches the
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -22,27 +24,28 @@ class ANIL(MAML):
     Options = GradientOptions
 
     def adapted_names(self) -> list[str]:
-        return [f"head.{name}" for name, _ in self.network.head.named_parameters()]
+        return [f"head.{name}" for name, _ in self.network.get_submodule("head").named_parameters()]
 
     def body_features(self, x: Tensor, training: bool, record: Record | None = None) -> Tensor:
         """Body features [T, N, D] of inputs [T, N, ...] with the shared (meta-learned) body."""
-        return self.execution.forward(self.network.body, dict(self.network.body.named_parameters()), x,
+        body = self.network.get_submodule("body")
+        return self.execution.forward(body, dict(body.named_parameters()), x,
                                       statistics=statistics_for(self.options.bn_mode, training),
                                       record=None if record is None else _Prefixed(record, "body."))
 
-    def head_forward(self, params: Params, features: Tensor, inner: bool = False,
+    def head_forward(self, params: Mapping[str, Tensor], features: Tensor, inner: bool = False,
                      differentiated_twice: bool = False) -> Tensor:
         """The head on features [T, N, D], with the head's parameters in ``params`` (names ``head.*``)."""
         head = {name: params[name] for name in self.adapted_names()}
-        return self.execution.forward(_Head(self.network.head), head, features, self.adapted_names(), inner=inner,
-                                      differentiated_twice=differentiated_twice)
+        return self.execution.forward(_Head(self.network.get_submodule("head")), head, features, self.adapted_names(),
+                                      inner=inner, differentiated_twice=differentiated_twice)
 
     def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
                     indices: list[Tensor] | None = None) -> Params:
         create_graph = not self.options.first_order if training else False
         features = self.body_features(support_x, training)
 
-        def forward(params: Params, x: Tensor) -> Tensor:
+        def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
             return self.head_forward(params, x, inner=True, differentiated_twice=create_graph)
 
         head = {name: value for name, value in self.parameters_by_name().items() if name in self.adapted_names()}
@@ -63,13 +66,13 @@ def _Head(head: nn.Module) -> nn.Sequential:
 class _Prefixed(dict):
     """A record dict that stores the body's statistics under the full network's layer names."""
 
-    def __init__(self, target: dict, prefix: str) -> None:
+    def __init__(self, target: Record, prefix: str) -> None:
         super().__init__()
         self.target, self.prefix = target, prefix
 
-    def __setitem__(self, key, value) -> None:
+    def __setitem__(self, key: str, value: tuple[Tensor, Tensor]) -> None:
         self.target[self.prefix + key] = value
 
-    def update(self, other=(), **kwargs) -> None:
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # positional-only, as dict.update's
         for key, value in dict(other, **kwargs).items():
             self[key] = value

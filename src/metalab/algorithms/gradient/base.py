@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -38,12 +38,12 @@ class GradientOptions(LearnerOptions):
     #: Conv-4 channels.
     hidden: int = 64
     #: MLP hidden sizes (regression).
-    mlp_hidden: List[int] = field(default_factory=lambda: [40, 40])
+    mlp_hidden: list[int] = field(default_factory=lambda: [40, 40])
     #: output units of the head: classes per task (classification) or target size (regression).
     ways: int = 5
     inner_steps: int = 1
     #: inner steps at evaluation and prediction (None = ``inner_steps``).
-    inner_steps_test: Optional[int] = None
+    inner_steps_test: int | None = None
     inner_lr: float = 0.4
     #: the largest L2 norm of one task's inner gradient (over its adapted parameters); a longer one is scaled down
     #: to it before the step (before Adam's moments with Reptile's inner Adam), so a plain SGD step is at most
@@ -66,14 +66,16 @@ def check_options(options: GradientOptions) -> None:
     if options.inner_steps < 0:
         raise ValueError(f"learner.inner_steps must be >= 0, got {options.inner_steps}")
     if options.inner_steps_test is not None and options.inner_steps_test < 0:
-        raise ValueError(f"learner.inner_steps_test must be >= 0 (or null: inner_steps), got {options.inner_steps_test}")
+        raise ValueError(f"learner.inner_steps_test must be >= 0 (or null: inner_steps), "
+                         f"got {options.inner_steps_test}")
     if options.ways < 1:
         raise ValueError(f"learner.ways must be >= 1 (classes per task, or the regression target's size), "
                          f"got {options.ways}")
     if options.hidden < 1:
         raise ValueError(f"learner.hidden must be >= 1 (Conv-4 channels), got {options.hidden}")
     if not options.mlp_hidden or min(options.mlp_hidden) < 1:
-        raise ValueError(f"learner.mlp_hidden must be a non-empty list of layer sizes >= 1, got {list(options.mlp_hidden)}")
+        raise ValueError(f"learner.mlp_hidden must be a non-empty list of layer sizes >= 1, "
+                         f"got {list(options.mlp_hidden)}")
     if options.bn_mode not in BN_MODES:
         raise ValueError(f"learner.bn_mode must be one of {', '.join(BN_MODES)}, got {options.bn_mode!r}")
     if not options.inner_grad_clip >= 0:
@@ -91,18 +93,22 @@ def build_network(options: GradientOptions, input_shape: tuple[int, ...]) -> nn.
         body = MLP(int(torch.Size(input_shape).numel()), list(options.mlp_hidden))
         features = list(options.mlp_hidden)[-1]
     else:
-        raise ValueError(f"learner.backbone must be one of {', '.join(IMAGE_BACKBONES)} or 'mlp', got {options.backbone!r}")
+        raise ValueError(f"learner.backbone must be one of {', '.join(IMAGE_BACKBONES)} or 'mlp', "
+                         f"got {options.backbone!r}")
     return nn.Sequential(OrderedDict(body=body, head=nn.Linear(features, options.ways)))
 
 
 class GradientLearner(MetaLearner):
     """A network adapted per task by the shared inner loop; algorithm files choose what adapts and how."""
 
-    Options = GradientOptions
+    # typed as MetaLearner's: ReptileOptions narrows inner_steps_test to int, so its class is no type[GradientOptions]
+    Options: ClassVar[type[LearnerOptions]] = GradientOptions
+    options: GradientOptions
     divergence_hint = (", or lower learner.inner_lr or set learner.inner_grad_clip (`python "
                        "benchmarks/gradient/inner_gradient_norms.py RUN` prints the inner gradient norms to choose it)")
 
-    def __init__(self, options: GradientOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: GradientOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         check_options(options)
         self.task_kind = options.kind  # instance attribute read by the evaluator
@@ -151,7 +157,7 @@ class GradientLearner(MetaLearner):
         """Inner steps whose graph a meta-training slice keeps for the meta-backward (0 in first order)."""
         return 0 if self.options.first_order else self.inner_steps(training=True)
 
-    def network_forward(self, params: Params, x: Tensor, training: bool, record: Record | None = None,
+    def network_forward(self, params: Mapping[str, Tensor], x: Tensor, training: bool, record: Record | None = None,
                         inner: bool = False, differentiated_twice: bool = False) -> Tensor:
         """Outputs [T, N, ...] of the network with ``params`` (adapted names [T, ...]) on inputs [T, N, ...]."""
         return self.execution.forward(self.network, params, x, self.adapted_names(),
@@ -171,7 +177,7 @@ class GradientLearner(MetaLearner):
         """
         create_graph = not self.options.first_order if training else False
 
-        def forward(params: Params, x: Tensor) -> Tensor:
+        def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
             return self.network_forward(params, x, training, inner=True, differentiated_twice=create_graph)
 
         return self.inner_loop(training).adapt(
@@ -193,9 +199,9 @@ class GradientLearner(MetaLearner):
         with torch.no_grad():
             for start, stop in self.execution.query_slices(query_x.shape[0]):
                 params = {n: (v[start:stop].detach() if n in adapted else v) for n, v in fast.items()}
-                record = {} if records is not None else None
+                record: Record | None = {} if records is not None else None
                 outputs.append(self.query_outputs(params, query_x[start:stop], training, record))
-                if records is not None:
+                if records is not None and record is not None:
                     records.append((record, stop - start))
         return torch.cat(outputs)
 

@@ -36,13 +36,14 @@ class MAML(GradientLearner):
 
             def query_loss(params: dict[str, Tensor], start: int, stop: int, tasks: Task = tasks):
                 """(1/T) sum_t L_query_t(phi_t) over tasks start:stop of the slice, and their outputs."""
-                record = {} if self.options.bn_mode == "running" else None
+                record: Record | None = {} if self.options.bn_mode == "running" else None
                 out = self.query_outputs(params, tasks.query_x[start:stop], training=True, record=record)
                 if record is not None:
                     records.append((record, stop - start))
                 return self.loss_fn(out, tasks.query_y[start:stop]).sum() / len(batch), out
 
             # the meta-backward: d query loss / d theta, through phi_t(theta)
-            outputs.append(self.execution.backward_through_adaptation(phi, self.adapted_names(), query_loss, len(tasks)))
+            outputs.append(self.execution.backward_through_adaptation(phi, self.adapted_names(), query_loss,
+                                                                      len(tasks)))
         self.update_batch_norm(records)
         return self.metrics(torch.cat(outputs), batch.query_y)

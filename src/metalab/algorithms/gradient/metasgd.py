@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional
 
 import torch
 from torch import nn
@@ -25,14 +24,15 @@ class MetaSGDOptions(GradientOptions):
     #: "element" (a rate per parameter entry, as in the paper) or "tensor" (a rate per parameter tensor).
     lr_per: str = "element"
     #: initial rates drawn uniformly from [low, high] (the paper: [0.005, 0.1]); None = all ``inner_lr``.
-    lr_init_range: Optional[List[float]] = None
+    lr_init_range: list[float] | None = None
 
 
 @register("metasgd")
 class MetaSGD(MAML):
     Options = MetaSGDOptions
 
-    def __init__(self, options: MetaSGDOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: MetaSGDOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         if options.lr_per not in ("element", "tensor"):
             raise ValueError(f"learner.lr_per must be 'element' or 'tensor', got {options.lr_per!r}")

@@ -19,8 +19,8 @@ Adam per task (``per_task``) takes +-lr sign steps for every weight in its first
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import List, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +43,7 @@ class ReptileOptions(GradientOptions):
     inner_lr: float = 0.001
     #: "adam" (the paper's Omniglot setting, beta1 = 0) or "sgd".
     inner_optimizer: str = "adam"
-    adam_betas: List[float] = field(default_factory=lambda: [0.0, 0.999])
+    adam_betas: list[float] = field(default_factory=lambda: [0.0, 0.999])
     #: the inner Adam's moments: "carried" from task to task and into evaluation (the authors' code), or
     #: "per_task" (zero at the start of every task's adaptation).
     inner_adam_state: str = "carried"
@@ -55,8 +55,10 @@ class ReptileOptions(GradientOptions):
 @register("reptile")
 class Reptile(GradientLearner):
     Options = ReptileOptions
+    options: ReptileOptions
 
-    def __init__(self, options: ReptileOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: ReptileOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         if not options.first_order:
             raise ValueError("Reptile is first order by definition; remove learner.first_order=false")
         if options.inner_adam_state not in INNER_ADAM_STATES:
@@ -79,7 +81,8 @@ class Reptile(GradientLearner):
         if self.options.inner_optimizer == "sgd":
             return SGD(self.options.inner_lr)
         start = self.adam_moments.state() if self.adam_moments is not None else None
-        return Adam(self.options.inner_lr, tuple(float(b) for b in self.options.adam_betas), start=start)
+        beta1, beta2 = (float(b) for b in self.options.adam_betas)  # two: checked in __init__
+        return Adam(self.options.inner_lr, (beta1, beta2), start=start)
 
     def support_indices(self, batch: Task, training: bool) -> list[Tensor] | None:
         """Per inner step, each task's minibatch of support positions [T, B] (``inner_batch``), drawn for the
@@ -94,7 +97,7 @@ class Reptile(GradientLearner):
         """Adapted weights [T, ...] of T tasks (detached); meta-training hands the carried Adam moments on."""
         start = {name: p.detach().requires_grad_() for name, p in self.parameters_by_name().items()}
 
-        def forward(params: Params, x: Tensor) -> Tensor:
+        def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
             return self.network_forward(params, x, training, inner=True)
 
         with torch.enable_grad():
@@ -134,6 +137,8 @@ class CarriedAdamMoments(nn.Module):
     dimension); ``steps`` counts the inner Adam steps taken so far (the bias correction goes on from it).
     All zero, they are a fresh Adam.
     """
+
+    steps: Tensor
 
     def __init__(self, parameters: Mapping[str, Tensor]) -> None:
         super().__init__()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from metalab.algorithms.base import (
     LearnerOptions,
@@ -42,6 +42,8 @@ class BackboneOptions(LearnerOptions):
 
 class EpisodicMetricLearner(MetaLearner):
     """Base class; subclasses set ``self.backbone`` and implement :meth:`head`."""
+
+    backbone: nn.Module
 
     def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
         """Query logits [T, Q, ways] from support [T, S, *F], labels [T, S] and query [T, Q, *F]."""

@@ -20,9 +20,9 @@ from metalab.algorithms.base import MetaLearner, classification_metrics
 from metalab.algorithms.metric.base import BackboneOptions, check_support_labels, embed_task_batch, ways_of
 from metalab.algorithms.metric.components.heads import logistic_regression_head
 from metalab.algorithms.registry import register
-from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone, embedding_dim
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass
@@ -55,11 +55,14 @@ class CosineClassifier(nn.Module):
 @register("baseline")
 class Baseline(MetaLearner):
     Options = BaselineOptions
+    options: BaselineOptions
 
-    def __init__(self, options: BaselineOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: BaselineOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         if options.num_classes < 2:
-            raise ValueError(f"learner.num_classes must be the number of training classes (>= 2), got {options.num_classes}")
+            raise ValueError(f"learner.num_classes must be the number of training classes (>= 2), "
+                             f"got {options.num_classes}")
         self.backbone = build_backbone(options.backbone, input_shape, options.hidden)
         dim = embedding_dim(self.backbone, input_shape)
         if options.classifier == "linear":
@@ -77,7 +80,8 @@ class Baseline(MetaLearner):
                              "None); train it on a class-labelled split (omniglot, miniimagenet, folder)")
         largest = int(batch.classes.max())
         if largest >= self.options.num_classes or int(batch.classes.min()) < 0:
-            raise ValueError(f"class index {largest} is out of range for learner.num_classes={self.options.num_classes}; "
+            raise ValueError(f"class index {largest} is out of range for "
+                             f"learner.num_classes={self.options.num_classes}; "
                              f"set learner.num_classes to the number of classes of the training split")
         labels = torch.cat([batch.support_y, batch.query_y], 1)
         return batch.classes.gather(1, labels)
@@ -95,7 +99,8 @@ class Baseline(MetaLearner):
 
     def _fit(self, support: Tensor, support_y: Tensor, ways: int) -> tuple[Tensor, Tensor]:
         o = self.options
-        return logistic_regression_head(self._features(support), support_y, ways, c=o.head_c, max_iter=o.head_iterations)
+        return logistic_regression_head(self._features(support), support_y, ways, c=o.head_c,
+                                        max_iter=o.head_iterations)
 
     @torch.no_grad()
     def predict(self, batch: Task) -> Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +20,9 @@ from torch import Tensor, nn
 
 from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
 from metalab.algorithms.registry import register
-from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone, embedding_dim
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass
@@ -62,7 +63,7 @@ class LearnedAdjacency(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = (x.unsqueeze(2) - x.unsqueeze(1)).abs()  # [B, N, N, F]
         for layer in self.layers:
-            h = _apply(layer, h)
+            h = _apply(cast(nn.ModuleList, layer), h)  # the _linear_bn pairs (a ModuleList's items are typed Module)
         scores = self.out(h).squeeze(-1)
         nodes = x.shape[1]
         self_edge = torch.eye(nodes, dtype=torch.bool, device=x.device)
@@ -106,6 +107,7 @@ class GraphNetwork(EpisodicMetricLearner):
     tasks with fewer ways are classified too (the spare label channels stay empty)."""
 
     Options = GNNOptions
+    options: GNNOptions
 
     def __init__(self, options: GNNOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
 from metalab.algorithms.registry import register
-from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import build_backbone, embedding_dim
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass
@@ -85,8 +85,10 @@ class AttentionLSTM(nn.Module):
 @register("matching")
 class MatchingNetwork(EpisodicMetricLearner):
     Options = MatchingOptions
+    options: MatchingOptions
 
-    def __init__(self, options: MatchingOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: MatchingOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         self.backbone = build_backbone(options.backbone, input_shape, options.hidden)
         if options.fce:

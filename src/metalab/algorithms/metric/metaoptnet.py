@@ -15,8 +15,8 @@ from torch import Tensor, nn
 from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
 from metalab.algorithms.metric.components.heads import svm_head
 from metalab.algorithms.registry import register
-from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import build_backbone
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass
@@ -37,18 +37,22 @@ class MetaOptNetOptions(BackboneOptions):
 @register("metaoptnet")
 class MetaOptNet(EpisodicMetricLearner):
     Options = MetaOptNetOptions
+    options: MetaOptNetOptions
 
-    def __init__(self, options: MetaOptNetOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: MetaOptNetOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         if options.svm_c <= 0 or options.svm_eps < 0:
-            raise ValueError(f"learner.svm_c must be > 0 and learner.svm_eps >= 0, got {options.svm_c}, {options.svm_eps}")
+            raise ValueError(f"learner.svm_c must be > 0 and learner.svm_eps >= 0, "
+                             f"got {options.svm_c}, {options.svm_eps}")
         self.backbone = build_backbone(options.backbone, input_shape, options.hidden)
         self.scale = nn.Parameter(torch.tensor(float(options.scale)))
 
     def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
         o = self.options
         kernel = support @ support.transpose(1, 2)  # [T, S, S]
-        alpha = svm_head(kernel, support_y, ways, c=o.svm_c, eps=o.svm_eps, max_iter=o.svm_iterations, tol=o.svm_tolerance)
+        alpha = svm_head(kernel, support_y, ways, c=o.svm_c, eps=o.svm_eps, max_iter=o.svm_iterations,
+                         tol=o.svm_tolerance)
         return self.scale * ((query @ support.transpose(1, 2)) @ alpha)  # [T, Q, W]
 
     def loss(self, logits: Tensor, query_y: Tensor) -> Tensor:

@@ -9,10 +9,10 @@ from torch import Tensor
 
 from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
 from metalab.algorithms.registry import register
-from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone
 from metalab.nn.class_pooling import class_means
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass
@@ -46,8 +46,10 @@ class ProtoNet(EpisodicMetricLearner):
     """Embeds support and query images of all tasks in one backbone pass; logits = -d(query, prototype)."""
 
     Options = ProtoNetOptions
+    options: ProtoNetOptions
 
-    def __init__(self, options: ProtoNetOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: ProtoNetOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         if options.distance not in ("euclidean", "cosine"):
             raise ValueError(f"learner.distance must be 'euclidean' or 'cosine', got {options.distance!r}")

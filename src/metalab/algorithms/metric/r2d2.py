@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
 from metalab.algorithms.metric.components.heads import ridge_head
 from metalab.algorithms.registry import register
-from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import build_backbone
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass
@@ -34,6 +34,7 @@ class R2D2Options(BackboneOptions):
 @register("r2d2")
 class R2D2(EpisodicMetricLearner):
     Options = R2D2Options
+    options: R2D2Options
 
     def __init__(self, options: R2D2Options, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)

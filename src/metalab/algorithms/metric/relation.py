@@ -16,9 +16,9 @@ from torch import Tensor, nn
 from metalab.algorithms.base import LearnerOptions
 from metalab.algorithms.metric.base import EpisodicMetricLearner
 from metalab.algorithms.registry import register
-from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import conv_block
 from metalab.nn.class_pooling import class_sums
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass
@@ -64,7 +64,8 @@ class RelationNetwork(EpisodicMetricLearner):
 
     Options = RelationOptions
 
-    def __init__(self, options: RelationOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: RelationOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         if len(input_shape) != 3 or min(input_shape[1:]) < 16:
             raise ValueError(f"the Relation Network needs images of at least 16x16, got input shape {input_shape}")

@@ -18,9 +18,9 @@ from torch import Tensor, nn
 from metalab.algorithms.metric.base import BackboneOptions, EpisodicMetricLearner
 from metalab.algorithms.metric.components.pairs import random_affine, sample_pairs
 from metalab.algorithms.registry import register
-from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone, embedding_dim
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass
@@ -36,8 +36,10 @@ class SiameseOptions(BackboneOptions):
 @register("siamese")
 class SiameseNetwork(EpisodicMetricLearner):
     Options = SiameseOptions
+    options: SiameseOptions
 
-    def __init__(self, options: SiameseOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: SiameseOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         backbone = build_backbone(options.backbone, input_shape, options.hidden)
         dim = embedding_dim(backbone, input_shape)

@@ -112,7 +112,8 @@ class EmbeddingClassifier(EpisodicClassifier):
     sets ``self.embedding_size``, the size of one image's embedding.
     """
 
-    def __init__(self, options: EncoderOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: EncoderOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         self.encoder, self.embedding_size = build_encoder(options.encoder, input_shape, options.hidden)
 

@@ -27,10 +27,13 @@ class BlackBoxOptions(EncoderOptions):
 @register("blackbox")
 class BlackBoxLSTM(EmbeddingClassifier):
     Options = BlackBoxOptions
+    options: BlackBoxOptions
 
-    def __init__(self, options: BlackBoxOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: BlackBoxOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
-        self.lstm = nn.LSTM(self.embedding_size + options.max_ways, options.lstm_size, options.lstm_layers, batch_first=True)
+        self.lstm = nn.LSTM(self.embedding_size + options.max_ways, options.lstm_size, options.lstm_layers,
+                            batch_first=True)
         self.output = nn.Linear(options.lstm_size, options.max_ways)
 
     def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:

@@ -60,4 +60,5 @@ class CNP(RegressionProcess):
 
     @torch.no_grad()
     def log_likelihood(self, batch: Task) -> Tensor:
-        return self.distribution(batch.support_x, batch.support_y, batch.query_x).log_prob(batch.query_y).flatten(1).mean(1)
+        predicted = self.distribution(batch.support_x, batch.support_y, batch.query_x)
+        return predicted.log_prob(batch.query_y).flatten(1).mean(1)

@@ -14,9 +14,9 @@ from torch import Tensor
 
 from metalab.algorithms.model.base import EmbeddingClassifier, EncoderOptions
 from metalab.algorithms.registry import register
-from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import MLP
 from metalab.nn.class_pooling import class_means
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass
@@ -29,7 +29,8 @@ class CNPClassifierOptions(EncoderOptions):
 class CNPClassifier(EmbeddingClassifier):
     Options = CNPClassifierOptions
 
-    def __init__(self, options: CNPClassifierOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: CNPClassifierOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         self.h = MLP(self.embedding_size, [options.representation_size], options.representation_size)
         self.g = MLP(self.embedding_size + options.representation_size, [options.decoder_size, options.decoder_size], 1)

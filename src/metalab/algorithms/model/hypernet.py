@@ -19,9 +19,9 @@ from torch import Tensor, nn
 
 from metalab.algorithms.model.base import EmbeddingClassifier, EncoderOptions
 from metalab.algorithms.registry import register
-from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import MLP
 from metalab.nn.class_pooling import class_means
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass
@@ -51,7 +51,8 @@ class HeadGenerator(nn.Module):
 class HyperNet(EmbeddingClassifier):
     Options = HyperNetOptions
 
-    def __init__(self, options: HyperNetOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: HyperNetOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         self.generator = HeadGenerator(self.embedding_size, options.set_size)
         self.log_scale = nn.Parameter(torch.tensor(float(options.initial_scale)).log())

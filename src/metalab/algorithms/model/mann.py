@@ -25,8 +25,8 @@ from metalab.algorithms.model.base import EmbeddingClassifier, EncoderOptions, c
 from metalab.algorithms.model.components.memory import MemoryState, lrua_step
 from metalab.algorithms.model.components.sequence import offset_label_steps, one_hot, shuffle_support
 from metalab.algorithms.registry import register
-from metalab.nn.execution import SpeedOptions
 from metalab.data.task import Task
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass
@@ -49,6 +49,7 @@ class MANNOptions(EncoderOptions):
 @register("mann")
 class MANN(EmbeddingClassifier):
     Options = MANNOptions
+    options: MANNOptions
 
     def __init__(self, options: MANNOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
@@ -68,7 +69,8 @@ class MANN(EmbeddingClassifier):
     # ------------------------------------------------------------------------------- recurrence
     def initial_state(self, batch: int, reference: Tensor) -> tuple:
         o = self.options
-        memory = MemoryState.initial(batch, o.memory_slots, o.memory_size, o.read_heads, reference.device, reference.dtype)
+        memory = MemoryState.initial(batch, o.memory_slots, o.memory_size, o.read_heads, reference.device,
+                                     reference.dtype)
         if o.controller == "lstm":
             zeros = reference.new_zeros(batch, o.controller_size)
             return (zeros, zeros.clone()), memory
@@ -135,7 +137,8 @@ class MANN(EmbeddingClassifier):
         return logits.view(tasks, queries, -1)[..., :ways]
 
 
-def accuracy_by_presentation(logits: Tensor, labels: Tensor, presentations: tuple[int, ...] = (1, 2, 3, 5, 10)) -> dict[int, float]:
+def accuracy_by_presentation(logits: Tensor, labels: Tensor,
+                             presentations: tuple[int, ...] = (1, 2, 3, 5, 10)) -> dict[int, float]:
     """Santoro et al.'s table: accuracy on the n-th presentation of a class within a sequence.
 
     logits [B, L, W], labels [B, L] -> {n: accuracy over all steps that are the n-th instance of their class}.

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +37,8 @@ from torch.func import functional_call, grad, vmap
 
 from metalab.algorithms.model.base import EncoderOptions, EpisodicClassifier, build_encoder, embed_batch
 from metalab.algorithms.registry import register
-from metalab.nn.execution import SpeedOptions
 from metalab.nn.backbones import MLP
+from metalab.nn.execution import SpeedOptions
 
 
 @dataclass
@@ -77,8 +78,9 @@ class CoordinateGenerator(nn.Module):
         super().__init__()
         self.p = p
         self.net = MLP(3, [hidden], 1)
-        nn.init.zeros_(self.net.net[-1].weight)
-        nn.init.zeros_(self.net.net[-1].bias)
+        output = cast(nn.Linear, self.net.net[-1])  # the MLP's output layer (nn.Sequential's items are typed Module)
+        nn.init.zeros_(output.weight)
+        nn.init.zeros_(output.bias)
 
     def forward(self, gradient: Tensor) -> Tensor:
         features = torch.cat([preprocess_gradient(gradient, self.p), gradient.unsqueeze(-1)], dim=-1)
@@ -128,8 +130,9 @@ class RepresentationNetwork(nn.Module):
 
 def per_example_gradients(module: nn.Module, names: list[str], loss_fn, inputs: Tensor, labels: Tensor,
                           first_order: bool) -> dict[str, Tensor]:
-    """Gradients of loss_fn(module(x_i), y_i) w.r.t. ``names`` for every example: inputs [N, ...] -> {name: [N, *shape]}."""
-    params = {name: p for name, p in module.named_parameters() if name in names}
+    """Gradients of loss_fn(module(x_i), y_i) w.r.t. ``names`` for every example:
+    inputs [N, ...] -> {name: [N, *shape]}."""
+    params: dict[str, Tensor] = {name: p for name, p in module.named_parameters() if name in names}
 
     def example_loss(weights: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
         return loss_fn(functional_call(module, weights, (x.unsqueeze(0),)), y.unsqueeze(0))
@@ -142,8 +145,10 @@ def per_example_gradients(module: nn.Module, names: list[str], loss_fn, inputs: 
 @register("metanet")
 class MetaNet(EpisodicClassifier):
     Options = MetaNetOptions
+    options: MetaNetOptions
 
-    def __init__(self, options: MetaNetOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: MetaNetOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         self.base_encoder, features = build_encoder(options.encoder, input_shape, options.hidden)
         self.representation_encoder, _ = build_encoder(options.encoder, input_shape, options.hidden)

@@ -47,6 +47,7 @@ EVAL_SAMPLE_SEED = 0
 @register("np")
 class NeuralProcess(RegressionProcess):
     Options = NPOptions
+    options: NPOptions
 
     def __init__(self, options: NPOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)

@@ -13,7 +13,9 @@ whole sequence of its own (Q times less work per task; at 20-way 1-shot with 5 q
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -85,7 +87,7 @@ class TCBlock(nn.Module):
         return self.blocks(x)
 
     def extend(self, prefix: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
-        for block in self.blocks:
+        for block in cast("Iterable[DenseBlock]", self.blocks):  # nn.Sequential's items are typed Module
             prefix, last = block.extend(prefix, last)
         return prefix, last
 
@@ -128,7 +130,7 @@ class SNAILNet(nn.Module):
     def __init__(self, in_channels: int, out_size: int, sequence_length: int, filters: int = 128,
                  attention: tuple[tuple[int, int], ...] = ((64, 32), (256, 128), (512, 256))) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
+        layers: list[TCBlock | AttentionBlock] = []
         channels = in_channels
         for i, (key_size, value_size) in enumerate(attention):
             if i > 0:
@@ -148,7 +150,7 @@ class SNAILNet(nn.Module):
         prefix [T, S, in_channels], queries [T, Q, in_channels] -> [T, Q, out_size]; equals
         ``forward(query_sequences(prefix, queries))[:, -1]`` (tests), as the network is causal.
         """
-        for layer in self.layers:
+        for layer in cast("Iterable[TCBlock | AttentionBlock]", self.layers):  # as in TCBlock.extend
             prefix, queries = layer.extend(prefix, queries)
         return self.output(queries)
 
@@ -165,10 +167,12 @@ class SNAILOptions(EncoderOptions):
 @register("snail")
 class SNAIL(EmbeddingClassifier):
     Options = SNAILOptions
+    options: SNAILOptions
 
     def __init__(self, options: SNAILOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
-        self.temporal = SNAILNet(self.embedding_size + options.max_ways, options.max_ways, options.sequence_length, options.filters)
+        self.temporal = SNAILNet(self.embedding_size + options.max_ways, options.max_ways, options.sequence_length,
+                                 options.filters)
 
     def head(self, support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
         support, labels = shuffle_support(support, support_y, self.training)

@@ -37,7 +37,7 @@ class MemoryState:
     reads: Tensor
 
     @staticmethod
-    def initial(batch: int, slots: int, size: int, heads: int, device=None, dtype=torch.float32) -> "MemoryState":
+    def initial(batch: int, slots: int, size: int, heads: int, device=None, dtype=torch.float32) -> MemoryState:
         # A tiny constant memory keeps the cosine similarity defined before anything is written.
         return MemoryState(
             memory=torch.full((batch, slots, size), 1e-6, device=device, dtype=dtype),
@@ -46,7 +46,7 @@ class MemoryState:
             reads=torch.zeros(batch, heads, size, device=device, dtype=dtype),
         )
 
-    def repeat_interleave(self, repeats: int) -> "MemoryState":
+    def repeat_interleave(self, repeats: int) -> MemoryState:
         """Each batch row copied ``repeats`` times (row b -> rows b * repeats .. b * repeats + repeats - 1)."""
         return MemoryState(*(t.repeat_interleave(repeats, dim=0) for t in
                              (self.memory, self.usage, self.read_weights, self.reads)))

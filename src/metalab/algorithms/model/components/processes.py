@@ -63,11 +63,14 @@ class RegressionProcess(MetaLearner):
     """
 
     task_kind = "regression"
+    options: ProcessOptions
 
-    def __init__(self, options: ProcessOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
+    def __init__(self, options: ProcessOptions, input_shape: tuple[int, ...],
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         if len(input_shape) != 1:
-            raise ValueError(f"neural processes take vector inputs (e.g. data.dataset: sinusoid or gp); got inputs of shape {input_shape}")
+            raise ValueError(f"neural processes take vector inputs (e.g. data.dataset: sinusoid or gp); "
+                             f"got inputs of shape {input_shape}")
         self.x_size, self.y_size = input_shape[0], 1
 
     def set_encoder(self, out: int) -> SetEncoder:
