@@ -246,3 +246,14 @@ def test_sinusoid_recipe_trains_and_plots(tmp_path):
     assert result["metric"] == "mse" and result["episodes"] == 5
     path = plot_run(run, tasks=2)
     assert path.exists() and path.stat().st_size > 10_000
+
+
+def test_reptile_takes_null_inner_steps_test_as_inner_steps_like_every_gradient_learner():
+    from metalab.config import load_recipe
+    from metalab.train.build import build_learner
+
+    config = load_recipe("omniglot-reptile-5w1s", ["learner.inner_steps_test=null", "learner.hidden=4"])
+    learner = build_learner(config, (1, 28, 28))
+    assert learner.inner_steps(training=False) == config.learner.inner_steps == 5
+    assert build_learner(load_recipe("omniglot-reptile-5w1s", ["learner.hidden=4"]), (1, 28, 28)).inner_steps(
+        training=False) == 50  # the paper's test-time steps stay the recipe's default

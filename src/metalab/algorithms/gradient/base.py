@@ -101,8 +101,7 @@ def build_network(options: GradientOptions, input_shape: tuple[int, ...]) -> nn.
 class GradientLearner(MetaLearner):
     """A network adapted per task by the shared inner loop; algorithm files choose what adapts and how."""
 
-    # typed as MetaLearner's: ReptileOptions narrows inner_steps_test to int, so its class is no type[GradientOptions]
-    Options: ClassVar[type[LearnerOptions]] = GradientOptions
+    Options: ClassVar[type[GradientOptions]] = GradientOptions
     options: GradientOptions
     divergence_hint = (", or lower learner.inner_lr or set learner.inner_grad_clip (`python "
                        "benchmarks/gradient/inner_gradient_norms.py RUN` prints the inner gradient norms to choose it)")

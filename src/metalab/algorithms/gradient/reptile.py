@@ -39,7 +39,8 @@ INNER_ADAM_STATES = ("carried", "per_task")
 class ReptileOptions(GradientOptions):
     first_order: bool = True
     inner_steps: int = 5
-    inner_steps_test: int = 50
+    #: inner steps at evaluation and prediction (the paper's 50; null = ``inner_steps``, as for the other learners)
+    inner_steps_test: int | None = 50
     inner_lr: float = 0.001
     #: "adam" (the paper's Omniglot setting, beta1 = 0) or "sgd".
     inner_optimizer: str = "adam"
