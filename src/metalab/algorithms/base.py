@@ -2,9 +2,11 @@
 functions on episodes that learners of several families use (one-pass embedding, support labels)."""
 from __future__ import annotations
 
+import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -23,18 +25,37 @@ class LearnerOptions:
 class MetaLearner(nn.Module):
     """A learner that meta-trains on batches of tasks and adapts to a new task from its support set.
 
-    Subclasses set ``Options`` (a dataclass extending :class:`LearnerOptions`) and are built as
-    ``Learner(options, input_shape, speed=None)`` where ``input_shape`` is one input's shape without the batch
-    dimension ((C, H, W) for images, (D,) for vectors) and ``speed`` the execution options (``speed.*``).
+    A subclass declares its options once, as the annotation ``options: NameOptions`` (a dataclass extending
+    :class:`LearnerOptions`); the class attribute ``Options``, which the config and the registry read, is set
+    from it. Learners are built as ``Learner(options, input_shape, speed=None)`` where ``input_shape`` is one
+    input's shape without the batch dimension ((C, H, W) for images, (D,) for vectors) and ``speed`` the
+    execution options (``speed.*``).
     """
 
     Options: ClassVar[type[LearnerOptions]] = LearnerOptions
+    options: LearnerOptions
     #: "classification" (logits, scored by accuracy) or "regression" (values, scored by MSE); the gradient-based
     #: learners, which serve both, set it per instance.
     task_kind: str = "classification"
     #: what else to try when meta-training goes NaN, beyond the trainer's optim.lr / optim.grad_clip
     #: (e.g. ", or lower learner.inner_lr"); appended to the trainer's error.
     divergence_hint: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = inspect.get_annotations(cls).get("options")
+        if declared is None:
+            return  # inherits its parent's options
+        if isinstance(declared, str):  # postponed annotations: resolved in the class's module
+            try:
+                declared = eval(declared, vars(sys.modules[cls.__module__]))
+            except NameError as error:
+                raise TypeError(f"{cls.__name__}.options is annotated with {declared!r}, which is not a name of "
+                                f"module {cls.__module__}: define the options class at module level") from error
+        if not (isinstance(declared, type) and issubclass(declared, LearnerOptions)):
+            raise TypeError(f"{cls.__name__}.options must be annotated with a dataclass extending LearnerOptions, "
+                            f"got {declared!r}")
+        cls.Options = declared
 
     def __init__(self, options: LearnerOptions, input_shape: tuple[int, ...],
                  speed: SpeedOptions | None = None) -> None:

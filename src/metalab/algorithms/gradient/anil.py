@@ -21,7 +21,7 @@ from metalab.nn.inner_loop import Params
 
 @register("anil")
 class ANIL(MAML):
-    Options = GradientOptions
+    options: GradientOptions
 
     def adapted_names(self) -> list[str]:
         return [f"head.{name}" for name, _ in self.network.get_submodule("head").named_parameters()]

@@ -13,7 +13,6 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -101,7 +100,6 @@ def build_network(options: GradientOptions, input_shape: tuple[int, ...]) -> nn.
 class GradientLearner(MetaLearner):
     """A network adapted per task by the shared inner loop; algorithm files choose what adapts and how."""
 
-    Options: ClassVar[type[GradientOptions]] = GradientOptions
     options: GradientOptions
     divergence_hint = (", or lower learner.inner_lr or set learner.inner_grad_clip (`python "
                        "benchmarks/gradient/inner_gradient_norms.py RUN` prints the inner gradient norms to choose it)")

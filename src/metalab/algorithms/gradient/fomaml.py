@@ -21,7 +21,7 @@ class FOMAMLOptions(GradientOptions):
 
 @register("fomaml")
 class FirstOrderMAML(MAML):
-    Options = FOMAMLOptions
+    options: FOMAMLOptions
 
     def __init__(self, options: FOMAMLOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
         if not options.first_order:

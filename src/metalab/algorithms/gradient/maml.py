@@ -24,7 +24,7 @@ from metalab.nn.batch_norm import Record
 class MAML(GradientLearner):
     """Second-order MAML by default (``first_order: true`` gives first-order MAML)."""
 
-    Options = GradientOptions
+    options: GradientOptions
 
     def meta_step(self, batch: Task) -> dict[str, Tensor]:
         """grad_theta of the mean query loss at the adapted parameters, into ``.grad``; query metrics."""

@@ -29,7 +29,7 @@ class MetaSGDOptions(GradientOptions):
 
 @register("metasgd")
 class MetaSGD(MAML):
-    Options = MetaSGDOptions
+    options: MetaSGDOptions
 
     def __init__(self, options: MetaSGDOptions, input_shape: tuple[int, ...],
                  speed: SpeedOptions | None = None) -> None:

@@ -55,7 +55,6 @@ class ReptileOptions(GradientOptions):
 
 @register("reptile")
 class Reptile(GradientLearner):
-    Options = ReptileOptions
     options: ReptileOptions
 
     def __init__(self, options: ReptileOptions, input_shape: tuple[int, ...],

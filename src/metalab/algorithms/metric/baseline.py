@@ -54,7 +54,6 @@ class CosineClassifier(nn.Module):
 
 @register("baseline")
 class Baseline(MetaLearner):
-    Options = BaselineOptions
     options: BaselineOptions
 
     def __init__(self, options: BaselineOptions, input_shape: tuple[int, ...],

@@ -25,4 +25,4 @@ class BaselinePPOptions(BaselineOptions):
 class BaselinePP(Baseline):
     """Baseline++: :class:`Baseline` with the cosine classifier (``learner.classifier: cosine``) by default."""
 
-    Options = BaselinePPOptions
+    options: BaselinePPOptions

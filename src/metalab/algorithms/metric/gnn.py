@@ -106,7 +106,6 @@ class GraphNetwork(EpisodicMetricLearner):
     """The graph's label channels fix the ways: ``learner.ways`` (set it to the training ways);
     tasks with fewer ways are classified too (the spare label channels stay empty)."""
 
-    Options = GNNOptions
     options: GNNOptions
 
     def __init__(self, options: GNNOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:

@@ -84,7 +84,6 @@ class AttentionLSTM(nn.Module):
 
 @register("matching")
 class MatchingNetwork(EpisodicMetricLearner):
-    Options = MatchingOptions
     options: MatchingOptions
 
     def __init__(self, options: MatchingOptions, input_shape: tuple[int, ...],

@@ -36,7 +36,6 @@ class MetaOptNetOptions(BackboneOptions):
 
 @register("metaoptnet")
 class MetaOptNet(EpisodicMetricLearner):
-    Options = MetaOptNetOptions
     options: MetaOptNetOptions
 
     def __init__(self, options: MetaOptNetOptions, input_shape: tuple[int, ...],

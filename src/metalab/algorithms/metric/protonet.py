@@ -45,7 +45,6 @@ def squared_distances(a: Tensor, b: Tensor) -> Tensor:
 class ProtoNet(EpisodicMetricLearner):
     """Embeds support and query images of all tasks in one backbone pass; logits = -d(query, prototype)."""
 
-    Options = ProtoNetOptions
     options: ProtoNetOptions
 
     def __init__(self, options: ProtoNetOptions, input_shape: tuple[int, ...],

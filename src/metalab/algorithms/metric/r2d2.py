@@ -33,7 +33,6 @@ class R2D2Options(BackboneOptions):
 
 @register("r2d2")
 class R2D2(EpisodicMetricLearner):
-    Options = R2D2Options
     options: R2D2Options
 
     def __init__(self, options: R2D2Options, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:

@@ -62,7 +62,7 @@ class RelationModule(nn.Module):
 class RelationNetwork(EpisodicMetricLearner):
     """Logits are the relation scores (in [0, 1]); the argmax is the predicted class."""
 
-    Options = RelationOptions
+    options: RelationOptions
 
     def __init__(self, options: RelationOptions, input_shape: tuple[int, ...],
                  speed: SpeedOptions | None = None) -> None:

@@ -35,7 +35,6 @@ class SiameseOptions(BackboneOptions):
 
 @register("siamese")
 class SiameseNetwork(EpisodicMetricLearner):
-    Options = SiameseOptions
     options: SiameseOptions
 
     def __init__(self, options: SiameseOptions, input_shape: tuple[int, ...],

@@ -26,7 +26,6 @@ class BlackBoxOptions(EncoderOptions):
 
 @register("blackbox")
 class BlackBoxLSTM(EmbeddingClassifier):
-    Options = BlackBoxOptions
     options: BlackBoxOptions
 
     def __init__(self, options: BlackBoxOptions, input_shape: tuple[int, ...],

@@ -33,7 +33,7 @@ class CNPOptions(ProcessOptions):
 
 @register("cnp")
 class CNP(RegressionProcess):
-    Options = CNPOptions
+    options: CNPOptions
 
     def __init__(self, options: CNPOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)

@@ -27,7 +27,7 @@ class CNPClassifierOptions(EncoderOptions):
 
 @register("cnp-classifier")
 class CNPClassifier(EmbeddingClassifier):
-    Options = CNPClassifierOptions
+    options: CNPClassifierOptions
 
     def __init__(self, options: CNPClassifierOptions, input_shape: tuple[int, ...],
                  speed: SpeedOptions | None = None) -> None:

@@ -49,7 +49,7 @@ class HeadGenerator(nn.Module):
 
 @register("hypernet")
 class HyperNet(EmbeddingClassifier):
-    Options = HyperNetOptions
+    options: HyperNetOptions
 
     def __init__(self, options: HyperNetOptions, input_shape: tuple[int, ...],
                  speed: SpeedOptions | None = None) -> None:

@@ -48,7 +48,6 @@ class MANNOptions(EncoderOptions):
 
 @register("mann")
 class MANN(EmbeddingClassifier):
-    Options = MANNOptions
     options: MANNOptions
 
     def __init__(self, options: MANNOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:

@@ -144,7 +144,6 @@ def per_example_gradients(module: nn.Module, names: list[str], loss_fn, inputs: 
 
 @register("metanet")
 class MetaNet(EpisodicClassifier):
-    Options = MetaNetOptions
     options: MetaNetOptions
 
     def __init__(self, options: MetaNetOptions, input_shape: tuple[int, ...],

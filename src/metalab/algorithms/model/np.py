@@ -46,7 +46,6 @@ EVAL_SAMPLE_SEED = 0
 
 @register("np")
 class NeuralProcess(RegressionProcess):
-    Options = NPOptions
     options: NPOptions
 
     def __init__(self, options: NPOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:

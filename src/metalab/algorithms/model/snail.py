@@ -166,7 +166,6 @@ class SNAILOptions(EncoderOptions):
 
 @register("snail")
 class SNAIL(EmbeddingClassifier):
-    Options = SNAILOptions
     options: SNAILOptions
 
     def __init__(self, options: SNAILOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
