@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from metalab.cli import count_of_at_least_one
+
 METADATASET_ENV = "METALAB_AUTOML_METADATASET"
 
 
@@ -15,16 +17,6 @@ def default_metadataset_path() -> Path:
 
     explicit = os.environ.get(METADATASET_ENV)
     return Path(explicit) if explicit else resolve_data_root() / "automl" / "metadataset.sqlite"
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -137,9 +129,10 @@ def add_automl_parser(sub: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("build-metadataset", help="build or resume the meta-dataset (resumable, with progress)")
     p.add_argument("--out",
                    help=f"SQLite file (default: ${METADATASET_ENV}, else <data root>/automl/metadataset.sqlite)")
-    p.add_argument("--jobs", type=positive_int, default=1, help="processes evaluating tasks")
-    p.add_argument("--tasks", type=positive_int, help="only the first N selected tasks (a small meta-dataset)")
-    p.add_argument("--per-learner", type=positive_int, help="design points per learner (default: each learner's own)")
+    p.add_argument("--jobs", type=count_of_at_least_one, default=1, help="processes evaluating tasks")
+    p.add_argument("--tasks", type=count_of_at_least_one, help="only the first N selected tasks (a small meta-dataset)")
+    p.add_argument("--per-learner", type=count_of_at_least_one,
+                   help="design points per learner (default: each learner's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_build)
@@ -152,7 +145,7 @@ def add_automl_parser(sub: argparse._SubParsersAction) -> None:
                          help="zero-shot: the configurations to try first on a table, with predicted scores")
     p.add_argument("table", help="CSV file with a header row")
     p.add_argument("--target", required=True, help="the column of class labels")
-    p.add_argument("--top", type=positive_int, default=10)
+    p.add_argument("--top", type=count_of_at_least_one, default=10)
     p.add_argument("--metadataset")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_recommend)
@@ -160,8 +153,11 @@ def add_automl_parser(sub: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("tune", help="tune a table with warm-started Optuna; saves the best model and a report")
     p.add_argument("table", help="CSV file with a header row")
     p.add_argument("--target", required=True, help="the column of class labels")
-    p.add_argument("--trials", type=positive_int, default=30, help="completed trials of the study in total")
-    p.add_argument("--warm-start", choices=["knn", "portfolio", "none"], default="knn")
+    p.add_argument("--trials", type=count_of_at_least_one, default=30, help="completed trials of the study in total")
+    p.add_argument("--warm-start", choices=["knn", "portfolio", "portfolio-pmf", "none"], default="knn",
+                   help="knn: best configurations of the nearest tasks; portfolio: the greedy portfolio; "
+                        "portfolio-pmf: the portfolio's first members then PMF + EI, one trial at a time; "
+                        "then TPE")
     p.add_argument("--out", help="run directory (default: runs/automl-<table name>)")
     p.add_argument("--storage", help="Optuna storage URL shared by several processes (default: <out>/study.db)")
     p.add_argument("--study", help="study name in the storage (default: the run directory's name)")

@@ -100,16 +100,19 @@ def expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.n
 class PMFOptimiser:
     """Proposes configurations for a new task from a factorisation of the known tasks' scores.
 
-    The first proposal is the configuration with the highest column offset (the best on average);
+    The first proposals are ``initial`` (an initial design, in order; none by default); then, with
+    nothing observed yet, the configuration with the highest column offset (the best on average);
     each later one maximises expected improvement under the new row's posterior, among the
     configurations not yet evaluated.
     """
 
-    def __init__(self, scores: np.ndarray, rank: int = 5, l2: float = 0.1, seed: int = 0):
+    def __init__(self, scores: np.ndarray, rank: int = 5, l2: float = 0.1, seed: int = 0,
+                 initial: list[int] | None = None):
         # rows standardised per task, so that the factors model the shape, not each task's level
         centred = scores - scores.mean(1, keepdims=True)
         self.scale = float(np.std(centred)) or 1.0
         self.model = factorise(centred / self.scale, rank=rank, l2=l2, seed=seed)
+        self.initial = [int(i) for i in (initial or [])]
         self.columns: list[int] = []
         self.values: list[float] = []
 
@@ -119,6 +122,9 @@ class PMFOptimiser:
 
     def propose(self) -> int:
         m = len(self.model.mu)
+        pending = [i for i in self.initial if i not in self.columns]
+        if pending and len(self.columns) < len(self.initial):
+            return pending[0]
         if not self.columns:
             return int(np.argmax(self.model.mu))
         values = np.array(self.values)

@@ -22,8 +22,9 @@ from metalab.automl.sources import TabularTask
 from metalab.automl.space import build_estimator, configuration, suggest_configuration
 from metalab.utils.io import atomic_write, atomic_write_text
 
-WARM_STARTS = ("knn", "portfolio", "none")
-#: Configurations enqueued by a warm start (kNN: the best of this many nearest tasks; portfolio: its first members).
+WARM_STARTS = ("knn", "portfolio", "portfolio-pmf", "none")
+#: Configurations enqueued by a warm start (kNN: the best of this many nearest tasks; portfolio: its first members;
+#: portfolio-pmf: this many trials chosen one at a time, the portfolio's first members then PMF + EI).
 WARM_START_SIZE = 10
 
 
@@ -53,9 +54,36 @@ def warm_start_configurations(task: TabularTask, meta: MetaDataset, strategy: st
         from metalab.automl.defaults import greedy_portfolio
 
         return [meta.configurations[i] for i in greedy_portfolio(meta, size)]
+    if strategy == "portfolio-pmf":
+        raise ValueError("the portfolio-pmf warm start is sequential (each choice depends on the scores so far); "
+                         "use pmf_warm_start")
     if strategy == "none":
         return []
     raise ValueError(f"unknown warm start {strategy!r}; choose one of {', '.join(WARM_STARTS)}")
+
+
+def pmf_warm_start(study, objective, meta: MetaDataset, size: int) -> list:
+    """Run the first ``size`` trials of ``study`` one at a time, each the configuration that the
+    portfolio-then-PMF optimiser (:mod:`metalab.automl.portfolio_pmf`) proposes given the scores of
+    the ones before; returns the configurations in the order they ran. (The objective scores a failing
+    fit as a constant prediction; a trial that still did not complete counts as 0 for the optimiser.)"""
+    import optuna
+
+    from metalab.automl.portfolio_pmf import portfolio_pmf_optimiser
+    from metalab.automl.warmstart import enqueue_configurations, trial_params
+
+    optimiser = portfolio_pmf_optimiser(meta)
+    chosen = []
+    for _ in range(min(size, len(meta.configurations))):
+        index = optimiser.propose()
+        config = meta.configurations[index]
+        enqueue_configurations(study, [config])
+        study.optimize(objective, n_trials=1)
+        params = trial_params(config)
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.params == params]
+        optimiser.observe(index, float(done[-1].value) if done else 0.0)
+        chosen.append(config)
+    return chosen
 
 
 def tune(task: TabularTask, run_dir: str | Path, trials: int, warm_start: str = "knn", meta: MetaDataset | None = None,
@@ -74,7 +102,8 @@ def tune(task: TabularTask, run_dir: str | Path, trials: int, warm_start: str = 
     study = optuna.create_study(direction="maximize", storage=storage, study_name=study_name or run_dir.name,
                                 sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True), load_if_exists=True)
     enqueued = []
-    if not study.trials:
+    sequential = warm_start == "portfolio-pmf" and not study.trials
+    if not study.trials and not sequential:
         from metalab.automl.warmstart import enqueue_configurations
 
         enqueued = warm_start_configurations(task, meta, warm_start) if meta is not None else []
@@ -89,8 +118,12 @@ def tune(task: TabularTask, run_dir: str | Path, trials: int, warm_start: str = 
         trial.set_user_attr("fit_seconds", float(sum(r.fit_seconds for r in results)))
         return float(np.mean([r.score for r in results]))
 
-    study.optimize(objective, n_trials=trials,
-                   callbacks=[optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))])
+    if sequential:
+        assert meta is not None  # checked above: a warm start needs the meta-dataset
+        enqueued = pmf_warm_start(study, objective, meta, min(WARM_START_SIZE, trials))
+    complete = (optuna.trial.TrialState.COMPLETE,)
+    if len(study.get_trials(deepcopy=False, states=complete)) < trials:  # the callback stops only after a trial
+        study.optimize(objective, n_trials=trials, callbacks=[optuna.study.MaxTrialsCallback(trials, states=complete)])
     best = study.best_trial
     assert best.value is not None  # a complete trial's (single-objective study)
     learner = best.params["learner"]
