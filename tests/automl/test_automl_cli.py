@@ -105,22 +105,27 @@ def test_data_says_what_is_built_and_where(capsys, tmp_path):
     assert code == 0 and "build-metadataset" in out
 
 
-def test_tune_with_the_portfolio_pmf_warm_start_runs_the_portfolio_first(capsys, tmp_path, table):
+@pytest.mark.parametrize("warm_start", ["portfolio-pmf", "metafeature-pmf"])
+def test_tune_with_a_sequential_pmf_warm_start_runs_the_portfolio_first(capsys, tmp_path, table, warm_start):
     from metalab.automl.defaults import greedy_portfolio
     from metalab.automl.metadataset import load_metadataset
+    from metalab.automl.metafeature_pmf import START
     from metalab.automl.portfolio_pmf import PORTFOLIO_START
 
+    start = PORTFOLIO_START if warm_start == "portfolio-pmf" else START
     path = tmp_path / "table.csv"
     table.to_csv(path, index=False)
     run_dir = tmp_path / "run"
-    trials = PORTFOLIO_START + 2
+    trials = start + 2
     code, _, err = run(capsys, "tune", str(path), "--target", "y", "--trials", str(trials), "--warm-start",
-                       "portfolio-pmf", "--out", str(run_dir), "--metadataset", str(SMALL_METADATASET))
+                       warm_start, "--out", str(run_dir), "--metadataset", str(SMALL_METADATASET))
     assert code == 0, err
     report = json.loads((run_dir / "report.json").read_text())
+    assert report["warm_start"] == warm_start
     meta = load_metadataset(SMALL_METADATASET)
-    portfolio = [meta.configurations[i].id for i in greedy_portfolio(meta, PORTFOLIO_START)]
-    assert report["enqueued"][:PORTFOLIO_START] == portfolio
+    portfolio = [meta.configurations[i].id for i in greedy_portfolio(meta, start)]
+    assert report["enqueued"][:start] == portfolio
     assert len(report["enqueued"]) == trials == len(report["trials"]) and len(set(report["enqueued"])) == trials
     # every trial ran the configuration the optimiser chose, in order
     assert [t["learner"] for t in report["trials"]] == [c.split("-")[0] for c in report["enqueued"]]
+

@@ -14,15 +14,19 @@ from metalab.automl.space import design
 from test_defaults import hand_meta
 
 
-def test_first_proposals_are_the_portfolio_then_no_repeats():
-    meta = hand_meta()  # its greedy portfolio is [4, 0, 2] (worked out in test_defaults)
-    optimiser = portfolio_pmf_optimiser(meta, start=3, rank=1)
-    target = np.linspace(0.1, 0.9, 10)
+def proposals(optimiser: PMFOptimiser, target: np.ndarray, count: int) -> list[int]:
+    """The first ``count`` configurations ``optimiser`` proposes on a task whose scores are ``target``."""
     proposed = []
-    for _ in range(10):
+    for _ in range(count):
         index = optimiser.propose()
         proposed.append(index)
         optimiser.observe(index, float(target[index]))
+    return proposed
+
+
+def test_first_proposals_are_the_portfolio_then_no_repeats():
+    meta = hand_meta()  # its greedy portfolio is [4, 0, 2] (worked out in test_defaults)
+    proposed = proposals(portfolio_pmf_optimiser(meta, start=3, rank=1), np.linspace(0.1, 0.9, 10), 10)
     assert proposed[:3] == [4, 0, 2]
     assert sorted(proposed) == list(range(10))
 

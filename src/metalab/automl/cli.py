@@ -154,9 +154,11 @@ def add_automl_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("table", help="CSV file with a header row")
     p.add_argument("--target", required=True, help="the column of class labels")
     p.add_argument("--trials", type=count_of_at_least_one, default=30, help="completed trials of the study in total")
-    p.add_argument("--warm-start", choices=["knn", "portfolio", "portfolio-pmf", "none"], default="knn",
+    p.add_argument("--warm-start", default="knn",
+                   choices=["knn", "portfolio", "portfolio-pmf", "metafeature-pmf", "none"],
                    help="knn: best configurations of the nearest tasks; portfolio: the greedy portfolio; "
                         "portfolio-pmf: the portfolio's first members then PMF + EI, one trial at a time; "
+                        "metafeature-pmf: the same with PMF's prior predicted from the table's meta-features; "
                         "then TPE")
     p.add_argument("--out", help="run directory (default: runs/automl-<table name>)")
     p.add_argument("--storage", help="Optuna storage URL shared by several processes (default: <out>/study.db)")

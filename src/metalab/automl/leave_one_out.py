@@ -22,7 +22,7 @@ import pandas as pd
 
 from metalab.automl.metadataset import MetaDataset
 
-METHODS = ("random", "tpe", "gp", "portfolio", "ranking", "knn", "rgpe", "pmf", "portfolio-pmf")
+METHODS = ("random", "tpe", "gp", "portfolio", "ranking", "knn", "rgpe", "pmf", "portfolio-pmf", "metafeature-pmf")
 #: Neighbours of the kNN warm start (their best configurations are enqueued, then TPE goes on).
 KNN_NEIGHBOURS = 10
 
@@ -125,6 +125,11 @@ def run_method(method: str, train: MetaDataset, features: pd.Series, objective: 
         from metalab.automl.portfolio_pmf import portfolio_pmf_optimiser
 
         pmf_optimiser = portfolio_pmf_optimiser(train, seed=seed)
+        run_sequence(pmf_optimiser.propose, pmf_optimiser.observe, objective, budget, len(train.configurations))
+    elif method == "metafeature-pmf":
+        from metalab.automl.metafeature_pmf import metafeature_pmf_optimiser
+
+        pmf_optimiser = metafeature_pmf_optimiser(train, features, seed=seed)
         run_sequence(pmf_optimiser.propose, pmf_optimiser.observe, objective, budget, len(train.configurations))
     elif method in ("rgpe", "gp-design"):
         from metalab.automl.rgpe import RGPEOptimiser, encode

@@ -75,16 +75,23 @@ def factorise(Y: np.ndarray, rank: int = 5, l2: float = 0.1, iterations: int = 1
 
 
 def new_row_posterior(model: MatrixFactorisation, columns: list[int], values: np.ndarray,
-                      prior_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                      prior_scale: float = 1.0, prior_mean: np.ndarray | None = None,
+                      prior_covariance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Predictive mean and standard deviation, each shape ``(m,)``, of a new row after observing
-    ``values`` at ``columns``: Bayesian linear regression of ``y - mu`` on ``[1, V]`` with prior
-    ``N(0, prior_scale^2 I)`` on ``[b*, U*]`` and the fitted noise."""
+    ``values`` at ``columns``: Bayesian linear regression of ``y - mu`` on ``[1, V]`` with the fitted
+    noise and the prior ``N(prior_mean, prior_covariance)`` on ``[b*, U*]`` (default
+    ``N(0, prior_scale^2 I)``). Bishop (2006), eq. (3.50)-(3.51) and (3.58)-(3.59):
+    ``S_N^-1 = S_0^-1 + A^T A / noise``, ``m_N = S_N (S_0^-1 m_0 + A^T (y - mu) / noise)``; with
+    nothing observed this is the prior predictive."""
     features = np.hstack([np.ones((len(model.mu), 1)), model.V])  # (m, r + 1)
-    precision = np.eye(features.shape[1]) / prior_scale**2
+    size = features.shape[1]
+    mean0 = np.zeros(size) if prior_mean is None else np.asarray(prior_mean, dtype=float)
+    precision = (np.eye(size) / prior_scale**2 if prior_covariance is None
+                 else np.linalg.inv(np.asarray(prior_covariance, dtype=float)))
     A = features[columns]
     residual = np.asarray(values, dtype=float) - model.mu[columns]
     covariance = np.linalg.inv(precision + A.T @ A / model.noise)
-    weights = covariance @ A.T @ residual / model.noise
+    weights = covariance @ (precision @ mean0 + A.T @ residual / model.noise)
     mean = model.mu + features @ weights
     variance = np.einsum("ij,jk,ik->i", features, covariance, features) + model.noise
     return mean, np.sqrt(variance)
@@ -101,9 +108,11 @@ class PMFOptimiser:
     """Proposes configurations for a new task from a factorisation of the known tasks' scores.
 
     The first proposals are ``initial`` (an initial design, in order; none by default); then, with
-    nothing observed yet, the configuration with the highest column offset (the best on average);
-    each later one maximises expected improvement under the new row's posterior, among the
-    configurations not yet evaluated.
+    nothing observed yet, the configuration of highest prior predictive mean (with the default prior
+    ``N(0, I)`` on the new row: the highest column offset, the best on average); each later one
+    maximises expected improvement under the new row's posterior, among the configurations not yet
+    evaluated. ``prior_mean`` / ``prior_covariance`` (set after construction, e.g. by
+    :mod:`metalab.automl.metafeature_pmf`) replace that default prior on ``[b*, U*]``.
     """
 
     def __init__(self, scores: np.ndarray, rank: int = 5, l2: float = 0.1, seed: int = 0,
@@ -113,6 +122,8 @@ class PMFOptimiser:
         self.scale = float(np.std(centred)) or 1.0
         self.model = factorise(centred / self.scale, rank=rank, l2=l2, seed=seed)
         self.initial = [int(i) for i in (initial or [])]
+        self.prior_mean: np.ndarray | None = None
+        self.prior_covariance: np.ndarray | None = None
         self.columns: list[int] = []
         self.values: list[float] = []
 
@@ -126,10 +137,13 @@ class PMFOptimiser:
         if pending and len(self.columns) < len(self.initial):
             return pending[0]
         if not self.columns:
-            return int(np.argmax(self.model.mu))
+            prior_mean, _ = new_row_posterior(self.model, [], np.zeros(0), prior_mean=self.prior_mean,
+                                              prior_covariance=self.prior_covariance)
+            return int(np.argmax(prior_mean))
         values = np.array(self.values)
         level = values.mean()
-        mean, std = new_row_posterior(self.model, self.columns, (values - level) / self.scale)
+        mean, std = new_row_posterior(self.model, self.columns, (values - level) / self.scale,
+                                      prior_mean=self.prior_mean, prior_covariance=self.prior_covariance)
         ei = expected_improvement(mean, std, float(((values - level) / self.scale).max()))
         ei[self.columns] = -np.inf
         if np.isneginf(ei).all():

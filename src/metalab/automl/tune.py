@@ -22,9 +22,11 @@ from metalab.automl.sources import TabularTask
 from metalab.automl.space import build_estimator, configuration, suggest_configuration
 from metalab.utils.io import atomic_write, atomic_write_text
 
-WARM_STARTS = ("knn", "portfolio", "portfolio-pmf", "none")
+WARM_STARTS = ("knn", "portfolio", "portfolio-pmf", "metafeature-pmf", "none")
+#: The warm starts that choose one trial at a time from the scores so far (:func:`pmf_warm_start`).
+SEQUENTIAL_WARM_STARTS = ("portfolio-pmf", "metafeature-pmf")
 #: Configurations enqueued by a warm start (kNN: the best of this many nearest tasks; portfolio: its first members;
-#: portfolio-pmf: this many trials chosen one at a time, the portfolio's first members then PMF + EI).
+#: portfolio-pmf, metafeature-pmf: this many trials chosen one at a time, the portfolio's first members then PMF + EI).
 WARM_START_SIZE = 10
 
 
@@ -54,25 +56,41 @@ def warm_start_configurations(task: TabularTask, meta: MetaDataset, strategy: st
         from metalab.automl.defaults import greedy_portfolio
 
         return [meta.configurations[i] for i in greedy_portfolio(meta, size)]
-    if strategy == "portfolio-pmf":
-        raise ValueError("the portfolio-pmf warm start is sequential (each choice depends on the scores so far); "
+    if strategy in SEQUENTIAL_WARM_STARTS:
+        raise ValueError(f"the {strategy} warm start is sequential (each choice depends on the scores so far); "
                          "use pmf_warm_start")
     if strategy == "none":
         return []
     raise ValueError(f"unknown warm start {strategy!r}; choose one of {', '.join(WARM_STARTS)}")
 
 
-def pmf_warm_start(study, objective, meta: MetaDataset, size: int) -> list:
+def pmf_warm_start(study, objective, meta: MetaDataset, size: int, task: TabularTask | None = None,
+                   strategy: str = "portfolio-pmf") -> list:
     """Run the first ``size`` trials of ``study`` one at a time, each the configuration that the
-    portfolio-then-PMF optimiser (:mod:`metalab.automl.portfolio_pmf`) proposes given the scores of
-    the ones before; returns the configurations in the order they ran. (The objective scores a failing
-    fit as a constant prediction; a trial that still did not complete counts as 0 for the optimiser.)"""
+    portfolio-then-PMF optimiser (:mod:`metalab.automl.portfolio_pmf`; with ``metafeature-pmf``, its
+    prior predicted from ``task``'s meta-features, :mod:`metalab.automl.metafeature_pmf`) proposes
+    given the scores of the ones before; returns the configurations in the order they ran. (The
+    objective scores a failing fit as a constant prediction; a trial that still did not complete
+    counts as 0 for the optimiser.)"""
     import optuna
 
-    from metalab.automl.portfolio_pmf import portfolio_pmf_optimiser
     from metalab.automl.warmstart import enqueue_configurations, trial_params
 
-    optimiser = portfolio_pmf_optimiser(meta)
+    if strategy == "portfolio-pmf":
+        from metalab.automl.portfolio_pmf import portfolio_pmf_optimiser
+
+        optimiser = portfolio_pmf_optimiser(meta)
+    elif strategy == "metafeature-pmf":
+        import pandas as pd
+
+        from metalab.automl.metafeature_pmf import metafeature_pmf_optimiser
+        from metalab.automl.metafeatures import metafeatures
+
+        if task is None:
+            raise ValueError("the metafeature-pmf warm start needs the task (its meta-features)")
+        optimiser = metafeature_pmf_optimiser(meta, pd.Series(metafeatures(task.x, task.y)))
+    else:
+        raise ValueError(f"{strategy!r} is not a sequential warm start; those are {', '.join(SEQUENTIAL_WARM_STARTS)}")
     chosen = []
     for _ in range(min(size, len(meta.configurations))):
         index = optimiser.propose()
@@ -102,7 +120,7 @@ def tune(task: TabularTask, run_dir: str | Path, trials: int, warm_start: str = 
     study = optuna.create_study(direction="maximize", storage=storage, study_name=study_name or run_dir.name,
                                 sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True), load_if_exists=True)
     enqueued = []
-    sequential = warm_start == "portfolio-pmf" and not study.trials
+    sequential = warm_start in SEQUENTIAL_WARM_STARTS and not study.trials
     if not study.trials and not sequential:
         from metalab.automl.warmstart import enqueue_configurations
 
@@ -120,7 +138,7 @@ def tune(task: TabularTask, run_dir: str | Path, trials: int, warm_start: str = 
 
     if sequential:
         assert meta is not None  # checked above: a warm start needs the meta-dataset
-        enqueued = pmf_warm_start(study, objective, meta, min(WARM_START_SIZE, trials))
+        enqueued = pmf_warm_start(study, objective, meta, min(WARM_START_SIZE, trials), task, warm_start)
     complete = (optuna.trial.TrialState.COMPLETE,)
     if len(study.get_trials(deepcopy=False, states=complete)) < trials:  # the callback stops only after a trial
         study.optimize(objective, n_trials=trials, callbacks=[optuna.study.MaxTrialsCallback(trials, states=complete)])
