@@ -30,44 +30,50 @@ def best_learners(meta: MetaDataset) -> list[str]:
 
 
 @dataclass
-class LearnerSelector:
-    """Random forest: standardised meta-features -> the learner of the best configuration."""
+class MetaModel:
+    """A scikit-learn estimator on standardised meta-features (what both meta-models below are)."""
 
     scaler: MetaFeatureScaler
     model: Predictor
+
+    @classmethod
+    def fitted(cls, meta: MetaDataset, model: Any, targets: Any) -> Any:
+        """Fit ``model`` on ``meta``'s standardised meta-features to ``targets`` (one row per task)."""
+        scaler = MetaFeatureScaler.fit(meta.metafeatures)
+        model.fit(scaler.transform(meta.metafeatures), targets)
+        return cls(scaler, model)
+
+    def _predict(self, features: pd.Series) -> Any:
+        return self.model.predict(self.scaler.transform(features))[0]
+
+
+class LearnerSelector(MetaModel):
+    """Random forest: standardised meta-features -> the learner of the best configuration."""
 
     @classmethod
     def fit(cls, meta: MetaDataset, seed: int = 0) -> LearnerSelector:
         from sklearn.ensemble import RandomForestClassifier
 
-        scaler = MetaFeatureScaler.fit(meta.metafeatures)
         model = RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=1)
-        model.fit(scaler.transform(meta.metafeatures), best_learners(meta))
-        return cls(scaler, model)
+        return cls.fitted(meta, model, best_learners(meta))
 
     def predict(self, features: pd.Series) -> str:
-        return str(self.model.predict(self.scaler.transform(features))[0])
+        return str(self._predict(features))
 
 
-@dataclass
-class ConfigurationRanker:
+class ConfigurationRanker(MetaModel):
     """Multi-output random forest: standardised meta-features -> every configuration's score."""
-
-    scaler: MetaFeatureScaler
-    model: Predictor
 
     @classmethod
     def fit(cls, meta: MetaDataset, seed: int = 0) -> ConfigurationRanker:
         from sklearn.ensemble import RandomForestRegressor
 
-        scaler = MetaFeatureScaler.fit(meta.metafeatures)
         model = RandomForestRegressor(n_estimators=200, min_samples_leaf=2, random_state=seed, n_jobs=1)
-        model.fit(scaler.transform(meta.metafeatures), meta.scores)
-        return cls(scaler, model)
+        return cls.fitted(meta, model, meta.scores)
 
     def predict(self, features: pd.Series) -> np.ndarray:
         """Predicted balanced accuracy of every configuration, shape ``(configurations,)``."""
-        return np.asarray(self.model.predict(self.scaler.transform(features))[0], dtype=float)
+        return np.asarray(self._predict(features), dtype=float)
 
     def ranking(self, features: pd.Series) -> list[int]:
         """Configuration indices, best predicted first."""
