@@ -129,7 +129,8 @@ def launch(jobs: list[dict], directory: Path, processes: int = 2) -> subprocess.
     returncode = process.returncode
     if returncode != 0 and teardown_abort_only(output, processes):
         # Every rank finished its jobs and left the process group; one then aborted in the interpreter's
-        # teardown (gloo's worker threads, pytorch/pytorch#179291): rare, and nothing of the run is lost.
+        # teardown (pytorch/gloo#155 "barrier followed by context destruction causes some participants to fail", and
+        # pytorch/pytorch#179291): rare, and nothing of the run is lost.
         warnings.warn(f"a rank aborted after leaving the process group (SIGABRT at exit): {output[-300:]}",
                       stacklevel=2)
         returncode = 0
