@@ -23,6 +23,8 @@ checked on the odd-indexed ones (``benchmarks/automl/RESULTS.md``).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -45,11 +47,12 @@ def latent_rows(model: MatrixFactorisation) -> np.ndarray:
 
 
 def row_prior(model: MatrixFactorisation, known: pd.DataFrame, query: pd.Series, alpha: float = ALPHA,
-              folds: int = FOLDS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+              folds: int = FOLDS, seed: int = 0, regression: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Prior mean ``(rank + 1,)`` and covariance ``(rank + 1, rank + 1)`` of a new task's ``[b*, U*]``
     from its meta-features ``query``, by ridge regression of ``model``'s rows on the known tasks'
     meta-features ``known`` (rows in ``model``'s task order; median-imputed and standardised by
-    :class:`~metalab.automl.warmstart.MetaFeatureScaler` fitted on ``known`` alone)."""
+    :class:`~metalab.automl.warmstart.MetaFeatureScaler` fitted on ``known`` alone). ``regression``
+    (an unfitted scikit-learn multi-output regressor) replaces ``Ridge(alpha)``."""
     from sklearn.linear_model import Ridge
     from sklearn.model_selection import KFold, cross_val_predict
 
@@ -58,7 +61,7 @@ def row_prior(model: MatrixFactorisation, known: pd.DataFrame, query: pd.Series,
         raise ValueError(f"{len(known)} rows of meta-features for {len(rows)} rows of the factorisation")
     scaler = MetaFeatureScaler.fit(known)
     x, x_query = scaler.transform(known), scaler.transform(query)
-    regression = Ridge(alpha=alpha)
+    regression = Ridge(alpha=alpha) if regression is None else regression
     predicted = cross_val_predict(regression, x, rows, cv=KFold(min(folds, len(rows)), shuffle=True,
                                                                  random_state=seed))
     size = rows.shape[1]

@@ -128,14 +128,21 @@ class RGPEOptimiser:
             if B == 0:
                 return int(self.rng.integers(m))
             return int(np.argmax(self.base_mean.mean(0)))
+        if B == 0 and (len(self.columns) < 2 or np.ptp(standardise(np.array(self.values))) < 1e-12):
+            remaining = np.setdiff1d(np.arange(m), self.columns)
+            return int(self.rng.choice(remaining))
+        return int(np.argmax(self.acquisition()))
+
+    def acquisition(self) -> np.ndarray:
+        """Expected improvement of every configuration under the weighted mixture, shape ``(m,)``
+        (``-inf`` at the evaluated ones); needs at least one observation and, without known tasks, two
+        distinct ones."""
+        m, B = self.x.shape[0], self.base_mean.shape[0]
         y = standardise(np.array(self.values))
         if len(self.columns) < 2 or np.ptp(y) < 1e-12:
-            if B:  # no ranking information yet: the known tasks' models, equally weighted
-                weights = np.append(np.full(B, 1.0 / B), 0.0)
-                target_mean, target_std = np.zeros(m), np.ones(m)
-            else:
-                remaining = np.setdiff1d(np.arange(m), self.columns)
-                return int(self.rng.choice(remaining))
+            # no ranking information yet: the known tasks' models, equally weighted
+            weights = np.append(np.full(B, 1.0 / B), 0.0)
+            target_mean, target_std = np.zeros(m), np.ones(m)
         else:
             gp = fit_gp(self.x[self.columns], y, self.seed, self.kernel)
             self.kernel = gp.kernel_
@@ -153,4 +160,4 @@ class RGPEOptimiser:
         std = np.sqrt((weights**2) @ (stds**2))
         ei = expected_improvement(mean, std, float(y.max()))
         ei[self.columns] = -np.inf
-        return int(np.argmax(ei))
+        return ei
