@@ -42,12 +42,26 @@ def test_an_annotation_that_is_no_options_dataclass_is_refused():
     with pytest.raises(TypeError, match="must be annotated with a dataclass extending LearnerOptions"):
         class Wrong(MetaLearner):
             options: int
-    with pytest.raises(TypeError, match="define the options class at module level"):
-        def local() -> None:
-            @dataclass
-            class LocalOptions(LearnerOptions):
-                pass
+    with pytest.raises(TypeError, match="which is not defined where the class is"):
+        class Unknown(MetaLearner):
+            options: NoSuchOptions  # type: ignore[name-defined]  # noqa: F821
 
-            class Local(MetaLearner):
-                options: LocalOptions
-        local()
+
+def test_options_defined_in_a_function_or_an_exec_namespace_are_found():
+    def local() -> type[MetaLearner]:
+        @dataclass
+        class LocalOptions(LearnerOptions):
+            depth: int = 2
+
+        class Local(MetaLearner):
+            options: LocalOptions
+
+        return Local
+
+    assert local().Options.__name__ == "LocalOptions"
+    namespace: dict = {"__name__": "__main__"}
+    exec("from __future__ import annotations\nfrom dataclasses import dataclass\n"
+         "from metalab.algorithms.base import LearnerOptions, MetaLearner\n"
+         "@dataclass\nclass ExecOptions(LearnerOptions):\n    size: int = 1\n"
+         "class Exec(MetaLearner):\n    options: ExecOptions\n", namespace)
+    assert namespace["Exec"].Options is namespace["ExecOptions"]

@@ -46,12 +46,13 @@ class MetaLearner(nn.Module):
         declared = inspect.get_annotations(cls).get("options")
         if declared is None:
             return  # inherits its parent's options
-        if isinstance(declared, str):  # postponed annotations: resolved in the class's module
+        if isinstance(declared, str):  # postponed annotations: resolved where the class statement ran
+            defining = sys._getframe(1)  # the class statement's frame (type.__new__ and __build_class__ are C)
             try:
-                declared = eval(declared, vars(sys.modules[cls.__module__]))
+                declared = eval(declared, defining.f_globals, defining.f_locals)
             except NameError as error:
-                raise TypeError(f"{cls.__name__}.options is annotated with {declared!r}, which is not a name of "
-                                f"module {cls.__module__}: define the options class at module level") from error
+                raise TypeError(f"{cls.__name__}.options is annotated with {declared!r}, which is not defined "
+                                f"where the class is") from error
         if not (isinstance(declared, type) and issubclass(declared, LearnerOptions)):
             raise TypeError(f"{cls.__name__}.options must be annotated with a dataclass extending LearnerOptions, "
                             f"got {declared!r}")
