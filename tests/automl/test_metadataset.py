@@ -20,6 +20,14 @@ from metalab.automl.metadataset import (
 from metalab.automl.sources import load_task
 
 
+def assert_rebuild_redoes_only(path, task: str, reference) -> None:
+    """Building again into ``path`` evaluates ``task`` alone and ends with the reference file's scores."""
+    redone: list[str] = []
+    build_metadataset(path, TINY_PLAN, progress=False, on_task=redone.append)
+    assert redone == [task]
+    np.testing.assert_array_equal(load_metadataset(path).scores, load_metadataset(reference).scores)
+
+
 def test_build_is_deterministic_given_its_seed(tiny_metadataset_file, tmp_path):
     again = load_metadataset(build_metadataset(tmp_path / "again.sqlite", TINY_PLAN, progress=False))
     first = load_metadataset(tiny_metadataset_file)
@@ -49,10 +57,7 @@ def test_killed_build_is_refused_then_resumed_without_redoing_finished_tasks(tin
     with pytest.raises(MetaDatasetError, match="partial: 1 of 2 tasks"):
         load_metadataset(path)
     assert "partial (1 of 2 tasks)" in describe_metadataset(path)
-    redone: list[str] = []
-    build_metadataset(path, TINY_PLAN, progress=False, on_task=redone.append)
-    assert redone == ["sklearn/wine"]
-    np.testing.assert_array_equal(load_metadataset(path).scores, load_metadataset(tiny_metadataset_file).scores)
+    assert_rebuild_redoes_only(path, "sklearn/wine", tiny_metadataset_file)
 
 
 def test_corrupted_file_is_refused_with_the_fix(tiny_metadataset_file, tmp_path):
@@ -72,10 +77,7 @@ def test_changed_rows_are_detected_and_redone(tiny_metadataset_file, tmp_path):
     connection.close()
     with pytest.raises(MetaDatasetError, match="damaged.*sklearn/iris"):
         load_metadataset(path)
-    redone: list[str] = []
-    build_metadataset(path, TINY_PLAN, progress=False, on_task=redone.append)
-    assert redone == ["sklearn/iris"]
-    np.testing.assert_array_equal(load_metadataset(path).scores, load_metadataset(tiny_metadataset_file).scores)
+    assert_rebuild_redoes_only(path, "sklearn/iris", tiny_metadataset_file)
 
 
 def test_other_settings_are_refused(tiny_metadataset_file, tmp_path):

@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metalab.automl.defaults import greedy_portfolio
 from metalab.automl.metadataset import MetaDataset
 from metalab.automl.pmf import MatrixFactorisation, PMFOptimiser
+from metalab.automl.portfolio_pmf import PORTFOLIO_START, portfolio_pmf_optimiser
 from metalab.automl.warmstart import MetaFeatureScaler
 
-#: Portfolio members evaluated before the informed PMF takes over (chosen on the even-indexed tasks).
-START = 3
+#: Portfolio members evaluated before the informed PMF takes over (chosen on the even-indexed tasks: the same 3).
+START = PORTFOLIO_START
 #: Ridge penalty of the meta-features -> latent row regression (chosen on the even-indexed tasks).
 ALPHA = 1.0
 #: Folds of the cross-validation whose residuals set the prior covariance of the latent factors.
@@ -79,10 +79,7 @@ def metafeature_pmf_optimiser(meta: MetaDataset, features: pd.Series, start: int
     """A :class:`~metalab.automl.pmf.PMFOptimiser` fitted on ``meta.scores`` whose first ``start``
     proposals are ``meta``'s greedy portfolio's first members and whose new-row prior is predicted
     from the new task's meta-features ``features`` (:func:`row_prior`)."""
-    if start < 0:
-        raise ValueError(f"start must be >= 0, not {start}")
-    initial = greedy_portfolio(meta, start) if start else []
-    optimiser = PMFOptimiser(np.asarray(meta.scores, dtype=float), rank=rank, l2=l2, seed=seed, initial=initial)
+    optimiser = portfolio_pmf_optimiser(meta, start=start, rank=rank, l2=l2, seed=seed)
     optimiser.prior_mean, optimiser.prior_covariance = row_prior(optimiser.model, meta.metafeatures, features,
                                                                  alpha=alpha, seed=seed)
     return optimiser

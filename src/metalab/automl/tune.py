@@ -98,7 +98,8 @@ def pmf_warm_start(study, objective, meta: MetaDataset, size: int, task: Tabular
         enqueue_configurations(study, [config])
         study.optimize(objective, n_trials=1)
         params = trial_params(config)
-        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.params == params]
+        done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if t.params == params]
         optimiser.observe(index, float(done[-1].value) if done else 0.0)
         chosen.append(config)
     return chosen
