@@ -49,8 +49,11 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     return zipfile.ZipFile(built)
 
 
-def test_the_wheel_carries_the_license_the_typing_marker_and_the_kernels_sources(wheel):
+def test_the_wheel_carries_the_license_the_typing_marker_the_kernels_sources_and_the_split_lists(wheel):
     names = wheel.namelist()
+    splits = {"omniglot/vinyals/train.txt", "miniimagenet/ravi/test.csv", "tieredimagenet/ren/val.csv",
+              "cub/test.txt", "cifar100/cifar-fs/train.txt", "cifar100/fc100/val.txt"}
+    assert {f"metalab/splits/{path}" for path in splits} <= set(names)
     assert "metalab/py.typed" in names
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
     assert {"metalab/accel/native/vec.h", "metalab/accel/native/patch_conv_pool.cpp"} <= set(names)

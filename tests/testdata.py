@@ -1,7 +1,9 @@
 """Small synthetic class data sets and image folders for the tests (importable as `testdata`)."""
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +70,14 @@ def tiny_run(folders: dict[str, Path], run_dir: Path, validate: bool = True) -> 
     })
     Trainer(config).fit()
     return run_dir
+
+
+def write_tar(path: Path, members: dict[str, bytes]) -> Path:
+    """A gzipped tar archive at ``path`` holding ``members`` ({name inside the archive: bytes})."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path

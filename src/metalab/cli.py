@@ -335,8 +335,8 @@ def parser() -> argparse.ArgumentParser:
     p = command("data", "which data sets are found where, and how to get the missing ones")
     p.add_argument("--data-root", help=DATA_ROOT_HELP)
     p.add_argument("--download", metavar="NAME",
-                   help="download a data set into the data root (omniglot; for one that cannot be downloaded, "
-                        "says how to get it)")
+                   help="download a data set into the data root (omniglot, cifar100 (for CIFAR-FS and FC100), cub; "
+                        "for one that cannot be downloaded, says how to get it)")
     p.set_defaults(func=cmd_data)
 
     from metalab.automl.cli import add_automl_parser

@@ -100,7 +100,7 @@ def test_resume_from_run_dir(image_folders, tmp_path):
         (["train", "omniglot-protonet-5w1s", "--data-root", "/nonexistent/metalab-data"],
          "metalab data --download omniglot"),
         (["data", "--download", "miniimagenet"], "mini-ImageNet cannot be downloaded automatically"),
-        (["data", "--download", "imagenet"], "only 'omniglot' is downloadable"),
+        (["data", "--download", "imagenet"], "the downloadable ones are 'omniglot', 'cifar100', 'cub'"),
     ],
 )
 def test_errors_are_one_clear_line(args, message, tmp_path):

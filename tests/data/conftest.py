@@ -1,9 +1,14 @@
-"""Fixtures for the data tests: the real data root, an isolated cache, small generated Omniglot archives."""
+"""Fixtures for the data tests: the real data root, an isolated cache, small generated Omniglot archives, a local
+HTTP server (with range requests) for the download code."""
 from __future__ import annotations
 
+import functools
 import io
 import os
+import threading
 import zipfile
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -89,3 +94,64 @@ def make_omniglot_zip(
 def make_zip():
     """The :func:`make_omniglot_zip` builder (a fixture, so test modules need not import conftest)."""
     return make_omniglot_zip
+
+
+class RangeHandler(SimpleHTTPRequestHandler):
+    """Serves a folder; answers ``Range: bytes=N-`` with 206 Partial Content, as the data sets' hosts do.
+    ``cut_after`` (class attribute, bytes): end every response early there (a dropped connection)."""
+
+    cut_after: int | None = None
+
+    def log_message(self, format: str, *args: object) -> None:  # no request log: keeps test output clean
+        pass
+
+    def do_GET(self) -> None:
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        start = 0
+        wanted = self.headers.get("Range", "")
+        if wanted.startswith("bytes=") and wanted.endswith("-"):
+            start = int(wanted[len("bytes="):-1])
+            if start >= len(data):
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.cut_after is not None and len(body) > self.cut_after:
+            self.wfile.write(body[: self.cut_after])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """(base URL, served folder) of an HTTP server on 127.0.0.1 running in a thread."""
+    served = tmp_path / "served"
+    served.mkdir()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(served)))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", served
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def drop_connections(monkeypatch: pytest.MonkeyPatch):
+    """``drop_connections(n)``: the test server ends every response after ``n`` bytes (None: never)."""
+    def drop(after: int | None) -> None:
+        monkeypatch.setattr(RangeHandler, "cut_after", after)
+    return drop

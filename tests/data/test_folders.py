@@ -193,7 +193,7 @@ def test_ravi_split_lists() -> None:
 
 
 def test_load_dataset_dispatch(rgb_folder: Path, real_root: Path, isolated_cache: Path, tmp_path: Path) -> None:
-    assert set(DATASETS) == {"omniglot", "miniimagenet", "folder"}
+    assert set(DATASETS) == {"omniglot", "miniimagenet", "tieredimagenet", "cub", "cifar-fs", "fc100", "folder"}
     folder = load_dataset("folder", str(rgb_folder), image_size=10)
     assert folder.images.shape == (9, 3, 10, 10)
     assert load_dataset("folder", str(rgb_folder), image_size=10, channels=1).image_shape == (1, 10, 10)

@@ -1,12 +1,8 @@
 """Data root, cache dir, checksummed download against a local HTTP server, the `metalab data` report."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import socket
-import threading
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import platformdirs
@@ -15,27 +11,6 @@ import pytest
 from metalab.data.datasets import describe_data, download_dataset
 from metalab.data.omniglot import load_omniglot
 from metalab.data.store import ChecksumError, DataNotFoundError, cache_dir, download, resolve_data_root
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # no request log: keeps test output clean
-        pass
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """(base URL, served folder) of an HTTP server on 127.0.0.1 running in a thread."""
-    served = tmp_path / "served"
-    served.mkdir()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(served)))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", served
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
 
 
 def _closed_port() -> int:
@@ -128,8 +103,10 @@ def test_download_dataset_offline_hint(tmp_path: Path) -> None:
 def test_download_dataset_unknown(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="miniimagenet/images"):
         download_dataset("miniimagenet", tmp_path)
-    with pytest.raises(ValueError, match="only 'omniglot'"):
+    with pytest.raises(ValueError, match="the downloadable ones are 'omniglot', 'cifar100', 'cub'"):
         download_dataset("cifar", tmp_path)
+    with pytest.raises(ValueError, match="tiered-ImageNet cannot be downloaded automatically"):
+        download_dataset("tieredimagenet", tmp_path)
 
 
 @pytest.mark.usefixtures("isolated_cache")
@@ -152,3 +129,40 @@ def test_describe_real_root(real_root: Path) -> None:
     after = describe_data(real_root)
     small1 = next(line for line in after.splitlines() if "images_background_small1" in line)
     assert "cached at 28px" in small1
+
+
+def test_an_interrupted_download_resumes_where_it_stopped(server: tuple[str, Path], tmp_path: Path,
+                                                           drop_connections) -> None:
+    base, served = server
+    payload = bytes(range(256)) * 40  # 10240 bytes
+    (served / "release.tgz").write_bytes(payload)
+    destination = tmp_path / "data" / "release.tgz"
+    drop_connections(4000)
+    with pytest.raises(DataNotFoundError, match="4000 bytes kept in .*release.tgz.part: the next download resumes"):
+        download(f"{base}/release.tgz", destination, hashlib.md5(payload).hexdigest())
+    assert not destination.exists() and (tmp_path / "data" / "release.tgz.part").stat().st_size == 4000
+    drop_connections(None)
+    download(f"{base}/release.tgz", destination, hashlib.md5(payload).hexdigest())
+    assert destination.read_bytes() == payload and not (tmp_path / "data" / "release.tgz.part").exists()
+
+
+def test_a_kept_part_that_is_not_a_prefix_fails_its_checksum_and_is_removed(server: tuple[str, Path],
+                                                                             tmp_path: Path) -> None:
+    base, served = server
+    payload = b"x" * 5000
+    (served / "release.tgz").write_bytes(payload)
+    destination = tmp_path / "release.tgz"
+    (tmp_path / "release.tgz.part").write_bytes(b"y" * 100)  # bytes of another file
+    with pytest.raises(ChecksumError, match="nothing was written"):
+        download(f"{base}/release.tgz", destination, hashlib.md5(payload).hexdigest())
+    assert not destination.exists() and not (tmp_path / "release.tgz.part").exists()
+    download(f"{base}/release.tgz", destination, hashlib.md5(payload).hexdigest())  # the retry starts afresh
+    assert destination.read_bytes() == payload
+
+
+def test_a_part_longer_than_the_file_starts_again(server: tuple[str, Path], tmp_path: Path) -> None:
+    base, served = server
+    (served / "small.bin").write_bytes(b"abc")
+    (tmp_path / "small.bin.part").write_bytes(b"0123456789")  # the server answers 416 to its range
+    download(f"{base}/small.bin", tmp_path / "small.bin", hashlib.md5(b"abc").hexdigest())
+    assert (tmp_path / "small.bin").read_bytes() == b"abc"

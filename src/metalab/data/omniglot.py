@@ -33,10 +33,10 @@ from metalab.data.store import (
     DATA_ENV,
     DataNotFoundError,
     cache_dir,
-    download,
-    fingerprint,
+    download_files,
     read_cache,
     resolve_data_root,
+    source_fingerprint,
     split_list,
     write_cache,
 )
@@ -91,15 +91,8 @@ def download_omniglot(root: Path, base_url: str | None = None,
     replaces the list of files and their checksums. Archives already present are kept as they are
     (downloads are atomic, so a present file is complete).
     """
-    prefix = (base_url or os.environ.get(URL_ENV) or URL).rstrip("/")
-    wanted = dict(checksums) if checksums is not None else CHECKSUMS
-    paths = []
-    for filename, md5 in wanted.items():
-        destination = Path(root) / "omniglot" / filename
-        if not destination.exists():
-            download(f"{prefix}/{filename}", destination, md5)
-        paths.append(destination)
-    return paths
+    return download_files(Path(root) / "omniglot", base_url or os.environ.get(URL_ENV) or URL,
+                          CHECKSUMS if checksums is None else checksums)
 
 
 def data_report(root: Path) -> list[str]:
@@ -165,7 +158,7 @@ def load_archive(archive: str, root: Path, image_size: int) -> _Archive:
 
 def cached_sizes(source: Path) -> list[int]:
     """Image sizes for which a cache of ``source`` (an archive zip or folder) exists and is current."""
-    key = _source_key(source)
+    key = source_fingerprint(source)
     sizes = []
     for path in cache_dir().glob(f"omniglot-{_stem(source)}-*px-{key}.pt"):
         size = path.name.split("-")[-2].removesuffix("px")
@@ -282,21 +275,8 @@ def _stem(source: Path) -> str:
     return source.name.removesuffix(".zip")
 
 
-def _source_key(source: Path) -> str:
-    """Changes whenever the source changes: path + size + mtime of the zip, or of every file of the folder."""
-    if source.is_file():
-        stat = source.stat()
-        return fingerprint(str(source.resolve()), stat.st_size, stat.st_mtime_ns)
-    total, latest, count = 0, 0, 0
-    for directory, _, filenames in os.walk(source):
-        for filename in filenames:
-            stat = os.stat(os.path.join(directory, filename))
-            total, latest, count = total + stat.st_size, max(latest, stat.st_mtime_ns), count + 1
-    return fingerprint(str(source.resolve()), count, total, latest)
-
-
 def _cache_file(source: Path, image_size: int) -> Path:
-    return cache_dir() / f"omniglot-{_stem(source)}-{image_size}px-{_source_key(source)}.pt"
+    return cache_dir() / f"omniglot-{_stem(source)}-{image_size}px-{source_fingerprint(source)}.pt"
 
 
 def _not_found(root: Path, archives: list[str]) -> DataNotFoundError:

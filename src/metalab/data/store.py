@@ -14,15 +14,17 @@ carry a checksum (:func:`write_cache`, :func:`read_cache`): a damaged one is reb
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
 
 import platformdirs
+from tqdm import tqdm
 
 from metalab.utils.checksum import IntegrityError, torch_load_checked, torch_save_checked
 
@@ -95,6 +97,27 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha1(repr(parts).encode("utf-8")).hexdigest()[:16]
 
 
+def source_fingerprint(source: Path) -> str:
+    """Changes whenever a data source changes: path + size + mtime of a file, or of every file of a folder."""
+    if source.is_file():
+        stat = source.stat()
+        return fingerprint(str(source.resolve()), stat.st_size, stat.st_mtime_ns)
+    total, latest, count = 0, 0, 0
+    for directory, _, filenames in os.walk(source):
+        for filename in filenames:
+            stat = os.stat(os.path.join(directory, filename))
+            total, latest, count = total + stat.st_size, max(latest, stat.st_mtime_ns), count + 1
+    return fingerprint(str(source.resolve()), count, total, latest)
+
+
+def release_source(folder: Path, archive: str, extracted: str) -> Path | None:
+    """A data set's release in ``folder``: the ``archive`` file (preferred: a download appears only when complete)
+    or the ``extracted`` folder, or None."""
+    if (Path(folder) / archive).is_file():
+        return Path(folder) / archive
+    return Path(folder) / extracted if (Path(folder) / extracted).is_dir() else None
+
+
 def file_md5(path: str | Path) -> str:
     """MD5 hex digest of a file, read in chunks."""
     digest = hashlib.md5()
@@ -104,54 +127,110 @@ def file_md5(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, destination: Path, md5: str | None, timeout: float = 60) -> Path:
+def download(url: str, destination: Path, md5: str | None, timeout: float = 60,
+             progress: bool | None = None) -> Path:
     """Download ``url`` to ``destination``, checking its MD5; the file appears only when complete and correct.
 
-    Streams into a temporary file beside ``destination`` and renames it into place. Raises
+    Streams into ``<destination>.part`` beside it and renames that into place once the MD5 matches. A
+    download cut off by the network keeps its ``.part`` file, and the next call resumes it with an HTTP range
+    request where the server allows (206 Partial Content), or starts again where it does not. Raises
     :class:`ChecksumError` (nothing left behind) when the MD5 differs, and :class:`DataNotFoundError`
-    saying where to put the file by hand when the URL cannot be reached.
+    saying where to put the file by hand when the URL cannot be reached. ``progress``: show a byte counter on
+    stderr (default: when stderr is a terminal).
     """
     destination = Path(destination)
+    part = destination.with_name(destination.name + ".part")
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
+        with open(part, "ab"):
+            pass
     except PermissionError as error:
         raise PermissionError(
             f"cannot write {destination}: {destination.parent} is not writable; "
             f"choose a writable data root with --data-root or ${DATA_ENV}"
         ) from error
-    temp = Path(temp_name)
+    have = part.stat().st_size
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     digest = hashlib.md5()
     try:
-        with os.fdopen(handle, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                resumed = have > 0 and response.status == 206 and _range_start(response) == have
+                if resumed:
+                    with open(part, "rb") as previous:
+                        for chunk in iter(lambda: previous.read(_CHUNK), b""):
+                            digest.update(chunk)
+                else:
+                    have = 0
+                total = _content_length(response)
+                bar = tqdm(total=None if total is None else have + total, initial=have, unit="B", unit_scale=True,
+                           desc=f"downloading {destination.name}", file=sys.stderr,
+                           disable=not (sys.stderr.isatty() if progress is None else progress))
+                received = 0
+                with open(part, "ab" if resumed else "wb") as out, bar:
                     for chunk in iter(lambda: response.read(_CHUNK), b""):
                         digest.update(chunk)
                         out.write(chunk)
-            except (urllib.error.URLError, OSError) as error:  # HTTPError, refused, DNS, timeout, reset
-                if isinstance(error, urllib.error.HTTPError):
-                    reason: object = f"HTTP {error.code} {error.reason}"
-                else:
-                    reason = getattr(error, "reason", None) or error
-                raise DataNotFoundError(
-                    f"could not download {url} ({reason}); this machine may be offline. Get the file from {url} "
-                    f"on a machine with internet access and place it at {destination}"
-                ) from error
-            out.flush()
-            os.fsync(out.fileno())
+                        received += len(chunk)
+                        bar.update(len(chunk))
+                    out.flush()
+                    os.fsync(out.fileno())
+                if total is not None and received < total:  # http.client ends a cut-off body without an error
+                    raise ConnectionResetError(f"the connection closed after {received} of {total} bytes")
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:  # HTTP errors, refused, DNS,
+            # timeout, reset, a body cut off
+            if isinstance(error, urllib.error.HTTPError) and error.code == 416 and have:
+                part.unlink()  # the kept part is not a prefix of the file (416: range not satisfiable): start again
+                return download(url, destination, md5, timeout, progress)
+            if isinstance(error, urllib.error.HTTPError):
+                reason: object = f"HTTP {error.code} {error.reason}"
+            else:
+                reason = getattr(error, "reason", None) or error
+            kept = part.stat().st_size if part.exists() else 0
+            resume = f" ({kept} bytes kept in {part}: the next download resumes from there)" if kept else ""
+            raise DataNotFoundError(
+                f"could not download {url} ({reason}){resume}; this machine may be offline. Get the file from "
+                f"{url} on a machine with internet access and place it at {destination}"
+            ) from error
         actual = digest.hexdigest()
         if md5 is not None and actual.lower() != md5.lower():
+            part.unlink(missing_ok=True)
             raise ChecksumError(
                 f"checksum mismatch for {url}: expected MD5 {md5}, got {actual}. The download is corrupt or "
                 f"the file changed upstream; nothing was written to {destination}. "
                 f"Retry, or place a good copy there by hand."
             )
-        os.replace(temp, destination)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+        os.replace(part, destination)
+    finally:
+        if part.exists() and part.stat().st_size == 0:
+            part.unlink()
     return destination
+
+
+def download_files(folder: Path, base_url: str, checksums: Mapping[str, str | None]) -> list[Path]:
+    """Download each ``<base_url>/<file name>`` of ``checksums`` ({file name: MD5 or None}) into ``folder``; files
+    already there are kept as they are (a download only appears when complete and checked)."""
+    paths = []
+    for filename, md5 in checksums.items():
+        destination = Path(folder) / filename
+        if not destination.exists():
+            download(f"{base_url.rstrip('/')}/{filename}", destination, md5)
+        paths.append(destination)
+    return paths
+
+
+def _range_start(response: object) -> int | None:
+    """The first byte of a 206 response's ``Content-Range: bytes START-END/TOTAL``, or None."""
+    value = getattr(response, "headers", {}).get("Content-Range", "")
+    if not value.startswith("bytes "):
+        return None
+    start = value[len("bytes "):].split("-", 1)[0]
+    return int(start) if start.isdigit() else None
+
+
+def _content_length(response: object) -> int | None:
+    value = getattr(response, "headers", {}).get("Content-Length")
+    return int(value) if value and value.isdigit() else None
 
 
 def split_list(*parts: str) -> list[str]:
