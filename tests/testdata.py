@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import tarfile
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 
 from metalab.data.classes import ClassDataset
+from metalab.data.store import split_list
 
 SHARED_DATA = Path(os.environ.get("METALAB_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
@@ -81,3 +83,31 @@ def write_tar(path: Path, members: dict[str, bytes]) -> Path:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return path
+
+
+CIFAR_PAIRS = [line.split("/") for split in ("train", "val", "test")
+               for line in split_list("cifar100", "cifar-fs", f"{split}.txt")]
+CIFAR_FINE = sorted(fine for _, fine in CIFAR_PAIRS)  # the release lists its names alphabetically
+CIFAR_COARSE = sorted({coarse for coarse, _ in CIFAR_PAIRS})
+CIFAR_COARSE_OF = {fine: coarse for coarse, fine in CIFAR_PAIRS}
+
+
+def cifar100_release_files(per_class: dict[str, int]) -> dict[str, bytes]:
+    """The pickles of ``cifar-100-python/``: ``train``/``test`` batches (images whose every byte is the fine
+    label) and ``meta``."""
+    files = {}
+    for batch, count in per_class.items():
+        labels = np.repeat(np.arange(100), count)
+        files[batch] = pickle.dumps({"data": np.repeat(labels[:, None], 3072, 1).astype(np.uint8),
+                                     "fine_labels": labels.tolist(),
+                                     "coarse_labels": [CIFAR_COARSE.index(CIFAR_COARSE_OF[CIFAR_FINE[f]])
+                                                       for f in labels],
+                                     "filenames": [f"img{i}.png" for i in range(len(labels))]}, protocol=2)
+    files["meta"] = pickle.dumps({"fine_label_names": CIFAR_FINE, "coarse_label_names": CIFAR_COARSE}, protocol=2)
+    return files
+
+
+def write_cifar100_release(path: Path, files: dict[str, bytes] | None = None) -> Path:
+    """``cifar-100-python.tar.gz`` at ``path``: ``files`` or 3 images per class (2 in train, 1 in test)."""
+    files = files or cifar100_release_files({"train": 2, "test": 1})
+    return write_tar(path, {f"cifar-100-python/{name}": data for name, data in files.items()})

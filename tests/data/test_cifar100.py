@@ -6,7 +6,6 @@ import pickle
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,32 +13,11 @@ from metalab.data.archives import DamagedArchiveError
 from metalab.data.cifar100 import ARCHIVE, PUBLISHED_CLASSES, load_cifar_fs, load_fc100
 from metalab.data.datasets import download_dataset, load_dataset
 from metalab.data.store import ChecksumError, DataNotFoundError, split_list
-from testdata import write_tar
-
-PAIRS = [line.split("/") for split in ("train", "val", "test") for line in split_list("cifar100", "cifar-fs",
-                                                                                           f"{split}.txt")]
-FINE = sorted(fine for _, fine in PAIRS)  # the release lists its names alphabetically
-COARSE = sorted({coarse for coarse, _ in PAIRS})
-COARSE_OF = {fine: coarse for coarse, fine in PAIRS}
-
-
-def release_files(per_class: dict[str, int]) -> dict[str, bytes]:
-    """The pickles of ``cifar-100-python/``: ``train``/``test`` batches (images whose every byte is the fine
-    label) and ``meta``."""
-    files = {}
-    for batch, count in per_class.items():
-        labels = np.repeat(np.arange(100), count)
-        files[batch] = pickle.dumps({"data": np.repeat(labels[:, None], 3072, 1).astype(np.uint8),
-                                     "fine_labels": labels.tolist(),
-                                     "coarse_labels": [COARSE.index(COARSE_OF[FINE[f]]) for f in labels],
-                                     "filenames": [f"img{i}.png" for i in range(len(labels))]}, protocol=2)
-    files["meta"] = pickle.dumps({"fine_label_names": FINE, "coarse_label_names": COARSE}, protocol=2)
-    return files
-
-
-def write_release(path: Path, files: dict[str, bytes] | None = None) -> Path:
-    files = files or release_files({"train": 2, "test": 1})
-    return write_tar(path, {f"cifar-100-python/{name}": data for name, data in files.items()})
+from testdata import CIFAR_COARSE as COARSE
+from testdata import CIFAR_COARSE_OF as COARSE_OF
+from testdata import CIFAR_FINE as FINE
+from testdata import cifar100_release_files as release_files
+from testdata import write_cifar100_release as write_release
 
 
 def test_the_packaged_splits_have_the_published_class_counts() -> None:
