@@ -1,13 +1,15 @@
-"""Backbones: the Conv-4 and ResNet-12 of the few-shot literature, and an MLP for regression or features."""
+"""Backbones: the Conv-4, ResNet-12 and WRN-28-10 of the few-shot literature, and an MLP for regression or features."""
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from metalab.nn.resnet12 import DEFAULT_CHANNELS, ResNet12
+from metalab.nn.wide_resnet import WideResNet
 
 
 def conv_block(in_channels: int, out_channels: int, pool: bool = True) -> nn.Sequential:
@@ -61,25 +63,74 @@ class MLP(nn.Sequential):
 
 #: block widths of the "resnet12" that :func:`build_backbone` builds (tests set smaller ones).
 RESNET12_CHANNELS: tuple[int, ...] = DEFAULT_CHANNELS
+#: The image backbones :func:`build_backbone` knows, and the settings each takes in parentheses (with their types).
+IMAGE_BACKBONES: dict[str, dict[str, type]] = {
+    "conv4": {},
+    "resnet12": {"drop_rate": float, "dropblock_size": int, "dropblock_warmup": int, "avg_pool": bool},
+    "wrn28-10": {"drop_rate": float},
+}
+
+
+def parse_backbone(spec: str) -> tuple[str, dict[str, Any]]:
+    """A backbone spec -> (name, settings): ``"resnet12"`` -> ("resnet12", {}),
+    ``"resnet12(drop_rate=0.1, avg_pool=false)"`` -> ("resnet12", {"drop_rate": 0.1, "avg_pool": False}).
+
+    Raises ``ValueError`` naming the known backbones, or the settings a backbone takes, for anything else.
+    """
+    name, _, rest = spec.strip().partition("(")
+    name = name.strip()
+    if name not in IMAGE_BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(IMAGE_BACKBONES)} (settings in parentheses, "
+                         f"e.g. 'resnet12(drop_rate=0.1, dropblock_size=5)')")
+    if not rest:
+        return name, {}
+    if not rest.endswith(")"):
+        raise ValueError(f"backbone {spec!r}: settings go in parentheses, e.g. 'resnet12(drop_rate=0.1)'")
+    allowed, settings = IMAGE_BACKBONES[name], {}  # values: bool, int or float, as ``allowed`` says
+    for item in filter(None, (part.strip() for part in rest[:-1].split(","))):
+        key, _, text = (piece.strip() for piece in item.partition("="))
+        if key not in allowed:
+            takes = ", ".join(allowed) or "no settings"
+            raise ValueError(f"backbone {name} has no setting {key!r}; it takes {takes}")
+        settings[key] = _setting(name, key, text, allowed[key])
+    return name, settings
+
+
+def _setting(name: str, key: str, text: str, kind: type) -> bool | int | float:
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false"):
+                raise ValueError
+            return text.lower() == "true"
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"backbone {name}: {key} must be {kind.__name__}, got {text!r}") from None
 
 
 def build_backbone(name: str, input_shape: Sequence[int], hidden: int = 64) -> nn.Module:
-    """A backbone by name for inputs of ``input_shape`` (C, H, W) without the batch dimension.
+    """A backbone by spec (see :func:`parse_backbone`) for inputs of ``input_shape`` (C, H, W) without the batch
+    dimension.
 
-    "conv4": :class:`Conv4` with ``hidden`` channels. "resnet12": :class:`ResNet12` with its
-    published widths (:data:`RESNET12_CHANNELS`; ``hidden`` does not apply), global average
-    pooling (640 features) and no dropout or DropBlock; images of at least 16x16.
+    "conv4": :class:`Conv4` with ``hidden`` channels. "resnet12": :class:`ResNet12` with its published widths
+    (:data:`RESNET12_CHANNELS`; ``hidden`` does not apply), by default with global average pooling (640
+    features) and no dropout or DropBlock; its settings ``drop_rate``, ``dropblock_size``, ``dropblock_warmup``
+    and ``avg_pool`` select MetaOptNet's (``avg_pool=false``: 640 x 5 x 5 features at 84x84) or RFS's
+    regularised network; images of at least 16x16. "wrn28-10": :class:`~metalab.nn.wide_resnet.WideResNet`
+    WRN-28-10 (640 features), setting ``drop_rate``.
     """
-    if name == "conv4":
+    kind, settings = parse_backbone(name)
+    if kind == "conv4":
         return Conv4(in_channels=input_shape[0], hidden=hidden)
-    if name == "resnet12":
+    if kind == "resnet12":
         if len(input_shape) != 3 or min(input_shape[1:]) < 16:
             raise ValueError(
                 f"backbone resnet12 needs images (C, H, W) of at least 16x16 (four 2x2 max-pools), "
                 f"got input shape {tuple(input_shape)}; use backbone conv4 for smaller images"
             )
-        return ResNet12(in_channels=input_shape[0], channels=RESNET12_CHANNELS)
-    raise ValueError(f"unknown backbone {name!r}; known: conv4, resnet12")
+        return ResNet12(in_channels=input_shape[0], channels=RESNET12_CHANNELS, **settings)
+    if len(input_shape) != 3:
+        raise ValueError(f"backbone {kind} needs images (C, H, W), got input shape {tuple(input_shape)}")
+    return WideResNet(in_channels=input_shape[0], depth=28, widen=10, **settings)
 
 
 @torch.no_grad()

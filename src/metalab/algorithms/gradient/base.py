@@ -19,20 +19,19 @@ from torch import Tensor, nn
 
 from metalab.algorithms.base import LearnerOptions, MetaLearner, classification_metrics
 from metalab.data.task import Task
-from metalab.nn.backbones import MLP, build_backbone, embedding_dim
+from metalab.nn.backbones import MLP, build_backbone, embedding_dim, parse_backbone
 from metalab.nn.batch_norm import BN_MODES, Record, merge_records, statistics_for, update_running_statistics
 from metalab.nn.execution import Execution, SpeedOptions
 from metalab.nn.inner_loop import SGD, InnerLoop, Objective, Params, UpdateRule, task_loss
 from metalab.nn.losses import classification_losses, regression_losses
-
-IMAGE_BACKBONES = ("conv4", "resnet12")
 
 
 @dataclass
 class GradientOptions(LearnerOptions):
     #: "classification" (an image backbone, linear head over ``ways`` classes) or "regression" (MLP body, linear head).
     kind: str = "classification"
-    #: "conv4", "resnet12" (images) or "mlp" (vectors).
+    #: "conv4", "resnet12", "wrn28-10" (images; settings in parentheses, see ``metalab.nn.backbones``) or "mlp"
+    #: (vectors).
     backbone: str = "conv4"
     #: Conv-4 channels.
     hidden: int = 64
@@ -83,17 +82,18 @@ def check_options(options: GradientOptions) -> None:
 
 def build_network(options: GradientOptions, input_shape: tuple[int, ...]) -> nn.Sequential:
     """body + head: an image backbone + Linear(ways) for images, MLP + Linear(ways) for vectors."""
-    if options.backbone in IMAGE_BACKBONES:
-        if len(input_shape) != 3:
-            raise ValueError(f"backbone {options.backbone} needs image inputs (C, H, W), got input shape {input_shape}")
-        body: nn.Module = build_backbone(options.backbone, input_shape, options.hidden)
-        features = embedding_dim(body, input_shape)
-    elif options.backbone == "mlp":
-        body = MLP(int(torch.Size(input_shape).numel()), list(options.mlp_hidden))
+    if options.backbone == "mlp":
+        body: nn.Module = MLP(int(torch.Size(input_shape).numel()), list(options.mlp_hidden))
         features = list(options.mlp_hidden)[-1]
     else:
-        raise ValueError(f"learner.backbone must be one of {', '.join(IMAGE_BACKBONES)} or 'mlp', "
-                         f"got {options.backbone!r}")
+        try:
+            parse_backbone(options.backbone)
+        except ValueError as error:
+            raise ValueError(f"learner.backbone: {error}; or 'mlp' for vectors") from None
+        if len(input_shape) != 3:
+            raise ValueError(f"backbone {options.backbone} needs image inputs (C, H, W), got input shape {input_shape}")
+        body = build_backbone(options.backbone, input_shape, options.hidden)
+        features = embedding_dim(body, input_shape)
     return nn.Sequential(OrderedDict(body=body, head=nn.Linear(features, options.ways)))
 
 
