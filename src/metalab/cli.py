@@ -193,8 +193,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
+    from torch.distributions import Categorical
 
     from metalab.data.folders import image_paths, load_image_files, load_image_folder
+    from metalab.data.task import Task
     from metalab.train.build import checkpoint_path, load_run
 
     path = checkpoint_path(args.run, args.checkpoint)
@@ -213,8 +215,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     support_y = torch.cat([torch.full((support.items_in(c),), c, dtype=torch.long) for c in range(support.num_classes)])
     queries = image_paths(args.query)
     query_x = load_image_files(queries, image_size=size, channels=channels, invert=invert).float() / 255.0
-    predictor = learner.adapt(support_x, support_y)
-    probabilities = torch.softmax(predictor(query_x).detach(), dim=-1)
+    # the learner's predictive distribution (the softmax of a point-estimate learner's logits), as the evaluator's
+    task = Task(support_x, support_y, query_x, torch.zeros(len(query_x), dtype=torch.long))
+    distribution = learner.predictive_distribution(Task.stack([task]))
+    if not isinstance(distribution, Categorical):
+        raise ValueError(f"{args.run}'s learner gives no predictive distribution over classes")
+    probabilities = distribution.probs[0].detach()
     predicted = probabilities.argmax(-1)
     rows = [
         {"query": str(query), "class": support.class_names[int(k)], "probability": float(probabilities[i, k])}
@@ -229,13 +235,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from metalab.train.plots import plot_run
+    from metalab.train.checkpoint import config_of, load_checkpoint
+    from metalab.train.plots import plot_reliability, plot_run, run_reliability
 
     path = plot_run(args.run, args.out, args.tasks, curves=True if args.curves else None)
     if path is None:
         raise ValueError(f"{args.run} is a regression run whose learner has no plot of test-task fits; --curves draws "
                          f"its learning curves")
     print(path)
+    from metalab.data.sources import is_regression
+    from metalab.train.build import checkpoint_path
+
+    if not is_regression(config_of(load_checkpoint(checkpoint_path(args.run, None)))):
+        reliability = args.reliability or Path(args.run) / "reliability.png"
+        print(plot_reliability(run_reliability(args.run, args.data_root), reliability,
+                               f"reliability of {Path(args.run).name} (test)"))
     return 0
 
 
@@ -313,7 +327,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help=DATA_ROOT_HELP)
     p.set_defaults(func=cmd_eval)
 
-    p = command("predict", "adapt to a folder of labelled examples and classify query images")
+    p = command("predict", "adapt to a folder of labelled examples and classify query images, each with its "
+                           "predictive probability")
     p.add_argument("run", help="run directory")
     p.add_argument("--support", required=True, help="folder with one sub-folder of images per class (two classes "
                                                      "or more)")
@@ -321,15 +336,21 @@ def parser() -> argparse.ArgumentParser:
                    help="image files, or folders of images (each image directly in it, sorted by name), to classify")
     p.add_argument("--checkpoint", help="checkpoint file, or its name in the run directory (default: the run's "
                                         "best.pt, else last.pt)")
-    p.add_argument("--json", action="store_true", help="print one JSON list of {query, class, probability}")
+    p.add_argument("--json", action="store_true", help="print one JSON list of {query, class, probability}: the "
+                                                       "predicted class and its predictive probability")
     p.set_defaults(func=cmd_predict)
 
-    p = command("plot", "plot a run: learning curves (classification), fits on test tasks (regression); PNG")
+    p = command("plot", "plot a run: learning curves and reliability diagram (classification), fits on test tasks "
+                        "(regression); PNG")
     p.add_argument("run", help="run directory")
     p.add_argument("--out", help="PNG path (default: curves.png, sinusoid_fits.png or predictive.png in the run "
                                  "directory)")
     p.add_argument("--tasks", type=count_of_at_least_one, default=4, help="test tasks to draw (regression; default 4)")
     p.add_argument("--curves", action="store_true", help="draw the learning curves of a regression run too")
+    p.add_argument("--reliability", help="PNG path of a classification run's reliability diagram (default: "
+                                         "reliability.png in the run directory)")
+    p.add_argument("--data-root", help=DATA_ROOT_HELP + "; read where the run's results.json has no reliability "
+                                                        "bins and its test episodes are scored again")
     p.set_defaults(func=cmd_plot)
 
     p = command("data", "which data sets are found where, and how to get the missing ones")
