@@ -60,8 +60,10 @@ class KroneckerFactors:
 
     def eigenvalues(self, precision: float) -> Tensor:
         """a_i g_j + tau [..., out, in]: the eigenvalues of A (x) G + tau I (``eigvalsh``: its gradient is stable
-        where eigenvalues repeat, as those of a low-rank A do)."""
-        return torch.linalg.eigvalsh(self.g).unsqueeze(-1) * torch.linalg.eigvalsh(self.a).unsqueeze(-2) + precision
+        where eigenvalues repeat, as those of a low-rank A do; in float64, where float32's solver can fail to
+        converge on the many zero eigenvalues of a few-shot A)."""
+        values_g, values_a = torch.linalg.eigvalsh(self.g.double()), torch.linalg.eigvalsh(self.a.double())
+        return (values_g.unsqueeze(-1) * values_a.unsqueeze(-2) + precision).to(self.a.dtype)
 
     def log_det(self, precision: float) -> Tensor:
         """log det(A (x) G + tau I) [...]."""
@@ -72,11 +74,11 @@ class KroneckerFactors:
 
         dW = U_G (E / sqrt(a_j g_i + tau)) U_A^T with E standard normal, in the eigenbases of G and A.
         """
-        values_g, vectors_g = torch.linalg.eigh(self.g)
-        values_a, vectors_a = torch.linalg.eigh(self.a)
+        values_g, vectors_g = torch.linalg.eigh(self.g.double())
+        values_a, vectors_a = torch.linalg.eigh(self.a.double())
         scale = (values_g.unsqueeze(-1) * values_a.unsqueeze(-2)).clamp_min(0) + precision  # [..., out, in]
         noise = torch.randn((count, *scale.shape), generator=generator, dtype=scale.dtype, device=scale.device)
-        return vectors_g @ (noise / scale.sqrt()) @ vectors_a.transpose(-1, -2)
+        return (vectors_g @ (noise / scale.sqrt()) @ vectors_a.transpose(-1, -2)).to(self.a.dtype)
 
     def dense(self) -> Tensor:
         """The curvature as a matrix on W flattened row by row ((o, i) -> o * in + i): kron(G, A), [out*in, out*in]."""

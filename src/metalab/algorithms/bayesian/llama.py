@@ -87,6 +87,12 @@ class LLAMA(GradientLearner):
             raise ValueError(f"learner.predictive_samples must be >= 1, got {options.predictive_samples}")
         if not options.noise_std > 0:
             raise ValueError(f"learner.noise_std must be > 0, got {options.noise_std}")
+        if self.speed.checkpoint_inner_loop and self.speed.engine == "accel":
+            # the checkpointed unroll's meta-gradient differs from the reference's when the adapted parameters
+            # also feed the curvature's double backward (tests/accel/test_backend_equals_reference.py)
+            raise ValueError("LLAMA differentiates its adapted parameters through the curvature as well as the query "
+                             "loss, which speed.checkpoint_inner_loop does not support: set "
+                             "speed.checkpoint_inner_loop=false")
 
     # ----------------------------------------------------------------------------- the model
     def laplace_layer_names(self) -> list[str]:
