@@ -201,9 +201,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     path = checkpoint_path(args.run, args.checkpoint)
     learner, config, state = load_run(args.run, path)
-    if learner.task_kind != "classification":
-        raise ValueError(f"{args.run} is a regression learner; predict takes class folders for classifiers")
     log.info(f"predicting with {checkpoint_in_use(path, state, args.checkpoint)}")
+    if learner.task_kind != "classification":
+        return predict_points(args, learner)
     channels, size = learner.input_shape[0], learner.input_shape[1]
     invert = config.data.invert_user_images
     support = load_image_folder(args.support, image_size=size, channels=channels, invert=invert)
@@ -231,6 +231,58 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             print(f"{row['query']}\t{row['class']}\t{row['probability']:.3f}")
+    return 0
+
+
+def read_points(path: str, columns: int | None, what: str) -> Any:
+    """The rows of a CSV file of numbers (a header line is skipped) as an array [N, columns]."""
+    import numpy as np
+
+    try:
+        values = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError:
+        values = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, skiprows=1)
+    except OSError as error:
+        raise FileNotFoundError(f"{what} {path}: {error.strerror or error}") from None
+    if columns is not None and values.shape[1] != columns:
+        raise ValueError(f"{what} {path} has {values.shape[1]} columns; it needs {columns}")
+    return values
+
+
+def predict_points(args: argparse.Namespace, learner: Any) -> int:
+    """``metalab predict`` for a regression run: --support a CSV of x..., y... rows, --query CSVs of x... rows; each
+    query's prediction and, where the learner has a predictive distribution, its central 95% interval."""
+    import torch
+
+    from metalab.data.task import Task
+    from metalab.train.uncertainty import central_interval
+
+    inputs = int(learner.input_shape[0])
+    support = read_points(args.support, None, "--support")
+    if support.shape[1] <= inputs:
+        raise ValueError(f"--support {args.support} has {support.shape[1]} columns; a regression run with {inputs} "
+                         f"input(s) reads rows of {inputs} x value(s) then the target value(s)")
+    queries = [read_points(path, inputs, "--query") for path in args.query]
+    query_x = torch.tensor([row for block in queries for row in block.tolist()], dtype=torch.float32)
+    support_x = torch.tensor(support[:, :inputs], dtype=torch.float32)
+    support_y = torch.tensor(support[:, inputs:], dtype=torch.float32)
+    batch = Task.stack([Task(support_x, support_y, query_x, query_x.new_zeros(len(query_x), support_y.shape[1]))])
+    prediction = learner.predict(batch)[0].detach()
+    distribution = learner.predictive_distribution(batch)
+    low = high = None
+    if distribution is not None:
+        low, high = (bound[0].detach() for bound in central_interval(distribution, 0.95))
+    rows = [{"x": query_x[i].tolist(), "prediction": prediction[i].tolist(),
+             "interval_95": None if low is None or high is None else [low[i].tolist(), high[i].tolist()]}
+            for i in range(len(query_x))]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            interval = row["interval_95"]
+            shown = "" if interval is None else "\t" + " ".join(f"[{a:.4g}, {b:.4g}]" for a, b in zip(*interval))
+            print(" ".join(f"{v:.4g}" for v in row["x"]) + "\t" + " ".join(f"{v:.4g}" for v in row["prediction"])
+                  + shown)
     return 0
 
 
@@ -327,17 +379,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help=DATA_ROOT_HELP)
     p.set_defaults(func=cmd_eval)
 
-    p = command("predict", "adapt to a folder of labelled examples and classify query images, each with its "
-                           "predictive probability")
+    p = command("predict", "adapt to labelled examples and predict queries: classes of images, each with its "
+                           "predictive probability; values of points (regression), each with its central 95%% "
+                           "predictive interval")
     p.add_argument("run", help="run directory")
     p.add_argument("--support", required=True, help="folder with one sub-folder of images per class (two classes "
-                                                     "or more)")
+                                                     "or more); for a regression run, a CSV file of x..., y... rows")
     p.add_argument("--query", required=True, nargs="+", action="extend",
-                   help="image files, or folders of images (each image directly in it, sorted by name), to classify")
+                   help="image files, or folders of images (each image directly in it, sorted by name), to classify; "
+                        "for a regression run, CSV files of x... rows")
     p.add_argument("--checkpoint", help="checkpoint file, or its name in the run directory (default: the run's "
                                         "best.pt, else last.pt)")
     p.add_argument("--json", action="store_true", help="print one JSON list of {query, class, probability}: the "
-                                                       "predicted class and its predictive probability")
+                                                       "predicted class and its predictive probability (regression: "
+                                                       "{x, prediction, interval_95}, the interval null for a learner "
+                                                       "that predicts a point)")
     p.set_defaults(func=cmd_predict)
 
     p = command("plot", "plot a run: learning curves and reliability diagram (classification), fits on test tasks "

@@ -37,3 +37,21 @@ def test_eval_json_and_plot_carry_the_uncertainty(image_folders, tmp_path, capsy
     assert printed == [str(run / "curves.png"), str(run / "reliability.png")]
     with Image.open(run / "reliability.png") as image:
         assert image.format == "PNG"
+
+
+def test_predict_gives_a_regression_run_s_central_interval(tmp_path, capsys, one_thread):
+    run = tmp_path / "run"
+    metalab("train", "sinusoid-llama-5shot", "train.steps=2", "train.val_every=0", "eval.episodes=2",
+            "learner.mlp_hidden=[8]", "learner.predictive_samples=3", "run.tensorboard=false", "train.progress=false",
+            f"run.dir={run}", capsys=capsys)
+    (tmp_path / "support.csv").write_text("x,y\n" + "".join(f"{x},{x / 2}\n" for x in (-2, -1, 0, 1, 2)))
+    (tmp_path / "query.csv").write_text("-0.5\n3.0\n")
+    rows = json.loads(metalab("predict", str(run), "--support", str(tmp_path / "support.csv"), "--query",
+                              str(tmp_path / "query.csv"), "--json", capsys=capsys))
+    assert [row["x"] for row in rows] == [[-0.5], [3.0]]
+    for row in rows:
+        (low,), (high,) = row["interval_95"]
+        assert low < row["prediction"][0] < high  # a mixture of Gaussians about its draws: the mean lies inside
+    plain = metalab("predict", str(run), "--support", str(tmp_path / "support.csv"), "--query",
+                    str(tmp_path / "query.csv"), capsys=capsys)
+    assert plain.count("[") == 2

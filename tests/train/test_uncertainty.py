@@ -20,6 +20,7 @@ from metalab.train.distributed import episode_range
 from metalab.train.evaluate import combine, evaluate
 from metalab.train.uncertainty import (
     ReliabilityBins,
+    central_interval,
     classification_scores,
     confidence_bins,
     expected_calibration_error,
@@ -207,3 +208,18 @@ def test_a_point_estimate_regression_learner_gets_mse_only():
     summary = result.as_dict()
     assert summary["mse"] == result.mean and result.episode_metrics == {}
     assert summary["nll"] is None and summary["coverage_95"] is None and "reliability" not in summary
+
+
+def test_central_interval_by_bisection_on_the_cdf():
+    normal = Independent(Normal(torch.tensor([[[1.0, -2.0]]], dtype=torch.float64),
+                                torch.tensor([[[2.0, 0.5]]], dtype=torch.float64)), 1)
+    low, high = central_interval(normal, 0.95)
+    z = scipy.stats.norm.ppf(0.975)
+    assert torch.allclose(low[0, 0], torch.tensor([1 - 2 * z, -2 - 0.5 * z], dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(high[0, 0], torch.tensor([1 + 2 * z, -2 + 0.5 * z], dtype=torch.float64), atol=1e-9)
+    loc = torch.tensor([[[[0.0], [3.0]]]], dtype=torch.float64)  # [1, 1, M=2, D=1]: a two-bump mixture
+    mixture = MixtureSameFamily(Categorical(probs=torch.tensor([[[0.3, 0.7]]], dtype=torch.float64)),
+                                Independent(Normal(loc, torch.ones_like(loc)), 1))
+    low, high = central_interval(mixture, 0.5)
+    assert float(marginal_cdf(mixture, low)) == pytest.approx(0.25, abs=1e-9)
+    assert float(marginal_cdf(mixture, high)) == pytest.approx(0.75, abs=1e-9)

@@ -167,6 +167,22 @@ def marginal_cdf(distribution: Distribution, value: Tensor) -> Tensor:
     return (draws <= value).double().mean(0)
 
 
+def central_interval(distribution: Distribution, level: float, iterations: int = 60) -> tuple[Tensor, Tensor]:
+    """The central ``level`` interval [F^-1((1-p)/2), F^-1((1+p)/2)] of each output's marginal predictive, [..., D]
+    each: bisection on :func:`marginal_cdf` between the mean -+ (50 std + 1)."""
+    mean, spread = distribution.mean, distribution.variance.sqrt() * 50 + 1
+
+    def quantile(target: float) -> Tensor:
+        low, high = mean - spread, mean + spread
+        for _ in range(iterations):
+            middle = (low + high) / 2
+            below = marginal_cdf(distribution, middle) < target
+            low, high = torch.where(below, middle, low), torch.where(below, high, middle)
+        return (low + high) / 2
+
+    return quantile((1 - level) / 2), quantile((1 + level) / 2)
+
+
 def regression_scores(distribution: Distribution, targets: Tensor) -> dict[str, Tensor]:
     """Per-episode NLL and coverage of the central intervals [T] of a predictive distribution with batch shape
     [T, Q] and event shape [D] at ``targets`` [T, Q, D]."""
