@@ -298,7 +298,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from metalab.data.sources import is_regression
     from metalab.train.build import checkpoint_path
 
-    if not is_regression(config_of(load_checkpoint(checkpoint_path(args.run, None)))):
+    classification = not is_regression(config_of(load_checkpoint(checkpoint_path(args.run, None))))
+    if classification and (args.reliability or not args.out):  # --out alone: only the plot it names
         reliability = args.reliability or Path(args.run) / "reliability.png"
         print(plot_reliability(run_reliability(args.run, args.data_root), reliability,
                                f"reliability of {Path(args.run).name} (test)"))
@@ -404,7 +405,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=count_of_at_least_one, default=4, help="test tasks to draw (regression; default 4)")
     p.add_argument("--curves", action="store_true", help="draw the learning curves of a regression run too")
     p.add_argument("--reliability", help="PNG path of a classification run's reliability diagram (default: "
-                                         "reliability.png in the run directory)")
+                                         "reliability.png in the run directory; with --out and without this flag, "
+                                         "only the plot --out names is drawn)")
     p.add_argument("--data-root", help=DATA_ROOT_HELP + "; read where the run's results.json has no reliability "
                                                         "bins and its test episodes are scored again")
     p.set_defaults(func=cmd_plot)
