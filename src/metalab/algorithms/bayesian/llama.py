@@ -57,8 +57,10 @@ class LLAMAOptions(GradientOptions):
     #: tau, the precision of the prior N(theta, tau^-1 I) over a task's parameters: the proximal term of the inner
     #: objective and the Laplace curvature's damping (> 0, which keeps the curvature invertible).
     prior_precision: float = 1.0
-    #: eta, the weight of the log-determinant term of the meta-objective (0: MAML's objective).
-    logdet_weight: float = 1.0
+    #: eta, the weight of the log-determinant term of the meta-objective (0: MAML's objective; 1: the Laplace
+    #: approximation's own weight, which on Omniglot 1-shot drove the curvature, and the predictions' confidence,
+    #: toward zero: benchmarks/bayesian/RESULTS.md).
+    logdet_weight: float = 0.01
     #: the layers with a Laplace posterior: "all" Linear and Conv2d layers, or the "head" only.
     laplace_layers: str = "all"
     #: posterior draws averaged by the predictive distribution (evaluation and prediction).
