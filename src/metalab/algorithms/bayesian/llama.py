@@ -2,21 +2,24 @@
 Bayes in a hierarchical model, with a Laplace approximation of each task's posterior.
 
 theta is the prior's mean, phi_t a task's parameters: p(phi_t | theta) = N(theta, tau^-1 I). The inner loop
-(section 3) finds a mode of the task's posterior from its support set, by k gradient steps from theta on
+(the paper's section 3: MAML's steps as MAP inference) finds a mode of the task's posterior from its support
+set, by k gradient steps from theta on
 
     U_t(phi) = -(1/N) sum_n log p(y_n | x_n, phi) + (tau / 2N) ||phi - theta||^2          (tau = 0: MAML's loop)
 
 (divided by the likelihood's scale, so that it is MAML's loss plus the prior's term: cross-entropy, or the MSE
 for a Gaussian likelihood N(f, sigma^2)),
 
-and the Laplace approximation (section 4, eq. 5) turns the marginal likelihood of the task into the mode's
-likelihood times a volume term; the meta-objective (Algorithm 3, ML-LAPLACE) is, per task,
+and the Laplace approximation (the paper's section 4) turns the marginal likelihood of the task into the mode's
+likelihood times a volume term; the meta-objective (its ML-LAPLACE subroutine) is, per task,
 
     -(1/Q) sum_q log p(y_q | x_q, phi*_t) + eta (1 / 2Q) log det H_t,   H_t = K-FAC(support at phi*_t) + tau I,
 
 with the paper's Kronecker-factored curvature (Martens & Grosse 2015) of the support set's negative
 log-likelihood on the Linear and Conv2d layers (:mod:`metalab.nn.laplace`; BatchNorm's scale and shift have no
-Laplace term), differentiated through the inner loop (second order) and through the curvature. The posterior
+Laplace term), differentiated through the inner loop (second order) and through the curvature. The paper's
+log-determinant weight eta is not given; the curvature here is the support set's (the data the posterior
+conditions on), and the meta-batch runs as one slice (no ``speed.task_chunk`` slicing). The posterior
 q(phi_t) = N(phi*_t, H_t^-1) gives the predictive: the average of the likelihood over ``predictive_samples`` draws
 of the curvature layers' weights (softmax probabilities; for regression a mixture of Gaussians N(f, sigma^2)).
 """

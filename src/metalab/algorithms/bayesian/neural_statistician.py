@@ -2,22 +2,22 @@
 data sets, whose context latent c summarises a set; few-shot classification by the posterior over c.
 
 Each class of a task is one data set D (its support and query images together, in meta-training). The generative
-model (section 3, the basic model with one latent layer z) and its inference networks:
+model (the paper's basic model, with one latent layer z) and its inference networks:
 
     p(D) = int p(c) prod_{x in D} int p(x | z, c) p(z | c) dz dc,       p(c) = N(0, I)
     q(c | D) = N(mu_c, sigma_c^2) = post(mean_{x in D} pre(e(x)))         the statistic network (mean pooling)
     q(z | x, c) = N(.) of [e(x), c];  p(z | c) = N(.) of c;  p(x | z, c) = Bernoulli(logits of [z, c])
 
-and the lower bound of eq. (3) per data set, maximised over all sets of the batch (reparameterised, one sample
+and the paper's variational lower bound per data set, maximised over all sets of the batch (reparameterised, one sample
 of c and of each z), reported per example:
 
     L_D = E_{q(c|D)} [ sum_{x in D} E_{q(z|x,c)} log p(x | z, c) - KL(q(z | x, c) || p(z | c)) ] - KL(q(c | D) || p(c)).
 
-Few-shot classification (section 5.4): the context posterior of each support class, q(c | D_k), and of a query
-alone, q(c | x); the query's class is the one whose posterior is nearest, argmin_k KL(q(c | x) || q(c | D_k)),
-and the predictive distribution is the softmax of -KL over the classes (our choice of probabilities; the paper
-only takes the argmin). e is the Conv-4 encoder; the decoder is an MLP over the pixels (the paper's networks are
-convolutional with three latent layers).
+Few-shot classification (the paper's Omniglot experiment): the context posterior of each support class,
+q(c | D_k), and of a query alone, q(c | x); the query's class is the one whose posterior is nearest,
+argmin_k KL(q(c | x) || q(c | D_k)), and the predictive distribution is the softmax of -KL over the classes
+(our choice of probabilities; the paper only takes the argmin). e is the Conv-4 encoder; the decoder is an MLP
+over the pixels (the paper's networks are convolutional, with three latent layers).
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ class NeuralStatistician(EmbeddingClassifier):
         return kl_divergence(query, cls).sum(-1)
 
     def elbo_terms(self, x: Tensor, labels: Tensor, ways: int) -> dict[str, Tensor]:
-        """The terms of eq. (3) for the data sets of T tasks (each class one set): x [T, N, ...], labels [T, N].
+        """The terms of L_D for the data sets of T tasks (each class one set): x [T, N, ...], labels [T, N].
 
         Returns per task [T]: ``reconstruction`` = sum_x log p(x | z, c), ``kl_z`` = sum_x KL(q(z|x,c) || p(z|c)),
         ``kl_c`` = sum_k KL(q(c | D_k) || p(c)), and ``examples`` N.
