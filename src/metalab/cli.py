@@ -193,15 +193,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
+    from torch.distributions import Categorical
 
     from metalab.data.folders import image_paths, load_image_files, load_image_folder
+    from metalab.data.task import Task
     from metalab.train.build import checkpoint_path, load_run
 
     path = checkpoint_path(args.run, args.checkpoint)
     learner, config, state = load_run(args.run, path)
-    if learner.task_kind != "classification":
-        raise ValueError(f"{args.run} is a regression learner; predict takes class folders for classifiers")
     log.info(f"predicting with {checkpoint_in_use(path, state, args.checkpoint)}")
+    if learner.task_kind != "classification":
+        return predict_points(args, learner)
     channels, size = learner.input_shape[0], learner.input_shape[1]
     invert = config.data.invert_user_images
     support = load_image_folder(args.support, image_size=size, channels=channels, invert=invert)
@@ -213,8 +215,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     support_y = torch.cat([torch.full((support.items_in(c),), c, dtype=torch.long) for c in range(support.num_classes)])
     queries = image_paths(args.query)
     query_x = load_image_files(queries, image_size=size, channels=channels, invert=invert).float() / 255.0
-    predictor = learner.adapt(support_x, support_y)
-    probabilities = torch.softmax(predictor(query_x).detach(), dim=-1)
+    # the learner's predictive distribution (the softmax of a point-estimate learner's logits), as the evaluator's
+    task = Task(support_x, support_y, query_x, torch.zeros(len(query_x), dtype=torch.long))
+    distribution = learner.predictive_distribution(Task.stack([task]))
+    if not isinstance(distribution, Categorical):
+        raise ValueError(f"{args.run}'s learner gives no predictive distribution over classes")
+    probabilities = distribution.probs[0].detach()
     predicted = probabilities.argmax(-1)
     rows = [
         {"query": str(query), "class": support.class_names[int(k)], "probability": float(probabilities[i, k])}
@@ -228,14 +234,75 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_points(path: str, columns: int | None, what: str) -> Any:
+    """The rows of a CSV file of numbers (a header line is skipped) as an array [N, columns]."""
+    import numpy as np
+
+    try:
+        values = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError:
+        values = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, skiprows=1)
+    except OSError as error:
+        raise FileNotFoundError(f"{what} {path}: {error.strerror or error}") from None
+    if columns is not None and values.shape[1] != columns:
+        raise ValueError(f"{what} {path} has {values.shape[1]} columns; it needs {columns}")
+    return values
+
+
+def predict_points(args: argparse.Namespace, learner: Any) -> int:
+    """``metalab predict`` for a regression run: --support a CSV of x..., y... rows, --query CSVs of x... rows; each
+    query's prediction and, where the learner has a predictive distribution, its central 95% interval."""
+    import torch
+
+    from metalab.data.task import Task
+    from metalab.train.uncertainty import central_interval
+
+    inputs = int(learner.input_shape[0])
+    support = read_points(args.support, None, "--support")
+    if support.shape[1] <= inputs:
+        raise ValueError(f"--support {args.support} has {support.shape[1]} columns; a regression run with {inputs} "
+                         f"input(s) reads rows of {inputs} x value(s) then the target value(s)")
+    queries = [read_points(path, inputs, "--query") for path in args.query]
+    query_x = torch.tensor([row for block in queries for row in block.tolist()], dtype=torch.float32)
+    support_x = torch.tensor(support[:, :inputs], dtype=torch.float32)
+    support_y = torch.tensor(support[:, inputs:], dtype=torch.float32)
+    batch = Task.stack([Task(support_x, support_y, query_x, query_x.new_zeros(len(query_x), support_y.shape[1]))])
+    prediction = learner.predict(batch)[0].detach()
+    distribution = learner.predictive_distribution(batch)
+    low = high = None
+    if distribution is not None:
+        low, high = (bound[0].detach() for bound in central_interval(distribution, 0.95))
+    rows = [{"x": query_x[i].tolist(), "prediction": prediction[i].tolist(),
+             "interval_95": None if low is None or high is None else [low[i].tolist(), high[i].tolist()]}
+            for i in range(len(query_x))]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            interval = row["interval_95"]
+            shown = "" if interval is None else "\t" + " ".join(f"[{a:.4g}, {b:.4g}]" for a, b in zip(*interval))
+            print(" ".join(f"{v:.4g}" for v in row["x"]) + "\t" + " ".join(f"{v:.4g}" for v in row["prediction"])
+                  + shown)
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
-    from metalab.train.plots import plot_run
+    from metalab.train.checkpoint import config_of, load_checkpoint
+    from metalab.train.plots import plot_reliability, plot_run, run_reliability
 
     path = plot_run(args.run, args.out, args.tasks, curves=True if args.curves else None)
     if path is None:
         raise ValueError(f"{args.run} is a regression run whose learner has no plot of test-task fits; --curves draws "
                          f"its learning curves")
     print(path)
+    from metalab.data.sources import is_regression
+    from metalab.train.build import checkpoint_path
+
+    classification = not is_regression(config_of(load_checkpoint(checkpoint_path(args.run, None))))
+    if classification and (args.reliability or not args.out):  # --out alone: only the plot it names
+        reliability = args.reliability or Path(args.run) / "reliability.png"
+        print(plot_reliability(run_reliability(args.run, args.data_root), reliability,
+                               f"reliability of {Path(args.run).name} (test)"))
     return 0
 
 
@@ -313,23 +380,35 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help=DATA_ROOT_HELP)
     p.set_defaults(func=cmd_eval)
 
-    p = command("predict", "adapt to a folder of labelled examples and classify query images")
+    p = command("predict", "adapt to labelled examples and predict queries: classes of images, each with its "
+                           "predictive probability; values of points (regression), each with its central 95%% "
+                           "predictive interval")
     p.add_argument("run", help="run directory")
     p.add_argument("--support", required=True, help="folder with one sub-folder of images per class (two classes "
-                                                     "or more)")
+                                                     "or more); for a regression run, a CSV file of x..., y... rows")
     p.add_argument("--query", required=True, nargs="+", action="extend",
-                   help="image files, or folders of images (each image directly in it, sorted by name), to classify")
+                   help="image files, or folders of images (each image directly in it, sorted by name), to classify; "
+                        "for a regression run, CSV files of x... rows")
     p.add_argument("--checkpoint", help="checkpoint file, or its name in the run directory (default: the run's "
                                         "best.pt, else last.pt)")
-    p.add_argument("--json", action="store_true", help="print one JSON list of {query, class, probability}")
+    p.add_argument("--json", action="store_true", help="print one JSON list of {query, class, probability}: the "
+                                                       "predicted class and its predictive probability (regression: "
+                                                       "{x, prediction, interval_95}, the interval null for a learner "
+                                                       "that predicts a point)")
     p.set_defaults(func=cmd_predict)
 
-    p = command("plot", "plot a run: learning curves (classification), fits on test tasks (regression); PNG")
+    p = command("plot", "plot a run: learning curves and reliability diagram (classification), fits on test tasks "
+                        "(regression); PNG")
     p.add_argument("run", help="run directory")
     p.add_argument("--out", help="PNG path (default: curves.png, sinusoid_fits.png or predictive.png in the run "
                                  "directory)")
     p.add_argument("--tasks", type=count_of_at_least_one, default=4, help="test tasks to draw (regression; default 4)")
     p.add_argument("--curves", action="store_true", help="draw the learning curves of a regression run too")
+    p.add_argument("--reliability", help="PNG path of a classification run's reliability diagram (default: "
+                                         "reliability.png in the run directory; with --out and without this flag, "
+                                         "only the plot --out names is drawn)")
+    p.add_argument("--data-root", help=DATA_ROOT_HELP + "; read where the run's results.json has no reliability "
+                                                        "bins and its test episodes are scored again")
     p.set_defaults(func=cmd_plot)
 
     p = command("data", "which data sets are found where, and how to get the missing ones")

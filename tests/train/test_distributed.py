@@ -312,6 +312,8 @@ def test_split_evaluation_scores_the_same_episodes_as_one_process(launched, epis
         result = json.loads((launched / f"eval-{episodes}-by-{batch}" / f"eval-rank{rank}.json").read_text())
         assert result["scores"] == expected.scores
         assert (result["accuracy"], result["ci95"], result["episodes"]) == (expected.mean, expected.ci95, episodes)
+        assert result["episode_metrics"] == expected.episode_metrics  # NLL, ECE, Brier gathered in episode order
+        assert expected.reliability is not None and result["ece_pooled"] == pytest.approx(expected.reliability.ece())
 
 
 # ------------------------------------------------------------------------------ failure

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Categorical, Distribution
 
 from metalab.data.task import Task
 from metalab.nn.execution import SpeedOptions
@@ -88,6 +89,22 @@ class MetaLearner(nn.Module):
         The default adapts task by task; learners that can batch tasks override it.
         """
         return torch.stack([self.adapt(task.support_x, task.support_y)(task.query_x) for task in batch_tasks(batch)])
+
+    def predictive_distribution(self, batch: Task) -> Distribution | None:
+        """The predictive distribution of every query of a batch of tasks, batch shape [T, Q]: what the evaluator
+        scores the learner's uncertainty on (NLL, calibration, coverage; :mod:`metalab.train.uncertainty`).
+
+        Classification: a ``Categorical`` over the task's ways; by default the softmax of :meth:`predict`'s logits,
+        so that every point-estimate learner is scored from its softmax. Bayesian learners override it (e.g. the
+        average of the softmax over posterior samples). Regression: a distribution with event shape [D] (e.g.
+        ``Independent(Normal(mean, std), 1)``, or a ``MixtureSameFamily`` over posterior samples); None (the
+        default) says the learner predicts a point only, scored by its MSE alone.
+        """
+        if self.task_kind == "classification":
+            # float64: normalising float32 logits in float32 can tie near-equal ones, and the predicted class (the
+            # evaluator's accuracy) must stay predict's argmax
+            return Categorical(logits=self.predict(batch).double())
+        return None
 
 
 def batch_tasks(batch: Task) -> list[Task]:

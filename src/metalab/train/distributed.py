@@ -22,7 +22,6 @@ The backend follows ``train.device``: ``gloo`` on CPU, ``nccl`` on CUDA with one
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import threading
@@ -36,7 +35,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from metalab.algorithms.base import MetaLearner
-from metalab.train.evaluate import EvalResult, evaluate, mean_ci95
+from metalab.train.evaluate import EvalResult, combine, evaluate
 
 T = TypeVar("T")
 
@@ -359,8 +358,4 @@ def evaluate_distributed(learner: MetaLearner, episodes: Any, batch_size: int, d
         return evaluate(learner, episodes, batch_size, device, progress=progress)
     start, stop = evaluation_share(len(episodes), batch_size, ranks)
     local = evaluate(learner, episode_range(episodes, start, stop), batch_size, device) if stop > start else None
-    results = [r for r in ranks.gather(local) if r is not None]
-    scores = [s for r in results for s in r.scores]
-    mean, ci95 = mean_ci95(scores)
-    return dataclasses.replace(results[0], mean=mean, ci95=ci95, episodes=len(scores),
-                               seconds=max(r.seconds for r in results), scores=scores)
+    return combine([r for r in ranks.gather(local) if r is not None])

@@ -1,11 +1,14 @@
 """The evaluation protocol: a learner scored on fixed episodes, mean +- 95% confidence interval.
 
-One evaluator for every learner: it only calls ``learner.predict(batch)``. How many episodes go
-through one forward pass (``speed.eval_batch``, bounded by ``speed.eval_images``) changes time and
-memory, never a score.
+One evaluator for every learner: it only calls ``learner.predictive_distribution(batch)`` (classification:
+accuracy of the most probable class, NLL, ECE, Brier score) and ``learner.predict(batch)`` (regression: MSE,
+and NLL and interval coverage where the learner predicts a distribution); the metrics are defined in
+:mod:`metalab.train.uncertainty`. How many episodes go through one forward pass (``speed.eval_batch``, bounded
+by ``speed.eval_images``) changes time and memory, never a score.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import resource
 import sys
@@ -15,14 +18,24 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.distributions import Categorical
 
 from metalab.algorithms.base import MetaLearner
+from metalab.data.task import Task
 from metalab.train.logging import progress_bar
+from metalab.train.uncertainty import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    ReliabilityBins,
+    classification_scores,
+    regression_scores,
+)
 
 
 @dataclass
 class EvalResult:
-    """Per-episode scores and their summary. ``metric`` is "accuracy" or "mse"."""
+    """Per-episode scores and their summary. ``metric`` is "accuracy" or "mse" (``mean``, ``ci95`` and ``scores``
+    are its); ``episode_metrics`` holds the per-episode uncertainty metrics (:mod:`metalab.train.uncertainty`)."""
 
     metric: str
     mean: float
@@ -34,24 +47,54 @@ class EvalResult:
     seed: int | None
     seconds: float
     scores: list[float] = field(repr=False, default_factory=list)
+    #: name -> per-episode values: nll, ece, brier (classification); nll, coverage_50, coverage_95 (regression
+    #: learners with a predictive distribution; none for a point estimate)
+    episode_metrics: dict[str, list[float]] = field(repr=False, default_factory=dict)
+    #: the calibration bins pooled over every query of every episode (classification)
+    reliability: ReliabilityBins | None = field(repr=False, default=None)
+
+    def summary(self, name: str) -> tuple[float, float] | None:
+        """Mean and 95% CI half-width of an uncertainty metric over the episodes; None where it was not scored."""
+        values = self.episode_metrics.get(name)
+        return mean_ci95(values) if values else None
 
     @property
     def episodes_per_second(self) -> float:
         return self.episodes / self.seconds if self.seconds > 0 else float("inf")
 
     def as_dict(self, with_scores: bool = False) -> dict[str, Any]:
+        """The summary as JSON values: the metric's ``mean``/``ci95`` (also under its name), and each uncertainty
+        metric NAME as ``NAME`` and ``NAME_ci95`` (null where not scored); for classification ``ece_pooled`` and the
+        ``reliability`` bins. ``with_scores``: the per-episode values too (``scores``, ``episode_metrics``)."""
         summary = asdict(self)
+        summary.pop("reliability")  # a dict of tensors there: written below as lists
         if not with_scores:
             summary.pop("scores")
+            summary.pop("episode_metrics")
         summary[self.metric] = self.mean
+        for name in CLASSIFICATION_METRICS if self.metric == "accuracy" else REGRESSION_METRICS:
+            mean, ci95 = self.summary(name) or (None, None)
+            summary[name], summary[f"{name}_ci95"] = mean, ci95
+        if self.reliability is not None:
+            summary["ece_pooled"] = self.reliability.ece()
+            summary["reliability"] = self.reliability.as_dict()
         summary["episodes_per_second"] = self.episodes_per_second
         return summary
 
     def __str__(self) -> str:
+        def shown(name: str, label: str, scale: float = 1.0, digits: int = 3) -> str:
+            values = self.summary(name)
+            if values is None:
+                return ""
+            return f", {label} {scale * values[0]:.{digits}f} +- {scale * values[1]:.{digits}f}"
+
         if self.metric == "accuracy":
-            return (f"{self.ways}-way {self.shots}-shot accuracy {100 * self.mean:.2f} +- {100 * self.ci95:.2f} % "
+            return (f"{self.ways}-way {self.shots}-shot accuracy {100 * self.mean:.2f} +- {100 * self.ci95:.2f} %"
+                    f"{shown('nll', 'NLL')}{shown('ece', 'ECE (%)', 100, 2)}{shown('brier', 'Brier')} "
                     f"({self.episodes} episodes, seed {self.seed})")
-        return f"{self.shots}-shot MSE {self.mean:.4f} +- {self.ci95:.4f} ({self.episodes} tasks, seed {self.seed})"
+        return (f"{self.shots}-shot MSE {self.mean:.4f} +- {self.ci95:.4f}{shown('nll', 'NLL')}"
+                f"{shown('coverage_50', '50% interval coverage')}{shown('coverage_95', '95% interval coverage')} "
+                f"({self.episodes} tasks, seed {self.seed})")
 
 
 def mean_ci95(scores: Tensor | list[float]) -> tuple[float, float]:
@@ -69,6 +112,36 @@ def episode_scores(learner: MetaLearner, predictions: Tensor, query_y: Tensor) -
     if learner.task_kind == "classification":
         return (predictions.argmax(-1) == query_y).double().mean(1)
     return (predictions.double() - query_y.double()).pow(2).flatten(1).mean(1)
+
+
+def score_batch(learner: MetaLearner, batch: Task) -> tuple[dict[str, Tensor], ReliabilityBins | None]:
+    """Per-episode scores [T] of one batch of tasks (its primary metric under ``"score"``, the uncertainty metrics
+    under their names) and, for classification, its reliability bins."""
+    if learner.task_kind == "classification":
+        distribution = learner.predictive_distribution(batch)
+        if not isinstance(distribution, Categorical):
+            raise TypeError(f"{type(learner).__name__}.predictive_distribution returned {type(distribution).__name__}: "
+                            f"a classifier's must be a Categorical over the ways")
+        scores = classification_scores(distribution, batch.query_y)
+        scores["score"] = scores.pop("accuracy")
+        return scores, ReliabilityBins.of(distribution.probs.detach(), batch.query_y)
+    scores = {"score": episode_scores(learner, learner.predict(batch).detach(), batch.query_y)}
+    distribution = learner.predictive_distribution(batch)
+    if distribution is not None:
+        scores.update(regression_scores(distribution, batch.query_y))
+    return scores, None
+
+
+def combine(results: list[EvalResult]) -> EvalResult:
+    """One result from the results of consecutive parts of the episodes (e.g. the ranks' shares), in order."""
+    scores = [s for r in results for s in r.scores]
+    names = [name for name in results[0].episode_metrics if all(name in r.episode_metrics for r in results)]
+    bins = [r.reliability for r in results if r.reliability is not None]
+    mean, ci95 = mean_ci95(scores)
+    return dataclasses.replace(
+        results[0], mean=mean, ci95=ci95, episodes=len(scores), seconds=max(r.seconds for r in results),
+        scores=scores, episode_metrics={n: [v for r in results for v in r.episode_metrics[n]] for n in names},
+        reliability=sum(bins[1:], bins[0]) if bins else None)
 
 
 def episodes_per_batch(episodes: Any, batch_size: int, max_images: int | None = None) -> int:
@@ -108,20 +181,23 @@ def evaluate(
     size = episodes_per_batch(episodes, batch_size, max_images)
     was_training = learner.training
     learner.eval()
-    scores = []
+    scores: list[dict[str, Tensor]] = []
+    reliability = None
     bar = progress_bar(total=len(episodes), desc="evaluating", unit="episode", enabled=progress)
     start = time.perf_counter()
     try:
         for batch in episodes.batches(size):
             batch = batch.to(device)
-            predictions = learner.predict(batch)
-            scores.append(episode_scores(learner, predictions.detach(), batch.query_y).cpu())
-            bar.update(len(scores[-1]))
+            batch_scores, bins = score_batch(learner, batch)
+            scores.append({name: value.detach().cpu() for name, value in batch_scores.items()})
+            if bins is not None:
+                reliability = bins if reliability is None else reliability + bins
+            bar.update(len(batch))
     finally:
         bar.close()
         learner.train(was_training)
     seconds = time.perf_counter() - start
-    values = torch.cat(scores)
+    values = torch.cat([s["score"] for s in scores])
     mean, ci95 = mean_ci95(values)
     return EvalResult(
         metric="accuracy" if learner.task_kind == "classification" else "mse",
@@ -134,4 +210,6 @@ def evaluate(
         seed=getattr(episodes, "seed", None),
         seconds=seconds,
         scores=values.tolist(),
+        episode_metrics={name: torch.cat([s[name] for s in scores]).tolist() for name in scores[0] if name != "score"},
+        reliability=reliability,
     )

@@ -1,7 +1,9 @@
 """Plots of trained runs, drawn by ``metalab plot RUN`` (and, for regression runs, at the end of training).
 
 Every run: its learning curves from ``metrics.jsonl`` (training loss and accuracy, validation score with
-its 95% CI band, the test score), ``<run>/curves.png``; what ``metalab plot`` draws for classification runs.
+its 95% CI band, the test score), ``<run>/curves.png``; what ``metalab plot`` draws for classification runs,
+with their reliability diagram (accuracy against confidence in the evaluator's 15 bins, and how many test
+queries fell in each; :func:`plot_reliability`), ``<run>/reliability.png``.
 
 Regression runs, two figures on the first test tasks of the run's family:
 
@@ -29,6 +31,7 @@ import torch
 from metalab.algorithms.base import MetaLearner
 from metalab.data.regression import FunctionFamily, RegressionTasks, regression_source
 from metalab.data.task import Task
+from metalab.train.uncertainty import ReliabilityBins
 
 #: points of the x grid on which the fits are drawn
 GRID_POINTS = 200
@@ -146,6 +149,52 @@ def plot_learning_curves(run_dir: str | Path, path: str | Path | None = None) ->
             if axis.has_data():
                 axis.legend(fontsize=7, loc="best")
     return Path(path or Path(run_dir) / "curves.png")
+
+
+def plot_reliability(bins: ReliabilityBins, path: str | Path, title: str = "") -> Path:
+    """The reliability diagram (Guo et al. 2017, figure 1) of pooled predictions: left, the accuracy of each
+    confidence bin against the diagonal of perfect calibration, the gap to it shaded, the ECE in the corner;
+    right, the fraction of predictions in each bin. Written to ``path``; returns it."""
+    count = bins.count.numpy()
+    edges = np.linspace(0.0, 1.0, len(count) + 1)
+    centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+    filled = count > 0
+    accuracy, confidence = bins.accuracy().numpy(), bins.mean_confidence().numpy()
+    with panels(2, path, dpi=110) as (diagram, histogram):
+        diagram.bar(centres[filled], accuracy[filled], width=width, color="C0", edgecolor="k", label="accuracy")
+        diagram.bar(centres[filled], (confidence - accuracy)[filled], bottom=accuracy[filled], width=width,
+                    color="C3", alpha=0.3, edgecolor="C3", hatch="//", label="gap to confidence")
+        diagram.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        diagram.text(0.97, 0.03, f"ECE {100 * bins.ece():.2f} %", ha="right", va="bottom", transform=diagram.transAxes,
+                     bbox={"facecolor": "white", "alpha": 0.8})
+        diagram.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (largest predicted probability)",
+                    ylabel="accuracy", title=title or "reliability diagram")
+        diagram.legend(fontsize=7, loc="upper left")
+        histogram.bar(centres, count / max(count.sum(), 1), width=width, color="C1", edgecolor="k")
+        histogram.set(xlim=(0, 1), xlabel="confidence", ylabel="fraction of predictions",
+                      title=f"{int(count.sum())} test predictions")
+    return Path(path)
+
+
+def run_reliability(run_dir: str | Path, data_root: str | None = None) -> ReliabilityBins:
+    """The reliability bins of a classification run's test: from ``results.json`` where its test wrote them,
+    else by scoring the run's checkpoint (best, else last) on its test episodes."""
+    saved = Path(run_dir) / "results.json"
+    if saved.is_file():
+        reliability = json.loads(saved.read_text(encoding="utf-8")).get("test", {}).get("reliability")
+        if reliability is not None:
+            return ReliabilityBins.from_dict(reliability)
+    from metalab.data.sources import evaluation_episodes
+    from metalab.train.build import load_run
+    from metalab.train.evaluate import episodes_per_batch, evaluate
+
+    learner, config, _ = load_run(run_dir)
+    episodes = evaluation_episodes(config, config.data.test_split, data_root=data_root)
+    batch = episodes_per_batch(episodes, config.speed.eval_batch, config.speed.eval_images)
+    result = evaluate(learner, episodes, batch, progress=config.train.progress)
+    if result.reliability is None:
+        raise ValueError(f"{run_dir} is a regression run: a reliability diagram needs class probabilities")
+    return result.reliability
 
 
 def plot_sinusoid_fits(learner: MetaLearner, tasks: RegressionTasks, indices: Sequence[int], path: str | Path,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal, kl_divergence
 
 from metalab.algorithms.model.components.processes import (
     ProcessOptions,
@@ -99,6 +99,15 @@ class NeuralProcess(RegressionProcess):
         mean = samples.mean.mean(0)
         variance = (samples.variance + samples.mean.pow(2)).mean(0) - mean.pow(2)
         return mean, variance.clamp_min(0).sqrt()
+
+    @torch.no_grad()
+    def predictive_distribution(self, batch: Task) -> Distribution:
+        """The predictive at each query point: the equal-weight mixture of the decoder's Gaussians over the
+        ``eval_samples`` draws of z (batch [T, Q], event [1]; its mean and std are :meth:`predictive`'s)."""
+        samples = self._samples(batch)  # [M, T, Q, 1]
+        components = Independent(Normal(samples.mean.movedim(0, 2), samples.stddev.movedim(0, 2)), 1)  # [T, Q, M]
+        weights = Categorical(logits=samples.mean.new_zeros(components.batch_shape))
+        return MixtureSameFamily(weights, components)
 
     @torch.no_grad()
     def log_likelihood(self, batch: Task) -> Tensor:

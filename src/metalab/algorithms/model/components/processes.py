@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Normal
+from torch.distributions import Distribution, Independent, Normal
 
 from metalab.algorithms.base import LearnerOptions, MetaLearner
 from metalab.data.task import Task
@@ -95,6 +95,11 @@ class RegressionProcess(MetaLearner):
     @torch.no_grad()
     def predict(self, batch: Task) -> Tensor:
         return self.predictive(batch)[0]
+
+    @torch.no_grad()
+    def predictive_distribution(self, batch: Task) -> Distribution:
+        """A Gaussian per query point with :meth:`predictive`'s mean and std: batch [T, Q], event [1]."""
+        return Independent(Normal(*self.predictive(batch)), 1)
 
     def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
         def regress(query_x: Tensor) -> Tensor:
