@@ -1,5 +1,6 @@
 """Imports go one way (docs/architecture.md): cli -> train -> algorithms -> nn -> accel, and data is read by all
-of them but knows none of them; optimizers (learned optimizers) sits beside algorithms, on nn and data. Checked on the source, every import statement included (lazy ones too)."""
+of them but knows none of them; optimizers (learned optimizers) sits beside algorithms, on nn and data.
+Checked on the source, every import statement included (lazy ones too)."""
 from __future__ import annotations
 
 import ast
