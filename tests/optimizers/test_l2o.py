@@ -179,3 +179,16 @@ def test_bad_options_name_the_key():
         apply_overrides({"name": "x"}, ["steps=7"])
     with pytest.raises(ValueError, match="problem.activation"):
         l2o_config("l2o-lstm-digits", ["problem.activation=swish"])
+
+
+def test_omniglot_problems_are_five_way_mlps_on_14px_images():
+    """On generated 28x28 'characters' (the library loads the real ones from the Omniglot split)."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8 * 20, 1, 28, 28), generator=generator, dtype=torch.uint8)
+    items = [list(range(20 * c, 20 * c + 20)) for c in range(8)]
+    problems = sample_problems(ProblemOptions(family="omniglot", batch=0), 3, seed=1, horizon=2,
+                               omniglot=(images, items))
+    assert problems.inputs.shape == (3, 100, 196) and problems.labels.shape == (3, 100)
+    assert problems.theta0.shape == (3, 196 * 20 + 20 + 20 * 5 + 5)
+    assert torch.equal(problems.index[0, 0], torch.arange(100))  # batch=0: the whole problem each step
+    assert float(problems.loss(problems.initial(), 0).mean()) == pytest.approx(math.log(5), abs=0.3)
