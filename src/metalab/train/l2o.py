@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ def preset_names() -> list[str]:
     return sorted(PRESETS)
 
 
-def l2o_config(name: str, overrides: list[str] = ()) -> L2OConfig:  # type: ignore[assignment]
+def l2o_config(name: str, overrides: Sequence[str] = ()) -> L2OConfig:
     """The preset ``name`` with ``key=value`` overrides (``steps=100``, ``problem.mlp_hidden=40``,
     ``net.hidden=10``, ``run.dir=runs/x``)."""
     if name not in PRESETS:
@@ -110,7 +111,7 @@ def l2o_config(name: str, overrides: list[str] = ()) -> L2OConfig:  # type: igno
     return apply_overrides(values, overrides)
 
 
-def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> L2OConfig:
+def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> L2OConfig:
     """``values`` (a config as a dict) with ``key=value`` overrides applied, as an :class:`L2OConfig`."""
     values = json.loads(json.dumps(values))
     defaults = asdict(L2OConfig(name="x", steps=5, horizon=100, unroll=20))
@@ -247,7 +248,7 @@ def curve_summary(losses: torch.Tensor) -> dict[str, list[float]]:
     return {"mean": mean.tolist(), "low": (mean - half).tolist(), "high": (mean + half).tolist()}
 
 
-def evaluate_l2o(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), problems: int = 64,
+def evaluate_l2o(run_dir: str | Path, overrides: Sequence[str] = (), problems: int = 64,
                  tune_problems: int = 16, seed: int = 7, horizon_factor: int = 2) -> dict[str, Any]:
     """The learned optimizer against SGD, Adam, RMSprop and Nesterov (each rate tuned on training problems) on
     ``problems`` held-out problems, for ``horizon_factor`` x the training horizon; writes ``eval[-tag].json``.
@@ -270,9 +271,9 @@ def evaluate_l2o(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (
     for name, losses in curves.items():
         at = {f"loss_at_{t}": [float(losses[t].mean()), 1.96 * float(losses[t].std()) / math.sqrt(problems)]
               for t in (config.horizon, horizon)}
-        table[name] = {"lr": rates.get(name), **at,
-                       "wins_at_horizon": float((losses[config.horizon] <= curves["learned"][config.horizon]).double()
-                                                .mean()) if name != "learned" else None}
+        # the share of held-out problems on which this optimizer ends the training horizon at or below the learned one
+        share = float((losses[config.horizon] <= curves["learned"][config.horizon]).double().mean())
+        table[name] = {"lr": rates.get(name), **at, "at_or_below_learned": None if name == "learned" else share}
     tag = "-".join(o.replace("problem.", "").replace("=", "") for o in overrides)
     result = {"run": str(run_dir), "overrides": list(overrides), "problems": problems, "horizon": config.horizon,
               "eval_horizon": horizon, "problem": asdict(changed.problem), "table": table,
@@ -285,11 +286,13 @@ def format_table(result: dict[str, Any]) -> str:
     """The evaluation as a text table: final losses (mean +- 95% CI) at the training horizon and at the end."""
     h, end = result["horizon"], result["eval_horizon"]
     lines = [f"{result['problems']} held-out problems {result['problem']}",
-             f"{'optimizer':10s} {'lr':>8s} {'loss at ' + str(h):>22s} {'loss at ' + str(end):>22s}"]
+             f"{'optimizer':10s} {'lr':>8s} {'loss at ' + str(h):>22s} {'loss at ' + str(end):>22s} "
+             f"{'<= learned at ' + str(h):>18s}"]
     for name, row in result["table"].items():
         lr = "-" if row["lr"] is None else f"{row['lr']:.3g}"
         cells = [f"{row[f'loss_at_{t}'][0]:.4g} +- {row[f'loss_at_{t}'][1]:.2g}" for t in (h, end)]
-        lines.append(f"{name:10s} {lr:>8s} {cells[0]:>22s} {cells[1]:>22s}")
+        share = "-" if row["at_or_below_learned"] is None else f"{100 * row['at_or_below_learned']:.0f}% of problems"
+        lines.append(f"{name:10s} {lr:>8s} {cells[0]:>22s} {cells[1]:>22s} {share:>18s}")
     return "\n".join(lines)
 
 
