@@ -2,12 +2,14 @@
 plain SGD, bit for bit; its meta-gradient (second order) is the finite-difference derivative of the query loss."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pytest
 import torch
 from test_gradient_learners import build, make_tasks
 
 from metalab.algorithms.gradient.fomaml import FirstOrderMAML
-from metalab.algorithms.gradient.metalstm import MetaLSTM
+from metalab.algorithms.gradient.metalstm import MetaLSTM, MetaLSTMRule, MetaLSTMState
 from metalab.data.task import Task
 
 
@@ -91,3 +93,57 @@ def test_bad_options_name_the_option():
         build(MetaLSTM, lstm_hidden=0)
     with pytest.raises(ValueError, match="learner.input_bias_init"):
         build(MetaLSTM, input_bias_init=[1.0, -1.0])
+
+
+@dataclass
+class Replay(MetaLSTMRule):
+    """Meta-LSTM's step that records its gradient and loss inputs, or replays recorded ones as constants."""
+
+    recorded: list = field(default_factory=list)
+    replay: bool = False
+
+    def step(self, fast, grads, state, k, tensors):
+        if self.replay:
+            grads, objective = self.recorded[k]
+            state = MetaLSTMState(objective, state.hidden)
+        else:
+            self.recorded.append(({n: g.detach().clone() for n, g in grads.items()}, state.objective.detach().clone()))
+        return super().step(fast, grads, state, k, tensors)
+
+
+def test_first_order_meta_gradient_is_the_derivative_with_the_gradient_and_loss_inputs_held_constant():
+    """Section 3.2: the meta-gradient ignores how the gradient and loss inputs depend on the meta-learner: it is the
+    derivative of the query loss along the trajectory's own inputs, replayed as constants."""
+    batch = regression_tasks()
+    torch.manual_seed(0)
+    options = MetaLSTM.Options(name="x", kind="regression", backbone="mlp", mlp_hidden=[5], ways=1, inner_steps=3,
+                               lstm_hidden=3, first_order=True, input_bias_init=[-1.0, -1.0])
+    learner = MetaLSTM(options, (2,)).double()
+    rule = Replay(learner.meta_learner, options.preprocess_p)
+    learner.update_rule = lambda training: rule  # type: ignore[method-assign]
+    learner.meta_step(batch)
+    rule.replay = True
+    weights = dict(learner.meta_learner.named_parameters())
+    initial = dict(learner.network.named_parameters())
+
+    def query_loss() -> float:
+        with torch.enable_grad():
+            fast = learner.adapt_tasks(batch.support_x, batch.support_y, training=True)
+        out = learner.query_outputs(fast, batch.query_x, training=True)
+        return float(learner.loss_fn(out, batch.query_y).sum() / len(batch))
+
+    generator = torch.Generator().manual_seed(1)
+    for name, param in [*(("lstm." + k, weights["lstm." + k]) for k in ("weight_ih", "bias_hh")),
+                        ("forget.weight", weights["forget.weight"]), ("input.bias", weights["input.bias"]),
+                        ("c_0 body.net.0.weight", initial["body.net.0.weight"])]:
+        analytic = param.grad.clone()
+        direction = torch.randn(param.shape, generator=generator, dtype=torch.float64)
+        eps = 1e-6
+        with torch.no_grad():
+            param.add_(eps * direction)
+            plus = query_loss()
+            param.sub_(2 * eps * direction)
+            minus = query_loss()
+            param.add_(eps * direction)
+        numeric = (plus - minus) / (2 * eps)
+        assert float((analytic * direction).sum()) == pytest.approx(numeric, rel=1e-5, abs=1e-9), name
