@@ -57,6 +57,26 @@ def regression_tasks() -> Task:
     return Task(x[:, :4], y[:, :4], x[:, 4:], y[:, 4:])
 
 
+def query_loss(learner: MetaLSTM, batch: Task) -> float:
+    """The mean query loss after adapting in meta-training mode (what meta_step differentiates)."""
+    with torch.enable_grad():
+        fast = learner.adapt_tasks(batch.support_x, batch.support_y, training=True)
+    out = learner.query_outputs(fast, batch.query_x, training=True)
+    return float(learner.loss_fn(out, batch.query_y).sum() / len(batch))
+
+
+def directional_difference(learner: MetaLSTM, batch: Task, param: torch.Tensor, direction: torch.Tensor,
+                           eps: float = 1e-6) -> float:
+    """(L(w + eps d) - L(w - eps d)) / (2 eps) of the query loss in the direction d of one weight."""
+    with torch.no_grad():
+        param.add_(eps * direction)
+        plus = query_loss(learner, batch)
+        param.sub_(2 * eps * direction)
+        minus = query_loss(learner, batch)
+        param.add_(eps * direction)
+    return (plus - minus) / (2 * eps)
+
+
 def test_second_order_meta_gradient_of_the_lstm_weights_matches_finite_differences():
     batch = regression_tasks()
     torch.manual_seed(0)
@@ -68,23 +88,10 @@ def test_second_order_meta_gradient_of_the_lstm_weights_matches_finite_differenc
     analytic = {name: w.grad.clone() for name, w in weights.items()}
     assert any(g.abs().max() > 1e-6 for g in analytic.values())
 
-    def query_loss() -> float:
-        with torch.enable_grad():
-            fast = learner.adapt_tasks(batch.support_x, batch.support_y, training=True)
-        out = learner.query_outputs(fast, batch.query_x, training=True)
-        return float(learner.loss_fn(out, batch.query_y).sum() / len(batch))
-
     generator = torch.Generator().manual_seed(0)
     for name in ("lstm.weight_ih", "input.weight", "input.bias", "forget.weight"):
         direction = torch.randn(weights[name].shape, generator=generator, dtype=torch.float64)
-        eps = 1e-6
-        with torch.no_grad():
-            weights[name].add_(eps * direction)
-            plus = query_loss()
-            weights[name].sub_(2 * eps * direction)
-            minus = query_loss()
-            weights[name].add_(eps * direction)
-        numeric = (plus - minus) / (2 * eps)
+        numeric = directional_difference(learner, batch, weights[name], direction)
         assert float((analytic[name] * direction).sum()) == pytest.approx(numeric, rel=1e-5, abs=1e-9), name
 
 
@@ -126,24 +133,11 @@ def test_first_order_meta_gradient_is_the_derivative_with_the_gradient_and_loss_
     weights = dict(learner.meta_learner.named_parameters())
     initial = dict(learner.network.named_parameters())
 
-    def query_loss() -> float:
-        with torch.enable_grad():
-            fast = learner.adapt_tasks(batch.support_x, batch.support_y, training=True)
-        out = learner.query_outputs(fast, batch.query_x, training=True)
-        return float(learner.loss_fn(out, batch.query_y).sum() / len(batch))
-
     generator = torch.Generator().manual_seed(1)
     for name, param in [*(("lstm." + k, weights["lstm." + k]) for k in ("weight_ih", "bias_hh")),
                         ("forget.weight", weights["forget.weight"]), ("input.bias", weights["input.bias"]),
                         ("c_0 body.net.0.weight", initial["body.net.0.weight"])]:
         analytic = param.grad.clone()
         direction = torch.randn(param.shape, generator=generator, dtype=torch.float64)
-        eps = 1e-6
-        with torch.no_grad():
-            param.add_(eps * direction)
-            plus = query_loss()
-            param.sub_(2 * eps * direction)
-            minus = query_loss()
-            param.add_(eps * direction)
-        numeric = (plus - minus) / (2 * eps)
+        numeric = directional_difference(learner, batch, param, direction)
         assert float((analytic * direction).sum()) == pytest.approx(numeric, rel=1e-5, abs=1e-9), name
