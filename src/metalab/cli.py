@@ -92,6 +92,13 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from metalab.config import load_recipe
+    from metalab.train.l2o import PRESETS, l2o_config
+
+    if args.recipe in PRESETS:  # a learned optimizer's run: its L2OConfig, overrides applied
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(l2o_config(args.recipe, args.overrides)), indent=2))
+        return 0
 
     print(OmegaConf.to_yaml(load_recipe(args.recipe, args.overrides)), end="")
     return 0
