@@ -80,25 +80,53 @@ def count_of_at_least_one(text: str) -> int:
 
 def cmd_recipes(args: argparse.Namespace) -> int:
     from metalab.config import load_recipe, recipe_names
+    from metalab.train.l2o import PRESETS
 
     for name in recipe_names():
         description = load_recipe(name).description
         print(f"{name:34s} {description}")
+    for name, preset in sorted(PRESETS.items()):  # the learned optimizers' runs (docs/learned-optimizers.md)
+        print(f"{name:34s} {preset['description']}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from metalab.config import load_recipe
+    from metalab.train.l2o import PRESETS, l2o_config
+
+    if args.recipe in PRESETS:  # a learned optimizer's run: its L2OConfig, overrides applied
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(l2o_config(args.recipe, args.overrides)), indent=2))
+        return 0
 
     print(OmegaConf.to_yaml(load_recipe(args.recipe, args.overrides)), end="")
+    return 0
+
+
+def cmd_train_l2o(args: argparse.Namespace) -> int:
+    """``metalab train l2o-lstm-...``: meta-train a learned optimizer (:mod:`metalab.train.l2o`)."""
+    from metalab.train.l2o import apply_overrides, is_l2o_run, l2o_config, run_config, train_l2o
+
+    overrides = [*args.overrides, *([f"data.root={args.data_root}"] if args.data_root else [])]
+    if is_l2o_run(args.recipe):  # `metalab train RUN_DIR --resume`
+        from dataclasses import asdict
+
+        config = apply_overrides(asdict(run_config(args.recipe)), [*overrides, f"run.dir={args.recipe}"])
+    else:
+        config = l2o_config(args.recipe, overrides)
+    print(train_l2o(config, resume=args.resume))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from metalab.config import compose, load_recipe, looks_like_path
     from metalab.train.checkpoint import LAST, config_of, load_checkpoint
+    from metalab.train.l2o import PRESETS, is_l2o_run
     from metalab.train.trainer import Trainer
 
+    if args.recipe in PRESETS or (args.resume and is_l2o_run(args.recipe)):
+        return cmd_train_l2o(args)
     target = Path(args.recipe)
     if args.resume and target.is_dir():
         # `metalab train RUN_DIR --resume [overrides]`: the run's own config, plus overrides.
@@ -131,11 +159,32 @@ def checkpoint_in_use(path: Path, state: dict[str, Any], given: str | None) -> s
     return f"{path} (step {state.get('step')}, {why})"
 
 
+def cmd_eval_l2o(args: argparse.Namespace) -> int:
+    """``metalab eval RUN`` of a learned optimizer: it and the tuned baselines on held-out problems."""
+    from metalab.train.l2o import evaluate_l2o, format_table
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    result = evaluate_l2o(args.run, args.overrides, problems=args.episodes or 64,
+                          seed=7 if args.seed is None else args.seed)
+    if args.json:
+        print(json.dumps({key: value for key, value in result.items() if key != "curves"}))
+    else:
+        print(format_table(result))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from metalab.data.episodes import FixedEpisodes
     from metalab.data.sources import evaluation_episodes
     from metalab.train.build import checkpoint_path, load_run
     from metalab.train.evaluate import episodes_per_batch, evaluate, peak_memory_mb
+    from metalab.train.l2o import is_l2o_run
+
+    if is_l2o_run(args.run):
+        return cmd_eval_l2o(args)
 
     if args.manifest:
         fixed = [flag for flag, value in (("--ways", args.ways), ("--shots", args.shots), ("--queries", args.queries),
@@ -287,17 +336,21 @@ def predict_points(args: argparse.Namespace, learner: Any) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from metalab.data.sources import is_regression
+    from metalab.train.build import checkpoint_path
     from metalab.train.checkpoint import config_of, load_checkpoint
+    from metalab.train.l2o import is_l2o_run, plot_l2o
     from metalab.train.plots import plot_reliability, plot_run, run_reliability
 
+    if is_l2o_run(args.run):  # loss vs step of each evaluation of a learned optimizer
+        for written in plot_l2o(args.run, args.out):
+            print(written)
+        return 0
     path = plot_run(args.run, args.out, args.tasks, curves=True if args.curves else None)
     if path is None:
         raise ValueError(f"{args.run} is a regression run whose learner has no plot of test-task fits; --curves draws "
                          f"its learning curves")
     print(path)
-    from metalab.data.sources import is_regression
-    from metalab.train.build import checkpoint_path
-
     classification = not is_regression(config_of(load_checkpoint(checkpoint_path(args.run, None))))
     if classification and (args.reliability or not args.out):  # --out alone: only the plot it names
         reliability = args.reliability or Path(args.run) / "reliability.png"
@@ -364,7 +417,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ways", type=count_of_at_least_one, help="classes per episode (default: the run's eval.ways)")
     p.add_argument("--shots", type=count_of_at_least_one, help="support examples per class (default: eval.shots)")
     p.add_argument("--queries", type=count_of_at_least_one, help="query examples per class (default: eval.queries)")
-    p.add_argument("--episodes", type=count_of_at_least_one, help="episodes to score (default: eval.episodes)")
+    p.add_argument("--episodes", type=count_of_at_least_one,
+                   help="episodes to score (default: eval.episodes); held-out problems of a learned optimizer (64)")
     p.add_argument("--seed", type=int, help="seed of the episodes (default: eval.seed)")
     p.add_argument("--split", help="split to score on (default: the recipe's test split), e.g. lake-evaluation")
     p.add_argument("--within-group", action="store_true", help="draw all ways of an episode from one group (alphabet)")

@@ -69,6 +69,12 @@ class UpdateRule:
         """The state before the first step (None for a stateless rule)."""
         return None
 
+    def observe(self, state: Any, objective: Tensor) -> Any:
+        """The state once the rule has seen each task's support objective [T] at the current parameters,
+        just before the step (detached: the rule treats it as an input). Default: the state unchanged; a rule
+        that reads the loss (Meta-LSTM) keeps it in its state."""
+        return state
+
     def step(self, fast: Mapping[str, Tensor], grads: Mapping[str, Tensor], state: Any, k: int,
              tensors: Mapping[str, Tensor]) -> tuple[Params, Any]:
         """Parameters after step ``k`` (0-based) and the new state."""
@@ -213,7 +219,8 @@ class InnerLoop:
         def step(fast: Params, x_all: Tensor, k: int, rule_tensors: Mapping[str, Tensor], state: Any,
                  create_graph: bool) -> tuple[Params, Any]:
             x, y = select_support(x_all, support_y, None if indices is None else indices[k])
-            grads = self.gradients(forward, fast, x, y, adapted, objective, create_graph)
+            values, grads = self.objective_and_gradients(forward, fast, x, y, adapted, objective, create_graph)
+            state = self.rule.observe(state, values.detach())
             return self.rule.step(fast, dict(zip(adapted, grads)), state, k, rule_tensors)
 
         if unroll is not None and create_graph and steps > 0:
@@ -235,12 +242,18 @@ class InnerLoop:
                   objective: Objective, create_graph: bool) -> tuple[Tensor, ...]:
         """Each task's objective gradient w.r.t. its ``adapted`` parameters [T, ...] (detached unless
         ``create_graph``), clipped to ``grad_clip``."""
+        return self.objective_and_gradients(forward, fast, x, y, adapted, objective, create_graph)[1]
+
+    def objective_and_gradients(self, forward: TaskForward, fast: Mapping[str, Tensor], x: Tensor, y: Tensor,
+                                adapted: list[str], objective: Objective,
+                                create_graph: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Each task's objective [T] and :meth:`gradients`."""
+        values = objective(fast, forward(fast, x), y)
         # the sum of per-task objectives: its gradient w.r.t. task t's parameters is task t's own gradient
-        total = objective(fast, forward(fast, x), y).sum()
-        grads = torch.autograd.grad(total, [fast[n] for n in adapted], create_graph=create_graph)
+        grads = torch.autograd.grad(values.sum(), [fast[n] for n in adapted], create_graph=create_graph)
         if not create_graph:
             grads = tuple(grad.detach() for grad in grads)
-        return clip_task_gradients(grads, self.grad_clip) if self.grad_clip > 0 else grads
+        return values, clip_task_gradients(grads, self.grad_clip) if self.grad_clip > 0 else grads
 
 
 def expand_for_tasks(params: Mapping[str, Tensor], names: Iterable[str], tasks: int) -> Params:
