@@ -25,7 +25,9 @@ from metalab.algorithms.registry import learner_class
 
 @dataclass
 class DataConfig:
-    #: "omniglot", "miniimagenet", "folder" (split = a path) or a regression family ("sinusoid").
+    #: "omniglot", "miniimagenet", "folder" (split = a path), a regression family ("sinusoid"), or a heterogeneous
+    #: task set: "mixed-regression" (HSML's four function families) or "mixed-omniglot" (transformed Omniglot +
+    #: digits), see :mod:`metalab.data.mixtures`.
     dataset: str = "omniglot"
     #: data root; None -> --data-root, then $METALAB_DATA, then the per-user data dir.
     root: str | None = None
@@ -37,6 +39,10 @@ class DataConfig:
     channels: int | None = None
     #: invert user images so that dark strokes on light paper look like the preprocessed Omniglot.
     invert_user_images: bool = False
+    #: heterogeneous task sets: family name -> mixing weight (normalised); empty = all the set's families, equally.
+    families: dict[str, float] = field(default_factory=dict)
+    #: give each task's family to the learner (``Task.group``); off: the family stays the evaluator's side table.
+    reveal_groups: bool = False
 
 
 @dataclass
