@@ -26,7 +26,7 @@ from metalab.algorithms.registry import learner_class
 @dataclass
 class DataConfig:
     #: "omniglot", "miniimagenet", "folder" (split = a path), a regression family ("sinusoid"), or a heterogeneous
-    #: task set: "mixed-regression" (HSML's four function families) or "mixed-omniglot" (transformed Omniglot +
+    #: task set: "hetero-regression" (HSML's four function families) or "hetero-omniglot" (transformed Omniglot +
     #: digits), see :mod:`metalab.data.mixtures`.
     dataset: str = "omniglot"
     #: data root; None -> --data-root, then $METALAB_DATA, then the per-user data dir.
@@ -139,6 +139,10 @@ MOVED_TO_SPEED = {
 }
 
 
+#: keys whose value is a mapping of the user's own names (their keys are not config keys)
+FREE_MAPPINGS = {"data.families"}
+
+
 class ConfigError(ValueError):
     """A recipe or override that cannot be used; the message says how to fix it."""
 
@@ -217,7 +221,8 @@ def _check_keys(given: Any, schema_paths: list[str], prefix: str, origin: str) -
             hint = f" Did you mean {near[0]!r}?" if near else ""
             raise ConfigError(f"unknown config key {path!r} in {origin}.{hint}")
         _check_section(path, value, [p for p in schema_paths if p.startswith(path + ".")], origin)
-        _check_keys(value, schema_paths, path + ".", origin)
+        if path not in FREE_MAPPINGS:
+            _check_keys(value, schema_paths, path + ".", origin)
 
 
 def _check_section(path: str, value: Any, members: list[str], origin: str) -> None:

@@ -80,8 +80,8 @@ def load_digits_dataset(split: str, image_size: int = 28) -> ClassDataset:
                             mode="bilinear", align_corners=False)
     uint8 = (resized.clamp(0, 1) * 255).round().to(torch.uint8)
     kept = targets[keep]
-    return ClassDataset(uint8, [np.flatnonzero(kept == d) for d in range(10)], [f"digit{d}" for d in range(10)],
-                        name=f"digits-{split}")
+    items = [torch.from_numpy(np.flatnonzero(kept == d)) for d in range(10)]
+    return ClassDataset(uint8, items, [f"digit{d}" for d in range(10)], name=f"digits-{split}")
 
 
 class MixedImageTasks(MixtureTasks):

@@ -40,7 +40,7 @@ class Polynomial:
         """One task: x [count, 1] uniform on ``x_range`` and its y [count, 1]."""
         coefficients = [rng.uniform(*r) for r in self.ranges]
         x = rng.uniform(*self.x_range, size=(count, 1))
-        return x, sum(c * x**i for i, c in enumerate(coefficients))
+        return x, np.polynomial.polynomial.polyval(x, coefficients)
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class ShiftedSinusoid:
 
 
 #: HSML's four regression families (Yao et al. 2019), in the paper's order.
-HSML_FAMILIES = {
+HSML_FAMILIES: dict[str, Polynomial | ShiftedSinusoid] = {
     "sinusoid": ShiftedSinusoid(),
     "line": Polynomial(((-3.0, 3.0), (-3.0, 3.0))),
     "quadratic": Polynomial(((-3.0, 3.0), (-2.0, 2.0), (-0.2, 0.2))),

@@ -140,9 +140,9 @@ def regression_family(name: str):
 
 def regression_source(name: str, split: str, shots: int, queries: int, seed: int,
                       families: dict[str, float] | None = None, reveal_groups: bool = False) -> Any:
-    """The seeded task set of a regression family, or of several (``mixed-regression``, with ``families``'
+    """The seeded task set of a regression family, or of several (``hetero-regression``, with ``families``'
     mixing weights: :class:`metalab.data.mixtures.MixedRegressionTasks`)."""
-    if name == "mixed-regression":
+    if name == "hetero-regression":
         from metalab.data.mixtures import MixedRegressionTasks
 
         return MixedRegressionTasks(split, shots, queries, seed, families, reveal_groups)

@@ -60,6 +60,8 @@ class Aggregator(nn.Module):
     def __init__(self, kind: str, element: int, dim: int) -> None:
         super().__init__()
         self.kind = kind
+        self.encoder: nn.Module
+        self.decoder: nn.Module
         if kind == "gru":
             self.encoder, self.decoder = nn.GRU(element, dim, batch_first=True), nn.GRUCell(element, dim)
             self.readout = nn.Linear(dim, element)
@@ -102,6 +104,9 @@ class HSML(MAML):
         dim = options.task_dim
         if options.kind == "classification":
             self.image_encoder = build_backbone("conv4", input_shape, options.encoder_channels)
+            for module in self.image_encoder.modules():  # each task's own statistics, in training and at test
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.track_running_stats, module.running_mean, module.running_var = False, None, None
             element = embedding_dim(self.image_encoder, input_shape) + options.ways
         else:
             self.element = nn.Linear(int(torch.Size(input_shape).numel()) + options.ways, 20)  # the code's first dense
@@ -117,7 +122,8 @@ class HSML(MAML):
     def task_representation(self, support_x: Tensor, support_y: Tensor) -> tuple[Tensor, Tensor]:
         """g [T, D] and each task's reconstruction loss [T] from its support set ([T, S, ...], [T, S(, D)])."""
         if self.task_kind == "classification":
-            features = self.image_encoder(support_x.flatten(0, 1)).flatten(1).unflatten(0, support_x.shape[:2])
+            # task by task: BatchNorm statistics of one support set, whichever tasks share a slice
+            features = torch.stack([self.image_encoder(x).flatten(1) for x in support_x])
             e = torch.cat([features, F.one_hot(support_y, self.options.ways).to(features.dtype)], -1)
         else:
             e = self.element(torch.cat([support_x.flatten(2), support_y.flatten(2)], -1))
