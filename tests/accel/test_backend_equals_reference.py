@@ -17,7 +17,7 @@ from metalab.nn.backbones import MLP, Conv4
 from metalab.nn.execution import Execution, SpeedOptions
 from metalab.nn.resnet12 import ResNet12
 
-LEARNERS = ["maml", "fomaml", "metasgd", "anil", "reptile", "hsml"]
+LEARNERS = ["maml", "fomaml", "metasgd", "anil", "reptile", "hsml", "task-mixture"]
 BACKBONES = ["conv4", "resnet12", "mlp"]
 TASKS, WAYS, SHOTS, QUERIES = 3, 3, 2, 2
 #: accel configurations: the defaults, and the other side of every switch
@@ -35,6 +35,7 @@ OPTIONS = {
     "anil": dict(inner_steps=3, inner_lr=0.5),
     "reptile": dict(inner_steps=3, inner_lr=0.01, inner_batch=4, inner_batch_test=3, inner_steps_test=2),
     "hsml": dict(inner_steps=2, inner_lr=0.3, task_dim=6, encoder_channels=4, clusters=[3, 2]),
+    "task-mixture": dict(inner_steps=2, inner_lr=0.3, max_components=3, spawn_steps=2, spawn_lr=0.3),
 }
 
 
