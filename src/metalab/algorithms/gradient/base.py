@@ -171,12 +171,11 @@ class GradientLearner(MetaLearner):
         return None
 
     def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
-                    indices: list[Tensor] | None = None, start: Params | None = None) -> Params:
+                    indices: list[Tensor] | None = None) -> Params:
         """Adapted parameters of T tasks (the adapted names with a leading task dimension [T, ...]).
 
         In meta-training the inner loop keeps its graph (second order) unless ``first_order``; in evaluation
-        it never does. ``indices``: see :meth:`support_indices`. ``start``: each task's starting point [T, ...]
-        (default :meth:`task_start`).
+        it never does. ``indices``: see :meth:`support_indices`; each task starts from :meth:`task_start`.
         """
         create_graph = not self.options.first_order if training else False
 
@@ -186,7 +185,7 @@ class GradientLearner(MetaLearner):
         return self.inner_loop(training).adapt(
             forward, self.parameters_by_name(), self.adapted_names(), support_x, support_y, self.support_objective(),
             create_graph=create_graph, indices=indices, unroll=self.execution.unroll if training else None,
-            start=self.task_start(support_x, support_y, training) if start is None else start)
+            start=self.task_start(support_x, support_y, training))
 
     def query_outputs(self, fast: Params, query_x: Tensor, training: bool, record: Record | None = None) -> Tensor:
         """Outputs [T, Q, ...] of the adapted networks on the queries."""

@@ -13,8 +13,8 @@ K initialisations theta_1..theta_K; task t's parameters come from one of them, z
 Growth: for each meta-training task, a candidate component is the task's most likely component after
 ``spawn_steps`` plain gradient steps on its support set; it joins the mixture when it is the task's most likely
 component under the CRP prior (a new family: no existing initialisation adapts well to it), up to
-``max_components``; it starts with the count of that task. The paper instantiates the new cluster from the prior and lets the E-step decide; the
-candidate's warm start here is this file's choice, stated as such. The likelihood of a training task is scored on
+``max_components``; it starts with the count of that task. The paper instantiates the new cluster from the
+prior and lets the E-step decide; the candidate's warm start here is this file's choice. The likelihood of a training task is scored on
 its query set (data the inner loop did not fit); at test time, on the support set, the only labelled data.
 
 Prediction adapts from the task's most likely component (MAP assignment, ``assignments``).
@@ -53,6 +53,8 @@ class TaskMixture(GradientLearner):
     """A growing mixture of MAML initialisations with CRP-prior EM assignments (see the module docstring)."""
 
     options: TaskMixtureOptions
+    counts: Tensor  # n_k, the CRP's (soft) counts [max_components]
+    active: Tensor  # K, the components in use (a scalar)
 
     def __init__(self, options: TaskMixtureOptions, input_shape: tuple[int, ...],
                  speed: SpeedOptions | None = None) -> None:
@@ -69,6 +71,7 @@ class TaskMixture(GradientLearner):
         self.register_buffer("counts", torch.zeros(options.max_components))
         self.counts[0] = 1.0  # the first component's pseudo-count: the prior of the first task
         self.register_buffer("active", torch.tensor(1))
+        self._starts: Params | None = None  # the starting points of the next adaptation, when chosen by hand
 
     def initialisations(self, k: Tensor) -> Params:
         """theta_{k_t} for each row t of ``k`` [R] -> adapted names [R, ...]."""
@@ -79,7 +82,7 @@ class TaskMixture(GradientLearner):
         tasks = len(batch)
         rows = torch.arange(components).repeat_interleave(tasks)
         repeated = Task.cat([batch] * components)
-        phi = self.adapt_tasks(repeated.support_x, repeated.support_y, False, start=self.initialisations(rows))
+        phi = self.adapt_from(rows, repeated.support_x, repeated.support_y, False)
         x, y = (repeated.query_x, repeated.query_y) if on_query else (repeated.support_x, repeated.support_y)
         with torch.no_grad():
             losses = self.loss_fn(self.query_outputs_no_grad(phi, x, False), y)      # [K * T] mean losses
@@ -102,7 +105,17 @@ class TaskMixture(GradientLearner):
         return self.responsibilities(batch).argmax(-1)
 
     def task_start(self, support_x: Tensor, support_y: Tensor, training: bool) -> Params:
+        if self._starts is not None:
+            return self._starts
         return self.initialisations(self.assignments(Task(support_x, support_y, support_x, support_y)))
+
+    def adapt_from(self, components: Tensor, support_x: Tensor, support_y: Tensor, training: bool) -> Params:
+        """The inner loop of each task t from theta_{components[t]}: adapted names [T, ...]."""
+        self._starts = self.initialisations(components)
+        try:
+            return self.adapt_tasks(support_x, support_y, training)
+        finally:
+            self._starts = None
 
     def candidate(self, task: Task, k: int) -> Params:
         """Component ``k`` specialised to one task by ``spawn_steps`` plain gradient steps on its support set."""
@@ -141,7 +154,7 @@ class TaskMixture(GradientLearner):
         gamma = self.responsibilities(batch, on_query=True).detach()                  # [T, K]
         rows = torch.arange(active).repeat_interleave(tasks)
         repeated = Task.cat([batch] * active)
-        phi = self.adapt_tasks(repeated.support_x, repeated.support_y, True, start=self.initialisations(rows))
+        phi = self.adapt_from(rows, repeated.support_x, repeated.support_y, True)
         outputs = self.query_outputs(phi, repeated.query_x, True)
         losses = self.loss_fn(outputs, repeated.query_y).view(active, tasks).T       # [T, K]
         (gamma * losses).sum().div(tasks).backward()
