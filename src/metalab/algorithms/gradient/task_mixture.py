@@ -14,8 +14,9 @@ Growth: for each meta-training task, a candidate component is the task's most li
 ``spawn_steps`` plain gradient steps on its support set; it joins the mixture when it is the task's most likely
 component under the CRP prior (a new family: no existing initialisation adapts well to it), up to
 ``max_components``; it starts with the count of that task. The paper instantiates the new cluster from the
-prior and lets the E-step decide; the candidate's warm start here is this file's choice. The likelihood of a training task is scored on
-its query set (data the inner loop did not fit); at test time, on the support set, the only labelled data.
+prior and lets the E-step decide; the candidate's warm start here is this file's choice. The likelihood of a
+training task is scored on its query set (data the inner loop did not fit); at test time, on the support set, the
+only labelled data.
 
 Prediction adapts from the task's most likely component (MAP assignment, ``assignments``).
 """
