@@ -21,7 +21,8 @@ def constant_tasks(value: float, count: int = 2, seed: int = 0) -> Task:
 
 def mixture(**options) -> TaskMixture:
     torch.manual_seed(0)
-    learner = TaskMixture(TaskMixture.Options(**OPTIONS, concentration=0.5, max_components=3, **options), (1,)).double()
+    learner = TaskMixture(TaskMixture.Options(**OPTIONS, concentration=0.5, max_components=3, grow_after=0.0,
+                                                **options), (1,)).double()
     with torch.no_grad():  # component 0 predicts 0 everywhere: it fits the zero family exactly
         learner.components["head_weight"].zero_()
         learner.components["head_bias"].zero_()

@@ -10,10 +10,11 @@ K initialisations theta_1..theta_K; task t's parameters come from one of them, z
                                                                                meta-gradient for every component)
              n_k <- n_k + sum_t gamma_tk
 
-Growth: for each meta-training task, a candidate component is the task's most likely component after
-``spawn_steps`` plain gradient steps on its support set; it joins the mixture when it is the task's most likely
-component under the CRP prior (a new family: no existing initialisation adapts well to it), up to
-``max_components``; it starts with the count of that task. The paper instantiates the new cluster from the
+Growth: in each meta-training batch, the task the mixture explains least (lowest MAP log-posterior) proposes a
+candidate component, its most likely component after ``spawn_steps`` plain gradient steps on its support set; the
+candidate joins the mixture when it is that task's most likely component under the CRP prior (a new family: no
+existing initialisation adapts well to it), up to ``max_components``, once every component holds ``grow_after``
+tasks' worth of responsibility; it starts with the count of that task. The paper instantiates the new cluster from the
 prior and lets the E-step decide; the candidate's warm start here is this file's choice. The likelihood of a
 training task is scored on its query set (data the inner loop did not fit); at test time, on the support set, the
 only labelled data.
@@ -47,6 +48,9 @@ class TaskMixtureOptions(GradientOptions):
     spawn_lr: float = 0.01
     #: the likelihood's noise standard deviation (regression): log p = -sum squared error / (2 noise^2).
     noise: float = 1.0
+    #: tasks' worth of responsibility every component must hold before the mixture may grow (a component is
+    #: judged once it has been trained; 0: from the first step).
+    grow_after: float = 100.0
 
 
 @register("task-mixture")
@@ -129,22 +133,21 @@ class TaskMixture(GradientLearner):
         return {name: fast[name][0].detach() for name in names}
 
     def grow(self, batch: Task) -> None:
-        """Add a component for each task (in order) whose candidate beats every existing one under the prior."""
-        for t in range(len(batch)):
-            active = int(self.active)
-            if active >= self.options.max_components:
-                return
-            task = batch[t : t + 1]
-            log_posterior = self.log_likelihoods(task, active, on_query=True)[0] + self.log_prior(active)[:active]
-            best = int(log_posterior.argmax())
-            candidate = self.candidate(batch[t], best)
-            with torch.no_grad():
-                for name, value in candidate.items():
-                    self.components[name.replace(".", "_")][active] = value
-            new = self.log_likelihoods(task, active + 1, on_query=True)[0, active] + self.log_prior(active)[active]
-            if new > log_posterior.max():
-                self.counts[active] = 1.0  # the CRP's new table: the task that opened it
-                self.active += 1
+        """Propose a candidate from the batch's least explained task; keep it if it is that task's MAP component."""
+        active = int(self.active)
+        if active >= self.options.max_components or float(self.counts[:active].min()) < self.options.grow_after:
+            return
+        log_posterior = self.log_likelihoods(batch, active, on_query=True) + self.log_prior(active)[:active]
+        best, t = log_posterior.max(-1).values.min(), int(log_posterior.max(-1).values.argmin())
+        candidate = self.candidate(batch[t], int(log_posterior[t].argmax()))
+        with torch.no_grad():
+            for name, value in candidate.items():
+                self.components[name.replace(".", "_")][active] = value
+        task = batch[t : t + 1]
+        new = self.log_likelihoods(task, active + 1, on_query=True)[0, active] + self.log_prior(active)[active]
+        if new > best:
+            self.counts[active] = 1.0  # the CRP's new table: the task that opened it
+            self.active += 1
 
     def meta_step(self, batch: Task) -> dict[str, Tensor]:
         """Grow, E-step (no gradient), then the responsibility-weighted MAML meta-gradient of every component."""
