@@ -115,3 +115,16 @@ def test_streams_are_ordered_by_stage_and_seeded():
     assert rainbow.transforms != RainbowDigits(shots=2, queries=1, seed=2, image_size=8).transforms
     task = rainbow.task(3)
     assert task.support_x.shape == (20, 3, 8, 8) and sorted(set(task.support_y.tolist())) == list(range(10))
+
+
+def test_recipes_build_the_heterogeneous_image_set_with_their_families():
+    # an override merges into the recipe's weights: a family is left out by its weight 0
+    config = load_recipe("hetero-omniglot-hsml-5w1s", ["data.families={blur: 0, invert: 0, noise: 0, digits: 3.0}"])
+    source = task_source(config, "vinyals-train", 3, 1, 2, seed=0, dataset=fake_omniglot())
+    assert isinstance(source, MixedImageTasks) and source.names == ["plain", "blur", "invert", "noise", "digits"]
+    assert np.allclose(source.weights, [0.25, 0, 0, 0, 0.75]) and set(source.samplers) == {"plain", "digits"}
+    assert set(source.groups(0, 40).tolist()) == {0, 4} and source.task(0).group is None
+    with pytest.raises(ValueError, match="mixed task sets are fixed by --seed"):
+        from metalab.data.sources import evaluation_episodes
+
+        evaluation_episodes(config, manifest="episodes.json")
