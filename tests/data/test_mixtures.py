@@ -124,7 +124,7 @@ def test_recipes_build_the_heterogeneous_image_set_with_their_families():
     assert isinstance(source, MixedImageTasks) and source.names == ["plain", "blur", "invert", "noise", "digits"]
     assert np.allclose(source.weights, [0.25, 0, 0, 0, 0.75]) and set(source.samplers) == {"plain", "digits"}
     assert set(source.groups(0, 40).tolist()) == {0, 4} and source.task(0).group is None
-    with pytest.raises(ValueError, match="mixed task sets are fixed by --seed"):
+    with pytest.raises(ValueError, match="so are the heterogeneous task sets"):
         from metalab.data.sources import evaluation_episodes
 
         evaluation_episodes(config, manifest="episodes.json")

@@ -97,8 +97,8 @@ def evaluation_episodes(
     split = split or config.data.test_split
     if manifest:
         if is_regression(config) or config.data.dataset in MIXED_IMAGES:
-            raise ValueError("--manifest applies to classification episodes of one data set; regression tasks and "
-                             "mixed task sets are fixed by --seed")
+            raise ValueError("--manifest applies to classification episodes; regression tasks are fixed by --seed, "
+                             "and so are the heterogeneous task sets (hetero-*)")
         return FixedEpisodes.load(manifest, load_split(config, split, data_root))
 
     def given(value: Any, default: Any) -> Any:
