@@ -15,9 +15,11 @@ For task i with support set {(x_j, y_j)}, section 3 of the paper:
 
 The paper's centres are at every level (as above); the authors' code uses centres at the first level and a
 linear softmax above it. The image encoder's BatchNorm normalises each support set with its own statistics, so a
-task's representation does not depend on which tasks share its meta-batch slice. With one cluster per level every assignment is 1, and the learner is MAML started from
-theta_0 (.) gate_i: its meta-gradient for theta_0 is gate_i (.) MAML's meta-gradient at theta_0 (.) gate_i,
-and MAML's own once the gate is 1 (tests/algorithms/gradient/test_hsml.py).
+task's representation does not depend on which tasks share its meta-batch slice.
+
+With one cluster per level every assignment is 1, and the learner is MAML started from theta_0 (.) gate_i: its
+meta-gradient for theta_0 is gate_i (.) MAML's meta-gradient at theta_0 (.) gate_i, and MAML's own once the gate
+is 1 (tests/algorithms/gradient/test_hsml.py).
 """
 from __future__ import annotations
 
