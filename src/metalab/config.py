@@ -25,8 +25,9 @@ from metalab.algorithms.registry import learner_class
 
 @dataclass
 class DataConfig:
-    #: "omniglot", "miniimagenet", "tieredimagenet", "cub", "cifar-fs", "fc100", "folder" (split = a path) or a
-    #: regression family ("sinusoid").
+    #: "omniglot", "miniimagenet", "tieredimagenet", "cub", "cifar-fs", "fc100", "folder" (split = a path), a
+    #: regression family ("sinusoid"), or a heterogeneous task set: "hetero-regression" (HSML's four function
+    #: families) or "hetero-omniglot" (transformed Omniglot + digits), see :mod:`metalab.data.mixtures`.
     dataset: str = "omniglot"
     #: data root; None -> --data-root, then $METALAB_DATA, then the per-user data dir.
     root: str | None = None
@@ -38,6 +39,10 @@ class DataConfig:
     channels: int | None = None
     #: invert user images so that dark strokes on light paper look like the preprocessed Omniglot.
     invert_user_images: bool = False
+    #: heterogeneous task sets: family name -> mixing weight (normalised); empty = all the set's families, equally.
+    families: dict[str, float] = field(default_factory=dict)
+    #: give each task's family to the learner (``Task.group``); off: the family stays the evaluator's side table.
+    reveal_groups: bool = False
 
 
 @dataclass
@@ -134,6 +139,10 @@ MOVED_TO_SPEED = {
 }
 
 
+#: keys whose value is a mapping of the user's own names (their keys are not config keys)
+FREE_MAPPINGS = {"data.families"}
+
+
 class ConfigError(ValueError):
     """A recipe or override that cannot be used; the message says how to fix it."""
 
@@ -212,7 +221,8 @@ def _check_keys(given: Any, schema_paths: list[str], prefix: str, origin: str) -
             hint = f" Did you mean {near[0]!r}?" if near else ""
             raise ConfigError(f"unknown config key {path!r} in {origin}.{hint}")
         _check_section(path, value, [p for p in schema_paths if p.startswith(path + ".")], origin)
-        _check_keys(value, schema_paths, path + ".", origin)
+        if path not in FREE_MAPPINGS:
+            _check_keys(value, schema_paths, path + ".", origin)
 
 
 def _check_section(path: str, value: Any, members: list[str], origin: str) -> None:

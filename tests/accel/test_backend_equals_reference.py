@@ -17,7 +17,7 @@ from metalab.nn.backbones import MLP, Conv4
 from metalab.nn.execution import Execution, SpeedOptions
 from metalab.nn.resnet12 import ResNet12
 
-LEARNERS = ["maml", "fomaml", "metasgd", "anil", "reptile", "llama", "metalstm"]
+LEARNERS = ["maml", "fomaml", "metasgd", "anil", "reptile", "llama", "metalstm", "hsml", "task-mixture", "cmaml"]
 BACKBONES = ["conv4", "resnet12", "mlp"]
 TASKS, WAYS, SHOTS, QUERIES = 3, 3, 2, 2
 #: accel configurations: the defaults, and the other side of every switch
@@ -36,6 +36,9 @@ OPTIONS = {
     "reptile": dict(inner_steps=3, inner_lr=0.01, inner_batch=4, inner_batch_test=3, inner_steps_test=2),
     "llama": dict(inner_steps=2, inner_lr=0.3, laplace_layers="all", prior_precision=0.5),
     "metalstm": dict(inner_steps=2, lstm_hidden=3, input_bias_init=[-1.0, -1.0]),
+    "hsml": dict(inner_steps=2, inner_lr=0.3, task_dim=6, encoder_channels=4, clusters=[3, 2]),
+    "task-mixture": dict(inner_steps=2, inner_lr=0.3, max_components=3, spawn_steps=2, spawn_lr=0.3),
+    "cmaml": dict(inner_steps=2, inner_lr=0.3, private_hidden=6, prune_rate=0.5),
 }
 
 
@@ -105,6 +108,9 @@ def test_every_learner_backbone_and_batch_norm_mode(name, backbone, bn_mode):
     configurations = ACCEL if name == "maml" or backbone == "conv4" else {"defaults": {}}
     if name == "llama":  # LLAMA refuses the checkpointed unroll (its curvature differentiates the adapted weights)
         configurations = {label: {**speed, "checkpoint_inner_loop": False} for label, speed in configurations.items()}
+    if name == "cmaml":  # its masks are a state carried across inner steps: no step-by-step recomputation
+        configurations = {label: speed for label, speed in configurations.items()
+                          if not speed.get("checkpoint_inner_loop")}
     for label, speed in configurations.items():
         ours = run(build(name, backbone, bn_mode, shape, speed), batch, test)
         assert ours.keys() == expected.keys(), label

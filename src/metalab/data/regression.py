@@ -10,7 +10,7 @@ import math
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol, cast, overload
+from typing import Any, Protocol, cast, overload
 
 import numpy as np
 import torch
@@ -138,7 +138,14 @@ def regression_family(name: str):
         raise ValueError(f"unknown regression family {name!r}; known: {', '.join([*FAMILIES, 'gp'])}") from None
 
 
-def regression_source(name: str, split: str, shots: int, queries: int, seed: int) -> RegressionTasks:
+def regression_source(name: str, split: str, shots: int, queries: int, seed: int,
+                      families: dict[str, float] | None = None, reveal_groups: bool = False) -> Any:
+    """The seeded task set of a regression family, or of several (``hetero-regression``, with ``families``'
+    mixing weights: :class:`metalab.data.mixtures.MixedRegressionTasks`)."""
+    if name == "hetero-regression":
+        from metalab.data.mixtures import MixedRegressionTasks
+
+        return MixedRegressionTasks(split, shots, queries, seed, families, reveal_groups)
     return RegressionTasks(regression_family(name), split, shots, queries, seed)
 
 

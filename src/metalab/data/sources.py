@@ -16,7 +16,9 @@ from metalab.data.classes import ClassDataset
 from metalab.data.episodes import EpisodeSampler, FixedEpisodes
 from metalab.data.task import Task
 
-REGRESSION_FAMILIES = ("sinusoid", "gp")
+REGRESSION_FAMILIES = ("sinusoid", "gp", "hetero-regression")
+#: heterogeneous image task sets and the class data set they draw from (:mod:`metalab.data.image_families`)
+MIXED_IMAGES = {"hetero-omniglot": "omniglot"}
 
 
 class TaskSource(Protocol):
@@ -34,7 +36,7 @@ def load_split(config: DictConfig, split: str, data_root: str | None = None) -> 
     from metalab.data.datasets import load_dataset
 
     return load_dataset(
-        config.data.dataset,
+        MIXED_IMAGES.get(config.data.dataset, config.data.dataset),
         split,
         root=data_root or config.data.root,
         image_size=config.data.image_size,
@@ -58,9 +60,15 @@ def task_source(
     if is_regression(config):
         from metalab.data.regression import regression_source
 
-        return regression_source(config.data.dataset, split, shots=shots, queries=queries, seed=seed)
+        return regression_source(config.data.dataset, split, shots=shots, queries=queries, seed=seed,
+                                 families=dict(config.data.families), reveal_groups=config.data.reveal_groups)
     if dataset is None:
         dataset = load_split(config, split, data_root)
+    if config.data.dataset in MIXED_IMAGES:
+        from metalab.data.image_families import MixedImageTasks
+
+        return MixedImageTasks(dataset, split, ways, shots, queries, seed=seed, families=dict(config.data.families),
+                               reveal_groups=config.data.reveal_groups)
     return EpisodeSampler(dataset, ways, shots, queries, seed=seed, within_group=within_group)
 
 
@@ -88,8 +96,9 @@ def evaluation_episodes(
     """
     split = split or config.data.test_split
     if manifest:
-        if is_regression(config):
-            raise ValueError("--manifest applies to classification episodes; regression tasks are fixed by --seed")
+        if is_regression(config) or config.data.dataset in MIXED_IMAGES:
+            raise ValueError("--manifest applies to classification episodes; regression tasks are fixed by --seed, "
+                             "and so are the heterogeneous task sets (hetero-*)")
         return FixedEpisodes.load(manifest, load_split(config, split, data_root))
 
     def given(value: Any, default: Any) -> Any:

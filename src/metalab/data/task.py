@@ -28,6 +28,9 @@ class Task:
     #: optional global class index of each label ([ways], or [T, ways] batched), for learners that
     #: pre-train over all training classes (e.g. the Baseline); None for regression and user data.
     classes: Tensor | None = None
+    #: optional family of the task (a scalar int64, or [T] batched) from a heterogeneous task set
+    #: (:mod:`metalab.data.mixtures`); None unless the source reveals it (``data.reveal_groups``).
+    group: Tensor | None = None
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Task:
         """Move all tensors to ``device``; ``dtype`` applies to the inputs (x) and float targets."""
@@ -65,7 +68,8 @@ class Task:
 
 
 def _from_fields(values: Iterable[Tensor | None]) -> Task:
-    """A Task from its fields' values in order, each made from the same field of Tasks (None only for ``classes``)."""
+    """A Task from its fields' values in order, each made from the same field of Tasks (None only for ``classes``
+    and ``group``)."""
     return Task(*cast("list[Tensor]", list(values)))
 
 

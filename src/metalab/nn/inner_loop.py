@@ -181,18 +181,18 @@ class InnerLoop:
     @overload
     def adapt(self, forward: TaskForward, params: Mapping[str, Tensor], adapted: Iterable[str], support_x: Tensor,
               support_y: Tensor, objective: Objective, *, steps: int | None = None, create_graph: bool | None = None,
-              indices: Sequence[Tensor] | None = None, unroll: Unroll | None = None,
+              indices: Sequence[Tensor] | None = None, unroll: Unroll | None = None, start: Params | None = None,
               return_state: Literal[False] = False) -> Params: ...
 
     @overload
     def adapt(self, forward: TaskForward, params: Mapping[str, Tensor], adapted: Iterable[str], support_x: Tensor,
               support_y: Tensor, objective: Objective, *, steps: int | None = None, create_graph: bool | None = None,
-              indices: Sequence[Tensor] | None = None, unroll: Unroll | None = None,
+              indices: Sequence[Tensor] | None = None, unroll: Unroll | None = None, start: Params | None = None,
               return_state: Literal[True]) -> tuple[Params, Any]: ...
 
     def adapt(self, forward: TaskForward, params: Mapping[str, Tensor], adapted: Iterable[str], support_x: Tensor,
               support_y: Tensor, objective: Objective, *, steps: int | None = None, create_graph: bool | None = None,
-              indices: Sequence[Tensor] | None = None, unroll: Unroll | None = None,
+              indices: Sequence[Tensor] | None = None, unroll: Unroll | None = None, start: Params | None = None,
               return_state: bool = False) -> Params | tuple[Params, Any]:
         """The adapted parameters of T tasks.
 
@@ -209,6 +209,8 @@ class InnerLoop:
                 steps); None: the whole support set.
             unroll: the speed backend's checkpointed unroll, used for a second-order loop when given
                 (same result, memory of one step's graph).
+            start: each task's own starting point [T, ...] for the adapted names (e.g. HSML's cluster-gated
+                initialisation); None: theta for every task. Runs without ``unroll``.
             return_state: also return the rule's final state (e.g. Adam's moments).
         """
         adapted = list(adapted)
@@ -223,7 +225,7 @@ class InnerLoop:
             state = self.rule.observe(state, values.detach())
             return self.rule.step(fast, dict(zip(adapted, grads)), state, k, rule_tensors)
 
-        if unroll is not None and create_graph and steps > 0:
+        if unroll is not None and create_graph and steps > 0 and start is None:
             if not self.rule.stateless:
                 raise ValueError(f"speed.checkpoint_inner_loop recomputes inner steps one at a time; the update "
                                  f"rule {type(self.rule).__name__} carries a state across steps: set "
@@ -232,7 +234,7 @@ class InnerLoop:
                                                                               create_graph)[0],
                           params, adapted, support_x, steps, tensors)
             return (fast, None) if return_state else fast
-        fast = expand_for_tasks(params, adapted, support_x.shape[0])
+        fast = expand_for_tasks(params, adapted, support_x.shape[0]) if start is None else {**params, **start}
         state = self.rule.init(fast, adapted)
         for k in range(steps):
             fast, state = step(fast, support_x, k, tensors, state, create_graph)

@@ -213,3 +213,19 @@ def evaluate(
         episode_metrics={name: torch.cat([s[name] for s in scores]).tolist() for name in scores[0] if name != "score"},
         reliability=reliability,
     )
+
+
+def by_group(result: EvalResult, groups: Tensor | list[int], names: list[str]) -> dict[str, dict[str, float]]:
+    """Each group's mean +- 95% CI and episode count, from ``result``'s per-episode scores and the episodes'
+    groups in the same order (a heterogeneous task set's ``fixed(count).groups()``)."""
+    groups = torch.as_tensor(groups)
+    scores = torch.as_tensor(result.scores, dtype=torch.float64)
+    if len(groups) != len(scores):
+        raise ValueError(f"{len(groups)} groups for {len(scores)} scored episodes")
+    summary = {}
+    for index, name in enumerate(names):
+        chosen = scores[groups == index]
+        if len(chosen):
+            mean, ci95 = mean_ci95(chosen)
+            summary[name] = {result.metric: mean, "ci95": ci95, "episodes": len(chosen)}
+    return summary

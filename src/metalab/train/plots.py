@@ -272,6 +272,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, tasks: int = 4,
         return None
     source = regression_source(config.data.dataset, config.data.test_split, shots=config.eval.shots,
                                queries=config.eval.queries, seed=config.eval.seed)
+    if not isinstance(source, RegressionTasks):  # a mixture of families: no one truth to draw
+        return None
     if hasattr(learner, "predictive"):
         return plot_predictions(learner, source, range(tasks), out or Path(run_dir) / "predictive.png")
     if config.data.dataset == "sinusoid" and "steps" in inspect.signature(learner.predict).parameters:

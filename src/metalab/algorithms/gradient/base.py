@@ -127,6 +127,11 @@ class GradientLearner(MetaLearner):
         """Each task's inner-loop objective [T] (the support loss by default)."""
         return task_loss(self.loss_fn)
 
+    def task_start(self, support_x: Tensor, support_y: Tensor, training: bool) -> Params | None:
+        """Each task's own starting point of the inner loop, [T, ...] per adapted name, or None: theta for every
+        task (the default). HSML's cluster-gated initialisation and a mixture's chosen component set it."""
+        return None
+
     def inner_loop(self, training: bool) -> InnerLoop:
         return InnerLoop(steps=self.inner_steps(training), rule=self.update_rule(training),
                          first_order=self.options.first_order, grad_clip=self.options.inner_grad_clip)
@@ -170,7 +175,7 @@ class GradientLearner(MetaLearner):
         """Adapted parameters of T tasks (the adapted names with a leading task dimension [T, ...]).
 
         In meta-training the inner loop keeps its graph (second order) unless ``first_order``; in evaluation
-        it never does. ``indices``: see :meth:`support_indices`.
+        it never does. ``indices``: see :meth:`support_indices`; each task starts from :meth:`task_start`.
         """
         create_graph = not self.options.first_order if training else False
 
@@ -179,7 +184,8 @@ class GradientLearner(MetaLearner):
 
         return self.inner_loop(training).adapt(
             forward, self.parameters_by_name(), self.adapted_names(), support_x, support_y, self.support_objective(),
-            create_graph=create_graph, indices=indices, unroll=self.execution.unroll if training else None)
+            create_graph=create_graph, indices=indices, unroll=self.execution.unroll if training else None,
+            start=self.task_start(support_x, support_y, training))
 
     def query_outputs(self, fast: Params, query_x: Tensor, training: bool, record: Record | None = None) -> Tensor:
         """Outputs [T, Q, ...] of the adapted networks on the queries."""
