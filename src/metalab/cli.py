@@ -1,4 +1,4 @@
-"""The ``metalab`` command: recipes, show, train, eval, predict, plot, data, automl.
+"""The ``metalab`` command: recipes, show, train, eval, predict, plot, data, automl, nas.
 
 What a command outputs (listings, configs, scores, predictions, paths) goes to stdout. Its own messages
 (what it is doing, which checkpoint it uses, warnings, errors) go through Python's ``logging`` (the
@@ -229,13 +229,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from metalab.nas.cli import is_search_run, plot_search_run
     from metalab.train.plots import plot_run
 
+    if is_search_run(args.run):  # `metalab nas search`: the derived cells and alpha over time
+        for drawn in plot_search_run(args.run):
+            print(drawn)
+        return 0
     path = plot_run(args.run, args.out, args.tasks, curves=True if args.curves else None)
     if path is None:
         raise ValueError(f"{args.run} is a regression run whose learner has no plot of test-task fits; --curves draws "
                          f"its learning curves")
     print(path)
+    from metalab.train.build import load_run
+
+    learner, _, _ = load_run(args.run)
+    genotype = getattr(learner, "genotype", None)
+    if callable(genotype):  # a learner that searches an architecture (MetaNAS): its derived cells
+        from metalab.nas.plots import plot_genotype
+
+        derived = genotype()
+        derived.save(Path(args.run) / "genotype.json")
+        print(plot_genotype(derived, Path(args.run) / "cell.png", Path(args.run).name))
     return 0
 
 
@@ -324,7 +339,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON list of {query, class, probability}")
     p.set_defaults(func=cmd_predict)
 
-    p = command("plot", "plot a run: learning curves (classification), fits on test tasks (regression); PNG")
+    p = command("plot", "plot a run: learning curves (classification), fits on test tasks (regression), the derived "
+                        "cells and alpha over time (NAS searches; MetaNAS runs get their cells too); PNG")
     p.add_argument("run", help="run directory")
     p.add_argument("--out", help="PNG path (default: curves.png, sinusoid_fits.png or predictive.png in the run "
                                  "directory)")
@@ -342,6 +358,10 @@ def parser() -> argparse.ArgumentParser:
     from metalab.automl.cli import add_automl_parser
 
     add_automl_parser(sub)
+
+    from metalab.nas.cli import add_nas_parser
+
+    add_nas_parser(sub)
     return top
 
 
