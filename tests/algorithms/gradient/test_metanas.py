@@ -2,6 +2,7 @@
 derived network, update for update; the temperature schedule; the speed engine equals the reference."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -140,3 +141,24 @@ def test_bad_options_are_refused():
         MetaNAS(MetaNASOptions(**{**SMALL, "channels": 3}), (1, 16, 16))
     with pytest.raises(ValueError, match="image inputs"):
         MetaNAS(MetaNASOptions(**SMALL), (10,))
+
+
+def test_metanas_trains_evaluates_and_plots_through_the_cli(image_folders, tmp_path, capsys):
+    from metalab.cli import main
+
+    run = tmp_path / "run"
+    overrides = [
+        "data.dataset=folder", f"data.train_split={image_folders['train']}", f"data.val_split={image_folders['val']}",
+        f"data.test_split={image_folders['test']}", "data.invert_user_images=false", "data.image_size=16",
+        "data.channels=1", "task.ways=3", "task.shots=2", "task.queries=1", "task.meta_batch=2", "eval.ways=3",
+        "eval.queries=2", "eval.episodes=4", "eval.val_episodes=2", "learner.ways=3", "learner.channels=4",
+        "learner.cells=2", "learner.nodes=2", "learner.reductions=[1]", "learner.inner_steps=2",
+        "learner.inner_steps_test=2", "learner.inner_batch=3", "learner.inner_batch_test=3", "learner.warm_up_steps=1",
+        "train.steps=3", "train.val_every=3", "train.progress=false", "run.tensorboard=false", f"run.dir={run}",
+    ]
+    assert main(["train", "omniglot-metanas-20w1s", *overrides]) == 0
+    assert main(["eval", str(run), "--json"]) == 0
+    assert 0.0 <= json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] <= 1.0
+    assert main(["plot", str(run)]) == 0
+    assert capsys.readouterr().out.split()[-1].endswith("cell.png")
+    assert Genotype.load(run / "genotype.json").nodes == 2
