@@ -18,8 +18,8 @@ time $ML nas search digits-darts $SPACE search.order=2 search.steps=60 search.ev
   retrain.cells=3 retrain.baseline=false run_dir="$OUT/digits-darts-2nd" --json
 $ML plot "$OUT/digits-darts-1st"
 
-log "3. warm-started vs cold DARTS on 5 digit-class subsets (source: classes 0-4, 100 steps; targets: 30 steps)"
-time nice -n 10 python benchmarks/nas/warm_start.py --out "$OUT/warm" --source-steps 100 --steps 30 --eval-every 3
+log "3. warm-started vs cold DARTS on 5 digit-class subsets (source: classes 0-4, 80 steps; targets: 24 steps)"
+time nice -n 10 python benchmarks/nas/warm_start.py --out "$OUT/warm" --source-steps 80 --steps 24 --eval-every 3
 
 EPISODES="eval.episodes=100 train.val_every=0 train.progress=false run.tensorboard=false train.max_minutes=2.5 train.steps=100000"
 log "4. MetaNAS Omniglot 5w1s, 2.5 minutes of meta-training (scaled-down network), 100 test episodes"

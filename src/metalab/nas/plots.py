@@ -38,8 +38,8 @@ def _save(figure: Any, path: str | Path) -> Path:
 def _draw_cell(axis: Any, edges: list[list[Edge]], concat: Sequence[int], title: str) -> None:
     nodes = len(edges)
     position = {0: (0.0, 0.75), 1: (0.0, 0.25)}
-    for i in range(nodes):
-        position[i + 2] = (1.0 + i, 0.85 - 0.7 * i / max(nodes - 1, 1))
+    for i in range(nodes):  # zig-zag, so that no edge passes through a node
+        position[i + 2] = (1.0 + i, 0.85 - 0.05 * (i // 2) if i % 2 == 0 else 0.2 + 0.05 * (i // 2))
     output = (nodes + 1.0, 0.5)
     names = {0: "c_{k-2}", 1: "c_{k-1}", **{i + 2: str(i) for i in range(nodes)}}
     box = {"boxstyle": "round", "facecolor": "#dde8f5", "edgecolor": "#333333"}
@@ -48,7 +48,7 @@ def _draw_cell(axis: Any, edges: list[list[Edge]], concat: Sequence[int], title:
             start, end = position[source], position[node + 2]
             axis.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "->", "color": "#555555",
                                                                 "shrinkA": 14, "shrinkB": 14})
-            middle = ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2)
+            middle = (start[0] + 0.4 * (end[0] - start[0]), start[1] + 0.4 * (end[1] - start[1]))
             axis.text(*middle, op, fontsize=7, ha="center", va="center", color="#a0301c",
                       bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5})
     for node in concat:
