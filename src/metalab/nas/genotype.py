@@ -38,8 +38,10 @@ class Genotype:
         return len(self.normal)
 
     def to_json(self) -> str:
-        fields = {"normal": [[list(e) for e in node] for node in self.normal], "normal_concat": list(self.normal_concat),
-                  "reduce": [[list(e) for e in node] for node in self.reduce], "reduce_concat": list(self.reduce_concat)}
+        fields = {"normal": [[list(e) for e in node] for node in self.normal],
+                  "normal_concat": list(self.normal_concat),
+                  "reduce": [[list(e) for e in node] for node in self.reduce],
+                  "reduce_concat": list(self.reduce_concat)}
         return "{\n" + ",\n".join(f" {json.dumps(key)}: {json.dumps(value)}" for key, value in fields.items()) + "\n}"
 
     @classmethod
