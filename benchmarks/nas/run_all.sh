@@ -25,7 +25,7 @@ EPISODES="eval.episodes=100 train.val_every=0 train.progress=false run.tensorboa
 log "4. MetaNAS Omniglot 5w1s, 2.5 minutes of meta-training (scaled-down network), 100 test episodes"
 time $ML train omniglot-metanas-5w1s $EPISODES learner.channels=4 learner.cells=2 learner.nodes=2 \
   learner.reductions=[1] task.meta_batch=2 learner.inner_steps=3 learner.inner_steps_test=10 \
-  learner.warm_up_steps=50 run.dir="$OUT/metanas-5w1s"
+  learner.warm_up_steps=10 run.dir="$OUT/metanas-5w1s"
 log "5. Reptile Conv-4 Omniglot 5w1s, the same 2.5 minutes, 100 test episodes"
 time $ML train omniglot-reptile-5w1s $EPISODES learner.inner_steps_test=10 optim.lr_final=null \
   run.dir="$OUT/reptile-5w1s"
