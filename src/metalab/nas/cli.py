@@ -77,5 +77,5 @@ def add_nas_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_search)
 
     p = verbs.add_parser("plot", help="draw a search run's cells (cell.png) and alpha over time (alpha.png)")
-    p.add_argument("run")
+    p.add_argument("run", help="a `metalab nas search` run directory")
     p.set_defaults(func=cmd_plot)
