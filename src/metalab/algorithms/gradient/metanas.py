@@ -142,8 +142,10 @@ class MetaNAS(Reptile):
         """T at inner step k of ``steps``: linear from temperature_max to temperature_min (the last step's T
         scores the queries); temperature_max while alpha does not adapt."""
         high, low = self.options.temperature_max, self.options.temperature_min
-        if not self.alpha_adapts() or steps <= 1:
-            return high if not self.alpha_adapts() else low
+        if not self.alpha_adapts():
+            return high
+        if steps <= 1:
+            return low
         return high - min(k, steps - 1) * (high - low) / (steps - 1)
 
     def network_forward(self, params: Mapping[str, Tensor], x: Tensor, training: bool, record: Record | None = None,
