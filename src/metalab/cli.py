@@ -1,4 +1,4 @@
-"""The ``metalab`` command: recipes, show, train, eval, predict, plot, data, automl.
+"""The ``metalab`` command: recipes, show, train, eval, predict, plot, data, automl, nas.
 
 What a command outputs (listings, configs, scores, predictions, paths) goes to stdout. Its own messages
 (what it is doing, which checkpoint it uses, warnings, errors) go through Python's ``logging`` (the
@@ -337,11 +337,16 @@ def predict_points(args: argparse.Namespace, learner: Any) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from metalab.data.sources import is_regression
-    from metalab.train.build import checkpoint_path
+    from metalab.nas.cli import is_search_run, plot_search_run
+    from metalab.train.build import checkpoint_path, load_run
     from metalab.train.checkpoint import config_of, load_checkpoint
     from metalab.train.l2o import is_l2o_run, plot_l2o
     from metalab.train.plots import plot_reliability, plot_run, run_reliability
 
+    if is_search_run(args.run):  # `metalab nas search`: the derived cells and alpha over time
+        for drawn in plot_search_run(args.run):
+            print(drawn)
+        return 0
     if is_l2o_run(args.run):  # loss vs step of each evaluation of a learned optimizer
         for written in plot_l2o(args.run, args.out):
             print(written)
@@ -356,6 +361,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
         reliability = args.reliability or Path(args.run) / "reliability.png"
         print(plot_reliability(run_reliability(args.run, args.data_root), reliability,
                                f"reliability of {Path(args.run).name} (test)"))
+    learner, _, _ = load_run(args.run)
+    genotype = getattr(learner, "genotype", None)
+    if callable(genotype):  # a learner that searches an architecture (MetaNAS): its derived cells
+        from metalab.nas.plots import plot_genotype
+
+        derived = genotype()
+        derived.save(Path(args.run) / "genotype.json")
+        print(plot_genotype(derived, Path(args.run) / "cell.png", Path(args.run).name))
     return 0
 
 
@@ -452,7 +465,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = command("plot", "plot a run: learning curves and reliability diagram (classification), fits on test tasks "
-                        "(regression); PNG")
+                        "(regression), loss curves (learned optimizers), the derived cells and alpha over time (NAS "
+                        "searches; MetaNAS runs get their cells too); PNG")
     p.add_argument("run", help="run directory")
     p.add_argument("--out", help="PNG path (default: curves.png, sinusoid_fits.png or predictive.png in the run "
                                  "directory)")
@@ -475,6 +489,10 @@ def parser() -> argparse.ArgumentParser:
     from metalab.automl.cli import add_automl_parser
 
     add_automl_parser(sub)
+
+    from metalab.nas.cli import add_nas_parser
+
+    add_nas_parser(sub)
     return top
 
 

@@ -109,12 +109,16 @@ class GradientLearner(MetaLearner):
         super().__init__(options, input_shape, speed)
         check_options(options)
         self.task_kind = options.kind  # instance attribute read by the evaluator
-        self.network = build_network(options, input_shape)
+        self.network = self.make_network(options, input_shape)
         self.loss_fn = classification_losses if options.kind == "classification" else regression_losses
         self.execution = Execution(self.speed)
         self._steps_override: int | None = None  # set by predict(batch, steps=...)
 
     # ------------------------------------------------------------------------ what an algorithm sets
+    def make_network(self, options: GradientOptions, input_shape: tuple[int, ...]) -> nn.Module:
+        """The network that adapts: body + head (:func:`build_network`; MetaNAS builds a DARTS one-shot network)."""
+        return build_network(options, input_shape)
+
     def adapted_names(self) -> list[str]:
         """Parameters of ``self.network`` that adapt in the inner loop (all of them by default)."""
         return [name for name, _ in self.network.named_parameters()]
