@@ -7,6 +7,10 @@ One algorithm per module (registered name in brackets):
 - ``metasgd.py``: Meta-SGD, learned per-parameter inner rates, Li et al. 2017 (``metasgd``)
 - ``anil.py``: ANIL, only the head adapts, Raghu et al. 2020 (``anil``)
 - ``reptile.py``: Reptile, Nichol et al. 2018 (``reptile``)
+- ``metacurvature.py``: Meta-Curvature, meta-learned curvature matrices transform the inner gradients, Park &
+  Oliva 2019 (``metacurvature``)
+- ``tnet.py``: T-net, meta-learned transformation layers after the adapted layers, Lee & Choi 2018 (``tnet``)
+- ``mtnet.py``: MT-net, T-net with meta-learned masks choosing the adapted units, Lee & Choi 2018 (``mtnet``)
 
 ``base.py`` holds what they share (:class:`~metalab.algorithms.gradient.base.GradientLearner`: options,
 network, adaptation through :mod:`metalab.nn.inner_loop`, prediction).
