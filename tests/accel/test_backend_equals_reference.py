@@ -1,5 +1,5 @@
 """The speed backend computes what the reference path computes: for every gradient learner, every backbone and
-both BatchNorm modes, the meta-gradient, the metrics, the running estimates and the predictions of
+every BatchNorm mode, the meta-gradient, the metrics, the running estimates and the predictions of
 ``speed.engine: accel`` (with every device forced on, whatever the sizes) equal those of ``speed.engine:
 reference`` (plain PyTorch, task by task with torch.func) in float64. The reference is the specification."""
 from __future__ import annotations
@@ -105,13 +105,28 @@ def test_every_learner_backbone_and_batch_norm_mode(name, backbone, bn_mode):
     assert max(float(v.abs().max()) for k, v in expected.items() if k.startswith("grad")) > 1e-3
     configurations = ACCEL if name == "maml" or backbone == "conv4" else {"defaults": {}}
     for label, speed in configurations.items():
-        ours = run(build(name, backbone, bn_mode, shape, speed), batch, test)
-        assert ours.keys() == expected.keys(), label
-        for key, value in expected.items():
-            if name == "reptile" and cancelled_by_batch_norm(key):
-                continue
-            error = float((ours[key].double() - value.double()).abs().max())
-            assert error <= 1e-10, f"{label}: {key} differs from the reference by {error:.3g}"
+        assert_same_results(run(build(name, backbone, bn_mode, shape, speed), batch, test), expected, label, name)
+
+
+def assert_same_results(ours: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], label: str,
+                        name: str) -> None:
+    assert ours.keys() == expected.keys(), label
+    for key, value in expected.items():
+        if name == "reptile" and cancelled_by_batch_norm(key):
+            continue
+        error = float((ours[key].double() - value.double()).abs().max())
+        assert error <= 1e-10, f"{label}: {key} differs from the reference by {error:.3g}"
+
+
+def test_per_step_batch_norm_forwards_fall_back_to_the_reference(backbone="conv4"):
+    """MAML++'s per-step BatchNorm has no folded rule: the execution runs its forwards on the reference path,
+    while the task slices, the two-stage meta-backward and the checkpointed unroll still apply."""
+    (batch, shape), (test, _) = make_batch(backbone, 0), make_batch(backbone, 1)
+    expected = run(build("maml", backbone, "per_step", shape, {"engine": "reference"}), batch, test)
+    assert not folded.supports(build("maml", backbone, "per_step", shape, {}).network)
+    for label, speed in ACCEL.items():
+        assert_same_results(run(build("maml", backbone, "per_step", shape, speed), batch, test), expected, label,
+                            "maml")
 
 
 @pytest.mark.filterwarnings("ignore:speed.precision=bf16")

@@ -22,6 +22,8 @@ from metalab.nn.inner_loop import Params
 @register("anil")
 class ANIL(MAML):
     options: GradientOptions
+    #: per_step BatchNorm would need the body's statistics per inner step, which ANIL computes once
+    bn_modes = ("transductive", "running")
 
     def adapted_names(self) -> list[str]:
         return [f"head.{name}" for name, _ in self.network.get_submodule("head").named_parameters()]
@@ -41,7 +43,7 @@ class ANIL(MAML):
                                       inner=inner, differentiated_twice=differentiated_twice)
 
     def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
-                    indices: list[Tensor] | None = None) -> Params:
+                    indices: list[Tensor] | None = None, record: Record | None = None) -> Params:
         create_graph = not self.options.first_order if training else False
         features = self.body_features(support_x, training)
 

@@ -20,9 +20,17 @@ from torch import Tensor, nn
 from metalab.algorithms.base import LearnerOptions, MetaLearner, classification_metrics
 from metalab.data.task import Task
 from metalab.nn.backbones import MLP, build_backbone, embedding_dim
-from metalab.nn.batch_norm import BN_MODES, Record, merge_records, statistics_for, update_running_statistics
+from metalab.nn.batch_norm import (
+    BN_MODES,
+    Record,
+    batch_norm_step,
+    merge_records,
+    statistics_for,
+    update_running_statistics,
+    use_per_step_batch_norm,
+)
 from metalab.nn.execution import Execution, SpeedOptions
-from metalab.nn.inner_loop import SGD, InnerLoop, Objective, Params, UpdateRule, task_loss
+from metalab.nn.inner_loop import SGD, InnerLoop, Objective, Params, TaskForward, UpdateRule, task_loss
 from metalab.nn.losses import classification_losses, regression_losses
 
 IMAGE_BACKBONES = ("conv4", "resnet12")
@@ -50,8 +58,8 @@ class GradientOptions(LearnerOptions):
     #: (benchmarks/gradient/RESULTS.md: without it, one task's inner steps diverged).
     inner_grad_clip: float = 0.0
     first_order: bool = False
-    #: "transductive" (batch statistics of the current set, as in the MAML paper) or "running"
-    #: (:mod:`metalab.nn.batch_norm`).
+    #: "transductive" (batch statistics of the current set, as in the MAML paper), "running" or "per_step"
+    #: (MAML++'s per-step weights, biases and running statistics) (:mod:`metalab.nn.batch_norm`).
     bn_mode: str = "transductive"
 
 
@@ -101,6 +109,8 @@ class GradientLearner(MetaLearner):
     """A network adapted per task by the shared inner loop; algorithm files choose what adapts and how."""
 
     options: GradientOptions
+    #: the BatchNorm modes the learner implements (``per_step`` needs the step of every support forward)
+    bn_modes: tuple[str, ...] = BN_MODES
     divergence_hint = (", or lower learner.inner_lr or set learner.inner_grad_clip (`python "
                        "benchmarks/gradient/inner_gradient_norms.py RUN` prints the inner gradient norms to choose it)")
 
@@ -108,8 +118,14 @@ class GradientLearner(MetaLearner):
                  speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         check_options(options)
+        if options.bn_mode not in self.bn_modes:
+            raise ValueError(f"learner.bn_mode={options.bn_mode} is not available to {type(self).__name__}; use one "
+                             f"of {', '.join(self.bn_modes)}")
         self.task_kind = options.kind  # instance attribute read by the evaluator
         self.network = build_network(options, input_shape)
+        #: per-step BatchNorm (bn_mode per_step): inner_steps + 1 sets, see :meth:`batch_norm_set`
+        self.per_step_norms = (use_per_step_batch_norm(self.network, options.inner_steps + 1)
+                               if options.bn_mode == "per_step" else [])
         self.loss_fn = classification_losses if options.kind == "classification" else regression_losses
         self.execution = Execution(self.speed)
         self._steps_override: int | None = None  # set by predict(batch, steps=...)
@@ -154,32 +170,50 @@ class GradientLearner(MetaLearner):
         """Inner steps whose graph a meta-training slice keeps for the meta-backward (0 in first order)."""
         return 0 if self.options.first_order else self.inner_steps(training=True)
 
+    def batch_norm_set(self, step: int | None) -> int:
+        """The per-step BatchNorm set of inner step ``step``'s support forward (None: the queries after the steps).
+
+        With K = ``inner_steps`` (meta-training) there are K + 1 sets: step k uses set k, the queries set K. An
+        evaluation with more steps uses set K - 1 for the steps beyond K - 1 (recipes use K steps at both).
+        """
+        steps = self.options.inner_steps
+        return steps if step is None else min(step, max(steps - 1, 0))
+
     def network_forward(self, params: Mapping[str, Tensor], x: Tensor, training: bool, record: Record | None = None,
-                        inner: bool = False, differentiated_twice: bool = False) -> Tensor:
-        """Outputs [T, N, ...] of the network with ``params`` (adapted names [T, ...]) on inputs [T, N, ...]."""
-        return self.execution.forward(self.network, params, x, self.adapted_names(),
-                                      statistics=statistics_for(self.options.bn_mode, training), record=record,
-                                      inner=inner, differentiated_twice=differentiated_twice)
+                        inner: bool = False, differentiated_twice: bool = False, step: int | None = None) -> Tensor:
+        """Outputs [T, N, ...] of the network with ``params`` (adapted names [T, ...]) on inputs [T, N, ...].
+
+        ``step``: the inner step of a support forward, None for the queries (per-step BatchNorm's set).
+        """
+        with batch_norm_step(self.per_step_norms, self.batch_norm_set(step)):
+            return self.execution.forward(self.network, params, x, self.adapted_names(),
+                                          statistics=statistics_for(self.options.bn_mode, training), record=record,
+                                          inner=inner, differentiated_twice=differentiated_twice)
 
     def support_indices(self, batch: Task, training: bool) -> list[Tensor] | None:
         """Per inner step, the support positions each task uses [T, B] (minibatch steps), or None: all of them."""
         return None
 
     def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
-                    indices: list[Tensor] | None = None) -> Params:
+                    indices: list[Tensor] | None = None, record: Record | None = None) -> Params:
         """Adapted parameters of T tasks (the adapted names with a leading task dimension [T, ...]).
 
         In meta-training the inner loop keeps its graph (second order) unless ``first_order``; in evaluation
-        it never does. ``indices``: see :meth:`support_indices`.
+        it never does. ``indices``: see :meth:`support_indices`. ``record``: when a dict, the support forwards'
+        BatchNorm statistics go into it (per-step BatchNorm: one entry per layer and step).
         """
         create_graph = not self.options.first_order if training else False
 
-        def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
-            return self.network_forward(params, x, training, inner=True, differentiated_twice=create_graph)
+        def forward_at(step: int) -> TaskForward:
+            def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+                return self.network_forward(params, x, training, record, inner=True,
+                                            differentiated_twice=create_graph, step=step)
+            return forward
 
         return self.inner_loop(training).adapt(
-            forward, self.parameters_by_name(), self.adapted_names(), support_x, support_y, self.support_objective(),
-            create_graph=create_graph, indices=indices, unroll=self.execution.unroll if training else None)
+            forward_at(0), self.parameters_by_name(), self.adapted_names(), support_x, support_y,
+            self.support_objective(), create_graph=create_graph, indices=indices,
+            unroll=self.execution.unroll if training else None, forward_at=forward_at)
 
     def query_outputs(self, fast: Params, query_x: Tensor, training: bool, record: Record | None = None) -> Tensor:
         """Outputs [T, Q, ...] of the adapted networks on the queries."""

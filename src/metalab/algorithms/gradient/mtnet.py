@@ -25,6 +25,7 @@ from metalab.algorithms.gradient.base import GradientOptions
 from metalab.algorithms.gradient.tnet import TNet
 from metalab.algorithms.registry import register
 from metalab.data.task import Task
+from metalab.nn.batch_norm import NORMS
 from metalab.nn.execution import SpeedOptions
 from metalab.nn.inner_loop import UpdateRule
 
@@ -111,7 +112,7 @@ def unit_groups(network: nn.Module, transformed: list[str], adapted: list[str]) 
     for name, module in network.named_modules():  # a BatchNorm takes the mask of the layer before it
         if name in transformed:
             last = name
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and last is not None:
+        elif isinstance(module, NORMS) and last is not None:
             normalised[name] = last
     for name in adapted:
         owner = name.rpartition(".")[0]

@@ -56,6 +56,8 @@ class ReptileOptions(GradientOptions):
 @register("reptile")
 class Reptile(GradientLearner):
     options: ReptileOptions
+    #: Reptile's running estimates come from the queries (its meta_step); per-step sets are MAML++'s
+    bn_modes = ("transductive", "running")
 
     def __init__(self, options: ReptileOptions, input_shape: tuple[int, ...],
                  speed: SpeedOptions | None = None) -> None:
@@ -93,7 +95,7 @@ class Reptile(GradientLearner):
         return support_minibatches(len(batch), batch.support_x.shape[1], size, self.inner_steps(training))
 
     def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
-                    indices: list[Tensor] | None = None) -> Params:
+                    indices: list[Tensor] | None = None, record: Record | None = None) -> Params:
         """Adapted weights [T, ...] of T tasks (detached); meta-training hands the carried Adam moments on."""
         start = {name: p.detach().requires_grad_() for name, p in self.parameters_by_name().items()}
 
