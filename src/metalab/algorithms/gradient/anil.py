@@ -43,7 +43,7 @@ class ANIL(MAML):
                                       inner=inner, differentiated_twice=differentiated_twice)
 
     def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
-                    indices: list[Tensor] | None = None, record: Record | None = None) -> Params:
+                    indices: list[Tensor] | None = None) -> Params:
         create_graph = not self.options.first_order if training else False
         features = self.body_features(support_x, training)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -126,6 +127,9 @@ class GradientLearner(MetaLearner):
         #: per-step BatchNorm (bn_mode per_step): inner_steps + 1 sets, see :meth:`batch_norm_set`
         self.per_step_norms = (use_per_step_batch_norm(self.network, options.inner_steps + 1)
                                if options.bn_mode == "per_step" else [])
+        for norm in self.per_step_norms:
+            norm.step = self.batch_norm_set(None)  # the queries' set, outside the inner loop
+        self._support_record: Record | None = None
         self.loss_fn = classification_losses if options.kind == "classification" else regression_losses
         self.execution = Execution(self.speed)
         self._steps_override: int | None = None  # set by predict(batch, steps=...)
@@ -173,41 +177,50 @@ class GradientLearner(MetaLearner):
     def batch_norm_set(self, step: int | None) -> int:
         """The per-step BatchNorm set of inner step ``step``'s support forward (None: the queries after the steps).
 
-        With K = ``inner_steps`` (meta-training) there are K + 1 sets: step k uses set k, the queries set K. An
-        evaluation with more steps uses set K - 1 for the steps beyond K - 1 (recipes use K steps at both).
+        With K = ``inner_steps`` (meta-training) there are K + 1 sets: step k uses set k, the queries set K (the
+        layers' set outside :meth:`adapt_tasks`). An evaluation with more steps uses set K - 1 for the steps
+        beyond K - 1 (recipes use K steps at both).
         """
         steps = self.options.inner_steps
         return steps if step is None else min(step, max(steps - 1, 0))
 
     def network_forward(self, params: Mapping[str, Tensor], x: Tensor, training: bool, record: Record | None = None,
-                        inner: bool = False, differentiated_twice: bool = False, step: int | None = None) -> Tensor:
-        """Outputs [T, N, ...] of the network with ``params`` (adapted names [T, ...]) on inputs [T, N, ...].
+                        inner: bool = False, differentiated_twice: bool = False) -> Tensor:
+        """Outputs [T, N, ...] of the network with ``params`` (adapted names [T, ...]) on inputs [T, N, ...]."""
+        return self.execution.forward(self.network, params, x, self.adapted_names(),
+                                      statistics=statistics_for(self.options.bn_mode, training), record=record,
+                                      inner=inner, differentiated_twice=differentiated_twice)
 
-        ``step``: the inner step of a support forward, None for the queries (per-step BatchNorm's set).
-        """
-        with batch_norm_step(self.per_step_norms, self.batch_norm_set(step)):
-            return self.execution.forward(self.network, params, x, self.adapted_names(),
-                                          statistics=statistics_for(self.options.bn_mode, training), record=record,
-                                          inner=inner, differentiated_twice=differentiated_twice)
+    @contextmanager
+    def recording_support(self, record: Record | None) -> Iterator[None]:
+        """Per-step BatchNorm in meta-training: while open, :meth:`adapt_tasks` stores its support forwards'
+        statistics (one entry per layer and step) in ``record``."""
+        self._support_record = record
+        try:
+            yield
+        finally:
+            self._support_record = None
 
     def support_indices(self, batch: Task, training: bool) -> list[Tensor] | None:
         """Per inner step, the support positions each task uses [T, B] (minibatch steps), or None: all of them."""
         return None
 
     def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
-                    indices: list[Tensor] | None = None, record: Record | None = None) -> Params:
+                    indices: list[Tensor] | None = None) -> Params:
         """Adapted parameters of T tasks (the adapted names with a leading task dimension [T, ...]).
 
         In meta-training the inner loop keeps its graph (second order) unless ``first_order``; in evaluation
-        it never does. ``indices``: see :meth:`support_indices`. ``record``: when a dict, the support forwards'
-        BatchNorm statistics go into it (per-step BatchNorm: one entry per layer and step).
+        it never does. ``indices``: see :meth:`support_indices`. Inner step k's forward uses per-step
+        BatchNorm set k (:meth:`batch_norm_set`) and records into :meth:`recording_support`'s record.
         """
         create_graph = not self.options.first_order if training else False
+        record = self._support_record
 
         def forward_at(step: int) -> TaskForward:
             def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
-                return self.network_forward(params, x, training, record, inner=True,
-                                            differentiated_twice=create_graph, step=step)
+                with batch_norm_step(self.per_step_norms, self.batch_norm_set(step)):
+                    return self.network_forward(params, x, training, record, inner=True,
+                                                differentiated_twice=create_graph)
             return forward
 
         return self.inner_loop(training).adapt(

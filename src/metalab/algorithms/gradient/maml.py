@@ -34,7 +34,8 @@ class MAML(GradientLearner):
         for tasks in self.execution.task_slices(batch, self.held_steps()):
             # per-step BatchNorm: step k's support statistics update set k's running estimates
             support_record: Record | None = {} if self.per_step_norms else None
-            phi = self.adapt_tasks(tasks.support_x, tasks.support_y, training=True, record=support_record)
+            with self.recording_support(support_record):
+                phi = self.adapt_tasks(tasks.support_x, tasks.support_y, training=True)  # the inner loop
             if support_record is not None:
                 records.append((support_record, len(tasks)))
 

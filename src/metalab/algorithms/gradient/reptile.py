@@ -95,7 +95,7 @@ class Reptile(GradientLearner):
         return support_minibatches(len(batch), batch.support_x.shape[1], size, self.inner_steps(training))
 
     def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
-                    indices: list[Tensor] | None = None, record: Record | None = None) -> Params:
+                    indices: list[Tensor] | None = None) -> Params:
         """Adapted weights [T, ...] of T tasks (detached); meta-training hands the carried Adam moments on."""
         start = {name: p.detach().requires_grad_() for name, p in self.parameters_by_name().items()}
 
