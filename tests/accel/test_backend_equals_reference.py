@@ -1,5 +1,5 @@
 """The speed backend computes what the reference path computes: for every gradient learner, every backbone and
-both BatchNorm modes, the meta-gradient, the metrics, the running estimates and the predictions of
+every BatchNorm mode, the meta-gradient, the metrics, the running estimates and the predictions of
 ``speed.engine: accel`` (with every device forced on, whatever the sizes) equal those of ``speed.engine:
 reference`` (plain PyTorch, task by task with torch.func) in float64. The reference is the specification."""
 from __future__ import annotations
@@ -17,7 +17,8 @@ from metalab.nn.backbones import MLP, Conv4
 from metalab.nn.execution import Execution, SpeedOptions
 from metalab.nn.resnet12 import ResNet12
 
-LEARNERS = ["maml", "fomaml", "metasgd", "anil", "reptile", "llama", "metalstm", "hsml", "task-mixture", "cmaml"]
+LEARNERS = ["maml", "fomaml", "metasgd", "anil", "reptile", "llama", "metalstm", "hsml", "task-mixture", "cmaml",
+            "metacurvature", "tnet", "mtnet"]
 BACKBONES = ["conv4", "resnet12", "mlp"]
 TASKS, WAYS, SHOTS, QUERIES = 3, 3, 2, 2
 #: accel configurations: the defaults, and the other side of every switch
@@ -39,6 +40,9 @@ OPTIONS = {
     "hsml": dict(inner_steps=2, inner_lr=0.3, task_dim=6, encoder_channels=4, clusters=[3, 2]),
     "task-mixture": dict(inner_steps=2, inner_lr=0.3, max_components=3, spawn_steps=2, spawn_lr=0.3),
     "cmaml": dict(inner_steps=2, inner_lr=0.3, private_hidden=6, prune_rate=0.5),
+    "metacurvature": dict(inner_steps=2, inner_lr=0.3),
+    "tnet": dict(inner_steps=2, inner_lr=0.3),
+    "mtnet": dict(inner_steps=2, inner_lr=0.3, mask_logit_init=0.5),
 }
 
 
@@ -112,13 +116,28 @@ def test_every_learner_backbone_and_batch_norm_mode(name, backbone, bn_mode):
         configurations = {label: speed for label, speed in configurations.items()
                           if not speed.get("checkpoint_inner_loop")}
     for label, speed in configurations.items():
-        ours = run(build(name, backbone, bn_mode, shape, speed), batch, test)
-        assert ours.keys() == expected.keys(), label
-        for key, value in expected.items():
-            if name == "reptile" and cancelled_by_batch_norm(key):
-                continue
-            error = float((ours[key].double() - value.double()).abs().max())
-            assert error <= 1e-10, f"{label}: {key} differs from the reference by {error:.3g}"
+        assert_same_results(run(build(name, backbone, bn_mode, shape, speed), batch, test), expected, label, name)
+
+
+def assert_same_results(ours: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], label: str,
+                        name: str) -> None:
+    assert ours.keys() == expected.keys(), label
+    for key, value in expected.items():
+        if name == "reptile" and cancelled_by_batch_norm(key):
+            continue
+        error = float((ours[key].double() - value.double()).abs().max())
+        assert error <= 1e-10, f"{label}: {key} differs from the reference by {error:.3g}"
+
+
+def test_per_step_batch_norm_forwards_fall_back_to_the_reference(backbone="conv4"):
+    """MAML++'s per-step BatchNorm has no folded rule: the execution runs its forwards on the reference path,
+    while the task slices, the two-stage meta-backward and the checkpointed unroll still apply."""
+    (batch, shape), (test, _) = make_batch(backbone, 0), make_batch(backbone, 1)
+    expected = run(build("maml", backbone, "per_step", shape, {"engine": "reference"}), batch, test)
+    assert not folded.supports(build("maml", backbone, "per_step", shape, {}).network)
+    for label, speed in ACCEL.items():
+        assert_same_results(run(build("maml", backbone, "per_step", shape, speed), batch, test), expected, label,
+                            "maml")
 
 
 @pytest.mark.filterwarnings("ignore:speed.precision=bf16")

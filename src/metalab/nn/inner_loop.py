@@ -182,17 +182,20 @@ class InnerLoop:
     def adapt(self, forward: TaskForward, params: Mapping[str, Tensor], adapted: Iterable[str], support_x: Tensor,
               support_y: Tensor, objective: Objective, *, steps: int | None = None, create_graph: bool | None = None,
               indices: Sequence[Tensor] | None = None, unroll: Unroll | None = None, start: Params | None = None,
+              forward_at: Callable[[int], TaskForward] | None = None,
               return_state: Literal[False] = False) -> Params: ...
 
     @overload
     def adapt(self, forward: TaskForward, params: Mapping[str, Tensor], adapted: Iterable[str], support_x: Tensor,
               support_y: Tensor, objective: Objective, *, steps: int | None = None, create_graph: bool | None = None,
               indices: Sequence[Tensor] | None = None, unroll: Unroll | None = None, start: Params | None = None,
+              forward_at: Callable[[int], TaskForward] | None = None,
               return_state: Literal[True]) -> tuple[Params, Any]: ...
 
     def adapt(self, forward: TaskForward, params: Mapping[str, Tensor], adapted: Iterable[str], support_x: Tensor,
               support_y: Tensor, objective: Objective, *, steps: int | None = None, create_graph: bool | None = None,
               indices: Sequence[Tensor] | None = None, unroll: Unroll | None = None, start: Params | None = None,
+              forward_at: Callable[[int], TaskForward] | None = None,
               return_state: bool = False) -> Params | tuple[Params, Any]:
         """The adapted parameters of T tasks.
 
@@ -212,6 +215,8 @@ class InnerLoop:
             start: each task's own starting point [T, ...] for the adapted names (e.g. HSML's cluster-gated
                 initialisation); None: theta for every task. Runs without ``unroll``.
             return_state: also return the rule's final state (e.g. Adam's moments).
+            forward_at: the forward of inner step k, when it depends on k (per-step BatchNorm); None:
+                ``forward`` at every step.
         """
         adapted = list(adapted)
         steps = self.steps if steps is None else steps
@@ -221,7 +226,8 @@ class InnerLoop:
         def step(fast: Params, x_all: Tensor, k: int, rule_tensors: Mapping[str, Tensor], state: Any,
                  create_graph: bool) -> tuple[Params, Any]:
             x, y = select_support(x_all, support_y, None if indices is None else indices[k])
-            values, grads = self.objective_and_gradients(forward, fast, x, y, adapted, objective, create_graph)
+            values, grads = self.objective_and_gradients(forward if forward_at is None else forward_at(k), fast, x,
+                                                         y, adapted, objective, create_graph)
             state = self.rule.observe(state, values.detach())
             return self.rule.step(fast, dict(zip(adapted, grads)), state, k, rule_tensors)
 

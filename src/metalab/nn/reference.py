@@ -5,14 +5,14 @@ same function faster for the networks it recognises, and tests hold it to this o
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from metalab.nn.batch_norm import Record
+from metalab.nn.batch_norm import NORMS, Record, record_key
 
 
 def task_forward(module: nn.Module, params: Mapping[str, Tensor], x: Tensor, per_task: Iterable[str] = (),
@@ -36,7 +36,7 @@ def task_forward(module: nn.Module, params: Mapping[str, Tensor], x: Tensor, per
     def run(task_params: Mapping[str, Tensor], task_x: Tensor) -> Tensor:
         return functional_call(module, ({**params, **task_params}, buffers), (task_x,))
 
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in module.modules() if isinstance(m, NORMS)]
     with _batch_norm_statistics(norms, statistics), _recording(module, record, x.shape[0]):
         own = {name: params[name] for name in per_task}
         if not norms:  # no layer with state: one vectorised call
@@ -45,7 +45,7 @@ def task_forward(module: nn.Module, params: Mapping[str, Tensor], x: Tensor, per
 
 
 @contextmanager
-def _batch_norm_statistics(norms: list[nn.modules.batchnorm._BatchNorm], statistics: str) -> Iterator[None]:
+def _batch_norm_statistics(norms: Sequence[nn.Module], statistics: str) -> Iterator[None]:
     """BatchNorm layers in training mode (batch statistics) or evaluation mode (running estimates) for a while."""
     if statistics not in ("batch", "running"):
         raise ValueError(f"statistics must be 'batch' or 'running', got {statistics!r}")
@@ -72,17 +72,18 @@ def _recording(module: nn.Module, record: Record | None, tasks: int) -> Iterator
 
     def hook(prefix: str):
         def store(layer: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+            key = record_key(prefix, layer)  # per-step layers: the set in use
             x = inputs[0].detach()
             x = x.to(torch.promote_types(x.dtype, torch.float32))  # bf16 activations: float32 statistics
             dims = [0] + list(range(2, x.dim()))
             mean, var = x.mean(dims), x.var(dims, unbiased=True)
-            total = sums.setdefault(prefix, [torch.zeros_like(mean), torch.zeros_like(var)])
+            total = sums.setdefault(key, [torch.zeros_like(mean), torch.zeros_like(var)])
             total[0] += mean / tasks
             total[1] += var / tasks
         return store
 
     handles = [layer.register_forward_pre_hook(hook(f"{name}." if name else ""))
-               for name, layer in module.named_modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
+               for name, layer in module.named_modules() if isinstance(layer, NORMS)]
     try:
         yield
     finally:

@@ -9,6 +9,10 @@ One algorithm per module (registered name in brackets):
 - ``reptile.py``: Reptile, Nichol et al. 2018 (``reptile``)
 - ``metalstm.py``: Meta-LSTM, an LSTM whose cell state is the learner's parameters, Ravi & Larochelle 2017
   (``metalstm``)
+- ``metacurvature.py``: Meta-Curvature, meta-learned curvature matrices transform the inner gradients, Park &
+  Oliva 2019 (``metacurvature``)
+- ``tnet.py``: T-net, meta-learned transformation layers after the adapted layers, Lee & Choi 2018 (``tnet``)
+- ``mtnet.py``: MT-net, T-net with meta-learned masks choosing the adapted units, Lee & Choi 2018 (``mtnet``)
 
 ``base.py`` holds what they share (:class:`~metalab.algorithms.gradient.base.GradientLearner`: options,
 network, adaptation through :mod:`metalab.nn.inner_loop`, prediction).

@@ -22,6 +22,8 @@ from metalab.nn.inner_loop import Params
 @register("anil")
 class ANIL(MAML):
     options: GradientOptions
+    #: per_step BatchNorm would need the body's statistics per inner step, which ANIL computes once
+    bn_modes = ("transductive", "running")
 
     def adapted_names(self) -> list[str]:
         return [f"head.{name}" for name, _ in self.network.get_submodule("head").named_parameters()]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -20,9 +21,17 @@ from torch import Tensor, nn
 from metalab.algorithms.base import LearnerOptions, MetaLearner, classification_metrics
 from metalab.data.task import Task
 from metalab.nn.backbones import MLP, build_backbone, embedding_dim, parse_backbone
-from metalab.nn.batch_norm import BN_MODES, Record, merge_records, statistics_for, update_running_statistics
+from metalab.nn.batch_norm import (
+    BN_MODES,
+    Record,
+    batch_norm_step,
+    merge_records,
+    statistics_for,
+    update_running_statistics,
+    use_per_step_batch_norm,
+)
 from metalab.nn.execution import Execution, SpeedOptions
-from metalab.nn.inner_loop import SGD, InnerLoop, Objective, Params, UpdateRule, task_loss
+from metalab.nn.inner_loop import SGD, InnerLoop, Objective, Params, TaskForward, UpdateRule, task_loss
 from metalab.nn.losses import classification_losses, regression_losses
 
 
@@ -49,8 +58,8 @@ class GradientOptions(LearnerOptions):
     #: (benchmarks/gradient/RESULTS.md: without it, one task's inner steps diverged).
     inner_grad_clip: float = 0.0
     first_order: bool = False
-    #: "transductive" (batch statistics of the current set, as in the MAML paper) or "running"
-    #: (:mod:`metalab.nn.batch_norm`).
+    #: "transductive" (batch statistics of the current set, as in the MAML paper), "running" or "per_step"
+    #: (MAML++'s per-step weights, biases and running statistics) (:mod:`metalab.nn.batch_norm`).
     bn_mode: str = "transductive"
 
 
@@ -101,6 +110,8 @@ class GradientLearner(MetaLearner):
     """A network adapted per task by the shared inner loop; algorithm files choose what adapts and how."""
 
     options: GradientOptions
+    #: the BatchNorm modes the learner implements (``per_step`` needs the step of every support forward)
+    bn_modes: tuple[str, ...] = BN_MODES
     divergence_hint = (", or lower learner.inner_lr or set learner.inner_grad_clip (`python "
                        "benchmarks/gradient/inner_gradient_norms.py RUN` prints the inner gradient norms to choose it)")
 
@@ -108,8 +119,17 @@ class GradientLearner(MetaLearner):
                  speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
         check_options(options)
+        if options.bn_mode not in self.bn_modes:
+            raise ValueError(f"learner.bn_mode={options.bn_mode} is not available to {type(self).__name__}; use one "
+                             f"of {', '.join(self.bn_modes)}")
         self.task_kind = options.kind  # instance attribute read by the evaluator
         self.network = self.make_network(options, input_shape)
+        #: per-step BatchNorm (bn_mode per_step): inner_steps + 1 sets, see :meth:`batch_norm_set`
+        self.per_step_norms = (use_per_step_batch_norm(self.network, options.inner_steps + 1)
+                               if options.bn_mode == "per_step" else [])
+        for norm in self.per_step_norms:
+            norm.step = self.batch_norm_set(None)  # the queries' set, outside the inner loop
+        self._support_record: Record | None = None
         self.loss_fn = classification_losses if options.kind == "classification" else regression_losses
         self.execution = Execution(self.speed)
         self._steps_override: int | None = None  # set by predict(batch, steps=...)
@@ -163,12 +183,32 @@ class GradientLearner(MetaLearner):
         """Inner steps whose graph a meta-training slice keeps for the meta-backward (0 in first order)."""
         return 0 if self.options.first_order else self.inner_steps(training=True)
 
+    def batch_norm_set(self, step: int | None) -> int:
+        """The per-step BatchNorm set of inner step ``step``'s support forward (None: the queries after the steps).
+
+        With K = ``inner_steps`` (meta-training) there are K + 1 sets: step k uses set k, the queries set K (the
+        layers' set outside :meth:`adapt_tasks`). An evaluation with more steps uses set K - 1 for the steps
+        beyond K - 1 (recipes use K steps at both).
+        """
+        steps = self.options.inner_steps
+        return steps if step is None else min(step, max(steps - 1, 0))
+
     def network_forward(self, params: Mapping[str, Tensor], x: Tensor, training: bool, record: Record | None = None,
                         inner: bool = False, differentiated_twice: bool = False) -> Tensor:
         """Outputs [T, N, ...] of the network with ``params`` (adapted names [T, ...]) on inputs [T, N, ...]."""
         return self.execution.forward(self.network, params, x, self.adapted_names(),
                                       statistics=statistics_for(self.options.bn_mode, training), record=record,
                                       inner=inner, differentiated_twice=differentiated_twice)
+
+    @contextmanager
+    def recording_support(self, record: Record | None) -> Iterator[None]:
+        """Per-step BatchNorm in meta-training: while open, :meth:`adapt_tasks` stores its support forwards'
+        statistics (one entry per layer and step) in ``record``."""
+        self._support_record = record
+        try:
+            yield
+        finally:
+            self._support_record = None
 
     def support_indices(self, batch: Task, training: bool) -> list[Tensor] | None:
         """Per inner step, the support positions each task uses [T, B] (minibatch steps), or None: all of them."""
@@ -179,16 +219,24 @@ class GradientLearner(MetaLearner):
         """Adapted parameters of T tasks (the adapted names with a leading task dimension [T, ...]).
 
         In meta-training the inner loop keeps its graph (second order) unless ``first_order``; in evaluation
-        it never does. ``indices``: see :meth:`support_indices`; each task starts from :meth:`task_start`.
+        it never does. ``indices``: see :meth:`support_indices`; each task starts from :meth:`task_start`. Inner
+        step k's forward uses per-step BatchNorm set k (:meth:`batch_norm_set`) and records into
+        :meth:`recording_support`'s record.
         """
         create_graph = not self.options.first_order if training else False
+        record = self._support_record
 
-        def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
-            return self.network_forward(params, x, training, inner=True, differentiated_twice=create_graph)
+        def forward_at(step: int) -> TaskForward:
+            def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+                with batch_norm_step(self.per_step_norms, self.batch_norm_set(step)):
+                    return self.network_forward(params, x, training, record, inner=True,
+                                                differentiated_twice=create_graph)
+            return forward
 
         return self.inner_loop(training).adapt(
-            forward, self.parameters_by_name(), self.adapted_names(), support_x, support_y, self.support_objective(),
-            create_graph=create_graph, indices=indices, unroll=self.execution.unroll if training else None,
+            forward_at(0), self.parameters_by_name(), self.adapted_names(), support_x, support_y,
+            self.support_objective(), create_graph=create_graph, indices=indices,
+            unroll=self.execution.unroll if training else None, forward_at=forward_at,
             start=self.task_start(support_x, support_y, training))
 
     def query_outputs(self, fast: Params, query_x: Tensor, training: bool, record: Record | None = None) -> Tensor:

@@ -107,7 +107,7 @@ class CMAML(MAML):
                              f"{options.prune_rate} and {options.private_hidden}")
         body, head = self.network.body, self.network.head
         assert isinstance(body, nn.Module) and isinstance(head, nn.Linear)  # build_network's
-        self.network = CustomizedNetwork(body, head, options.private_hidden)  # type: ignore[assignment]
+        self.network = CustomizedNetwork(body, head, options.private_hidden)
         #: each task's private mask from the last adaptation ([T, ...] per pruned name, detached), for inspection
         self.masks: dict[str, Tensor] = {}
 

@@ -32,11 +32,16 @@ class MAML(GradientLearner):
         records: list[tuple[Record, int]] = []
         outputs = []
         for tasks in self.execution.task_slices(batch, self.held_steps()):
-            phi = self.adapt_tasks(tasks.support_x, tasks.support_y, training=True)  # the inner loop
+            # per-step BatchNorm: step k's support statistics update set k's running estimates
+            support_record: Record | None = {} if self.per_step_norms else None
+            with self.recording_support(support_record):
+                phi = self.adapt_tasks(tasks.support_x, tasks.support_y, training=True)  # the inner loop
+            if support_record is not None:
+                records.append((support_record, len(tasks)))
 
             def query_loss(params: dict[str, Tensor], start: int, stop: int, tasks: Task = tasks):
                 """(1/T) sum_t L_query_t(phi_t) over tasks start:stop of the slice, and their outputs."""
-                record: Record | None = {} if self.options.bn_mode == "running" else None
+                record: Record | None = {} if self.options.bn_mode != "transductive" else None
                 out = self.query_outputs(params, tasks.query_x[start:stop], training=True, record=record)
                 if record is not None:
                     records.append((record, stop - start))

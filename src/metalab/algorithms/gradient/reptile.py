@@ -56,6 +56,8 @@ class ReptileOptions(GradientOptions):
 @register("reptile")
 class Reptile(GradientLearner):
     options: ReptileOptions
+    #: Reptile's running estimates come from the queries (its meta_step); per-step sets are MAML++'s
+    bn_modes = ("transductive", "running")
 
     def __init__(self, options: ReptileOptions, input_shape: tuple[int, ...],
                  speed: SpeedOptions | None = None) -> None:
