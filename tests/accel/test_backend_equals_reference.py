@@ -17,7 +17,7 @@ from metalab.nn.backbones import MLP, Conv4
 from metalab.nn.execution import Execution, SpeedOptions
 from metalab.nn.resnet12 import ResNet12
 
-LEARNERS = ["maml", "fomaml", "metasgd", "anil", "reptile"]
+LEARNERS = ["maml", "fomaml", "metasgd", "anil", "reptile", "imaml"]
 BACKBONES = ["conv4", "resnet12", "mlp"]
 TASKS, WAYS, SHOTS, QUERIES = 3, 3, 2, 2
 #: accel configurations: the defaults, and the other side of every switch
@@ -34,6 +34,7 @@ OPTIONS = {
     "metasgd": dict(inner_steps=2, inner_lr=0.3, lr_init_range=[0.1, 0.4]),
     "anil": dict(inner_steps=3, inner_lr=0.5),
     "reptile": dict(inner_steps=3, inner_lr=0.01, inner_batch=4, inner_batch_test=3, inner_steps_test=2),
+    "imaml": dict(inner_steps=3, inner_lr=0.3, prox_lambda=2.0, cg_steps=3),
 }
 
 
