@@ -18,7 +18,7 @@ Params = dict[str, Tensor]
 
 
 def hessian_operator(loss: Callable[[Params], Tensor], params: Mapping[str, Tensor],
-                     create_graph: bool = False) -> Callable[[Params], Params]:
+                     create_graph: bool = False) -> Callable[[Mapping[str, Tensor]], Params]:
     """v -> H v, H the Hessian of the scalar ``loss(params)`` w.r.t. ``params`` (detached from any graph).
 
     The gradient's graph is built once and kept: each product is one backward pass through it (a conjugate

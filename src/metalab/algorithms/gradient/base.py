@@ -22,7 +22,7 @@ from metalab.data.task import Task
 from metalab.nn.backbones import MLP, build_backbone, embedding_dim
 from metalab.nn.batch_norm import BN_MODES, Record, merge_records, statistics_for, update_running_statistics
 from metalab.nn.execution import Execution, SpeedOptions
-from metalab.nn.inner_loop import SGD, InnerLoop, Objective, Params, UpdateRule, task_loss
+from metalab.nn.inner_loop import SGD, InnerLoop, Objective, Params, UpdateRule, Visit, task_loss
 from metalab.nn.losses import classification_losses, regression_losses
 
 IMAGE_BACKBONES = ("conv4", "resnet12")
@@ -180,6 +180,21 @@ class GradientLearner(MetaLearner):
         return self.inner_loop(training).adapt(
             forward, self.parameters_by_name(), self.adapted_names(), support_x, support_y, self.support_objective(),
             create_graph=create_graph, indices=indices, unroll=self.execution.unroll if training else None)
+
+    def adapt_first_order(self, support_x: Tensor, support_y: Tensor, training: bool,
+                          indices: list[Tensor] | None = None, visit: Visit | None = None) -> Params:
+        """Adapted parameters of T tasks [T, ...] by the inner loop from a detached theta, no graph kept (iMAML,
+        WarpGrad: their meta-gradients never flow through the steps). ``visit``: see :meth:`InnerLoop.adapt`."""
+        theta = {name: value.detach().requires_grad_() for name, value in self.parameters_by_name().items()}
+
+        def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+            return self.network_forward(params, x, training, inner=True)
+
+        with torch.enable_grad():
+            fast = self.inner_loop(training).adapt(forward, theta, self.adapted_names(), support_x, support_y,
+                                                   self.support_objective(), create_graph=False, indices=indices,
+                                                   visit=visit)
+        return {name: value.detach() for name, value in fast.items()}
 
     def query_outputs(self, fast: Params, query_x: Tensor, training: bool, record: Record | None = None) -> Tensor:
         """Outputs [T, Q, ...] of the adapted networks on the queries."""

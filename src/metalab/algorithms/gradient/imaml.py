@@ -95,15 +95,7 @@ class IMAML(GradientLearner):
     def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
                     indices: list[Tensor] | None = None) -> Params:
         """phi_t [T, ...] of the proximal problem by ``inner_steps`` first-order steps from theta (detached)."""
-        theta = {name: value.detach().requires_grad_() for name, value in self.parameters_by_name().items()}
-
-        def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
-            return self.network_forward(params, x, training, inner=True)
-
-        with torch.enable_grad():
-            phi = self.inner_loop(training).adapt(forward, theta, self.adapted_names(), support_x, support_y,
-                                                  self.support_objective(), create_graph=False, indices=indices)
-        return {name: value.detach() for name, value in phi.items()}
+        return self.adapt_first_order(support_x, support_y, training, indices)
 
     def implicit_gradient(self, phi: Params, tasks: Task, query_gradient: Params) -> Params:
         """v_t = ((1 + d) I + H_t / lambda)^-1 g_t for each task [T, ...], H_t the support loss's Hessian at phi_t."""

@@ -1,0 +1,124 @@
+"""Peak memory and time of ONE meta-iteration against the number of inner steps, per gradient-based method.
+
+Second-order MAML keeps the graph of every inner step for its meta-backward, so its memory grows with the steps;
+the speed backend (``speed.engine: accel``, every method's default) also slices the meta-batch into groups of tasks
+whose meta-backward runs one after the other, fewer tasks per group the more steps a group holds (``maml``), where
+the reference engine holds the whole meta-batch's graph at once (``maml-reference``); the checkpointed unroll
+(``speed.checkpoint_inner_loop``) holds one step's graph at a time but recomputes; first-order
+MAML, iMAML (implicit gradient) and WarpGrad (trajectory objective) keep no graph across steps. Each measurement runs
+in a fresh process: a Conv-4 (64 channels) learner, random Omniglot-shaped tasks (28x28, ``--ways`` x 1 shot, 1 query
+per class as the recipes train, the recipes' meta-batch), one ``meta_step``; the figure is the process's peak resident
+size after the step (``resource.getrusage``) minus its resident size just before it (``/proc/self/statm``).
+
+    python benchmarks/gradient/memory_vs_steps.py --ways 5 --meta-batch 32 --out benchmarks/gradient/memory.jsonl
+    python benchmarks/gradient/memory_vs_steps.py --plot benchmarks/gradient/memory.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+#: method -> (learner name, options beyond the shared ones, speed options)
+METHODS: dict[str, tuple[str, dict, dict]] = {
+    "maml": ("maml", {"inner_lr": 0.4}, {}),
+    "maml-reference": ("maml", {"inner_lr": 0.4}, {"engine": "reference"}),
+    "maml-checkpointed": ("maml", {"inner_lr": 0.4}, {"checkpoint_inner_loop": True}),
+    "fomaml": ("fomaml", {"inner_lr": 0.4}, {}),
+    "imaml": ("imaml", {"inner_lr": 0.1, "prox_lambda": 2.0, "cg_steps": 5}, {}),
+    "warpgrad": ("warpgrad", {"inner_lr": 0.1}, {}),
+}
+STEPS = [1, 5, 10, 25, 50]
+
+
+def resident_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
+
+
+def measure(method: str, ways: int, meta_batch: int, steps: int) -> dict:
+    """One process: one meta-iteration of ``method`` with ``steps`` inner steps."""
+    import torch
+
+    from metalab.algorithms.registry import learner_class
+    from metalab.data.task import Task
+    from metalab.nn.execution import SpeedOptions
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    name, options, speed = METHODS[method]
+    cls = learner_class(name)
+    learner = cls(cls.Options(name=name, ways=ways, hidden=64, inner_steps=steps, **options), (1, 28, 28),
+                  SpeedOptions(**speed))
+    labels = torch.arange(ways).expand(meta_batch, -1)
+    batch = Task(torch.rand(meta_batch, ways, 1, 28, 28), labels, torch.rand(meta_batch, ways, 1, 28, 28), labels)
+    before, peak_before = resident_mb(), peak_mb()
+    start = time.perf_counter()
+    learner.meta_step(batch)
+    seconds = time.perf_counter() - start
+    return {"method": method, "ways": ways, "shots": 1, "meta_batch": meta_batch, "inner_steps": steps,
+            "peak_increase_mb": round(peak_mb() - before, 1), "resident_before_mb": round(before, 1),
+            "peak_before_mb": round(peak_before, 1), "seconds": round(seconds, 2)}
+
+
+def plot(path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    settings = sorted({(row["ways"], row["meta_batch"]) for row in rows})
+    figure, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 4.5), squeeze=False)
+    for axis, (ways, meta_batch) in zip(axes[0], settings):
+        for method in METHODS:
+            points = sorted((row["inner_steps"], row["peak_increase_mb"]) for row in rows
+                            if row["method"] == method and (row["ways"], row["meta_batch"]) == (ways, meta_batch))
+            if points:
+                axis.plot(*zip(*points), marker="o", label=method)
+        axis.set(title=f"Conv-4, {ways}-way 1-shot, meta-batch {meta_batch}", xlabel="inner steps",
+                 ylabel="peak memory of one meta-iteration (MiB)", yscale="log")
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path.with_name("memory_vs_steps.png"), dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ways", type=int, default=5)
+    parser.add_argument("--meta-batch", type=int, default=32)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--steps", type=int, nargs="+", default=STEPS)
+    parser.add_argument("--out", type=Path, help="append one JSON line per measurement here")
+    parser.add_argument("--plot", type=Path, help="plot the JSON lines of this file (memory_vs_steps.png beside it)")
+    parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # the child process: METHOD STEPS
+    args = parser.parse_args()
+    if args.plot:
+        plot(args.plot)
+        return
+    if args.one:
+        print(json.dumps(measure(args.one[0], args.ways, args.meta_batch, int(args.one[1]))))
+        return
+    for method in args.methods:
+        for steps in args.steps:
+            child = [sys.executable, __file__, "--ways", str(args.ways), "--meta-batch", str(args.meta_batch),
+                     "--one", method, str(steps)]
+            line = subprocess.run(child, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            print(line, flush=True)
+            if args.out:
+                with args.out.open("a") as out:
+                    out.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
