@@ -7,6 +7,8 @@ One algorithm per module (registered name in brackets):
 - ``metasgd.py``: Meta-SGD, learned per-parameter inner rates, Li et al. 2017 (``metasgd``)
 - ``anil.py``: ANIL, only the head adapts, Raghu et al. 2020 (``anil``)
 - ``reptile.py``: Reptile, Nichol et al. 2018 (``reptile``)
+- ``imaml.py``: iMAML, implicit meta-gradients of a proximal inner problem, Rajeswaran et al. 2019 (``imaml``)
+- ``warpgrad.py``: WarpGrad, meta-learned warp layers between the task layers, Flennerhag et al. 2020 (``warpgrad``)
 
 ``base.py`` holds what they share (:class:`~metalab.algorithms.gradient.base.GradientLearner`: options,
 network, adaptation through :mod:`metalab.nn.inner_loop`, prediction).
