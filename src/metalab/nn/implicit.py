@@ -78,22 +78,22 @@ def conjugate_gradient(matvec: Callable[[Params], Params], b: Mapping[str, Tenso
         active = active & (curvature > 0)
         alpha = torch.where(active, squared / curvature.clamp_min(torch.finfo(curvature.dtype).tiny), 0)
         for name in x:
-            x[name] = x[name] + _per_task(alpha, x[name]) * direction[name]
-            residual[name] = residual[name] - _per_task(alpha, x[name]) * product[name]
+            x[name] = x[name] + per_task(alpha, x[name]) * direction[name]
+            residual[name] = residual[name] - per_task(alpha, x[name]) * product[name]
         new_squared = task_dot(residual, residual)
         beta = torch.where(active, new_squared / squared.clamp_min(torch.finfo(squared.dtype).tiny), 0)
         for name in x:
-            direction[name] = residual[name] + _per_task(beta, x[name]) * direction[name]
+            direction[name] = residual[name] + per_task(beta, x[name]) * direction[name]
         squared = new_squared
         active = active & (squared > tolerance)
     return x
 
 
-def _per_task(values: Tensor, like: Tensor) -> Tensor:
+def per_task(values: Tensor, like: Tensor) -> Tensor:
     """Per-task scalars [T] shaped to broadcast over ``like`` [T, ...]."""
     return values.view((-1,) + (1,) * (like.dim() - 1))
 
 
 def _where_tasks(condition: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """a for the tasks where ``condition`` [T] holds, else b (tensors [T, ...])."""
-    return torch.where(_per_task(condition, a), a, b)
+    return torch.where(per_task(condition, a), a, b)

@@ -147,7 +147,39 @@ def test_meta_step_memory_path_keeps_parameters_and_predicts():
 @pytest.mark.parametrize("option, value, message", [
     ("prox_lambda", 0.0, "prox_lambda"), ("cg_steps", -1, "cg_steps"), ("cg_tolerance", -1.0, "cg_tolerance"),
     ("cg_damping", -0.5, "cg_damping"), ("inner_solver", "adam", "inner_solver"), ("first_order", True, "cg_steps=0"),
+    ("inner_cg_steps", 0, "inner_cg_steps"),
 ])
 def test_bad_options_are_refused_naming_the_option(option, value, message):
     with pytest.raises(ValueError, match=message):
         IMAML(IMAML.Options(**{option: value}), (1, 28, 28))
+
+
+def test_the_hessian_free_inner_solver_reaches_the_ridge_solution_in_one_newton_step():
+    """On a quadratic, one Newton step with CG run to convergence is the minimiser; the line search accepts it."""
+    learner, tasks = linear_learner(inner_solver="hessian-free", inner_steps=1, inner_cg_steps=FEATURES + 1), \
+        regression_tasks(3, seed=7)
+    expected, phi_star = exact_meta_gradient(flat_theta(learner), tasks)
+    phi = learner.adapt_tasks(tasks.support_x, tasks.support_y, training=True)
+    ours_phi = torch.cat([phi["head.weight"].flatten(1), phi["head.bias"]], 1)
+    assert float((ours_phi - phi_star).abs().max()) < 1e-12
+    learner.meta_step(tasks)
+    assert float((flat_gradient(learner) - expected).abs().max()) <= 1e-8
+
+
+def test_a_truncated_hessian_free_step_still_decreases_the_proximal_objective():
+    """With one CG iteration the direction is a scaled -gradient; the line search keeps only decreasing steps."""
+    torch.manual_seed(0)
+    learner = IMAML(IMAML.Options(ways=2, hidden=3, inner_steps=2, inner_solver="hessian-free", inner_cg_steps=1),
+                    (1, 16, 16)).double()
+    generator = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 4, 1, 16, 16, generator=generator, dtype=torch.float64)
+    y = torch.tensor([[0, 1, 0, 1]] * 2)
+    theta = learner.parameters_by_name()
+
+    def proximal(params):
+        return learner.support_objective()(params, learner.network_forward(params, x, training=True), y)
+
+    with torch.no_grad():
+        start = proximal({n: v.expand(2, *v.shape) for n, v in theta.items()})
+        end = proximal(learner.adapt_tasks(x, y, training=True))
+    assert bool((end < start).all())

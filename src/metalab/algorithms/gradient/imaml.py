@@ -15,6 +15,10 @@ iterations, Algorithm 2 step 6). Memory is that of one support gradient's graph,
 ``cg_damping`` d solves ((1 + d) I + H / lambda) v = g instead (the authors' code, aravindr93/imaml_dev, adds
 1 to the identity and 10 to lambda in its matrix; the paper's equation is d = 0). ``cg_steps: 0`` takes v = g
 (the first-order approximation (I + H / lambda)^-1 ~ I).
+
+``inner_solver: hessian-free`` is the paper's second variant: each inner step solves (H + lambda I) d = -grad G
+(G the proximal objective) by ``inner_cg_steps`` CG iterations and takes the largest step 2^-i d (i < 10) that
+decreases G by Armijo's rule (a task with none stays put).
 """
 from __future__ import annotations
 
@@ -29,10 +33,12 @@ from metalab.algorithms.registry import register
 from metalab.data.task import Task
 from metalab.nn.batch_norm import Record
 from metalab.nn.execution import SpeedOptions
-from metalab.nn.implicit import conjugate_gradient, hessian_operator
+from metalab.nn.implicit import conjugate_gradient, hessian_operator, per_task, task_dot
 from metalab.nn.inner_loop import Objective, Params
 
-INNER_SOLVERS = ("gd",)
+INNER_SOLVERS = ("gd", "hessian-free")
+#: halvings of the step size a Hessian-free inner step tries before it gives up (the task stays put)
+LINE_SEARCH_HALVINGS = 10
 
 
 @dataclass
@@ -45,8 +51,12 @@ class IMAMLOptions(GradientOptions):
     cg_tolerance: float = 1e-10
     #: d in ((1 + d) I + H / lambda) v = g (0: the paper's eq. 7).
     cg_damping: float = 0.0
-    #: the inner solver of the proximal problem: "gd" (``inner_steps`` gradient steps at ``inner_lr``).
+    #: the inner solver of the proximal problem: "gd" (``inner_steps`` gradient steps at ``inner_lr``) or
+    #: "hessian-free" (``inner_steps`` Newton steps, each direction by ``inner_cg_steps`` CG iterations, the step
+    #: size by a backtracking line search; ``inner_lr`` unused).
     inner_solver: str = "gd"
+    #: CG iterations for each Hessian-free inner direction (the paper: 5).
+    inner_cg_steps: int = 5
 
 
 def check_imaml_options(options: IMAMLOptions) -> None:
@@ -62,6 +72,8 @@ def check_imaml_options(options: IMAMLOptions) -> None:
     if options.inner_solver not in INNER_SOLVERS:
         raise ValueError(f"learner.inner_solver must be one of {', '.join(INNER_SOLVERS)}, "
                          f"got {options.inner_solver!r}")
+    if options.inner_cg_steps < 1:
+        raise ValueError(f"learner.inner_cg_steps must be >= 1, got {options.inner_cg_steps}")
     if options.first_order:
         raise ValueError("iMAML never back-propagates through the inner loop, so learner.first_order does not "
                          "apply; remove it (learner.cg_steps=0 gives the first-order meta-gradient)")
@@ -95,7 +107,42 @@ class IMAML(GradientLearner):
     def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
                     indices: list[Tensor] | None = None) -> Params:
         """phi_t [T, ...] of the proximal problem by ``inner_steps`` first-order steps from theta (detached)."""
-        return self.adapt_first_order(support_x, support_y, training, indices)
+        if self.options.inner_solver == "gd":
+            return self.adapt_first_order(support_x, support_y, training, indices)
+        return self.adapt_hessian_free(support_x, support_y, training)
+
+    def adapt_hessian_free(self, support_x: Tensor, support_y: Tensor, training: bool) -> Params:
+        """phi_t [T, ...] by ``inner_steps`` Newton-CG steps with a backtracking line search (detached)."""
+        theta = {name: value.detach() for name, value in self.parameters_by_name().items()}
+        adapted, objective = self.adapted_names(), self.support_objective()
+        phi = {name: theta[name].expand(len(support_x), *theta[name].shape).clone() for name in adapted}
+
+        def proximal(params: Params) -> Tensor:
+            """G_t(phi_t) = L_support_t(phi_t) + (lambda / 2) ||phi_t - theta||^2 for each task [T]."""
+            full = {**theta, **params}
+            return objective(full, self.network_forward(full, support_x, training, inner=True,
+                                                        differentiated_twice=True), support_y)
+
+        for _ in range(self.inner_steps(training)):
+            with torch.enable_grad():
+                leaves = {name: value.requires_grad_() for name, value in phi.items()}
+                values = proximal(leaves)
+                grads = dict(zip(adapted, torch.autograd.grad(values.sum(), list(leaves.values()))))
+                hessian = hessian_operator(lambda params: proximal(params).sum(), phi)  # H + lambda I
+                direction = conjugate_gradient(hessian, {name: -grad for name, grad in grads.items()},
+                                               self.options.inner_cg_steps, self.options.cg_tolerance)
+            slope, values = task_dot(grads, direction), values.detach()  # directional derivative [T]
+            size, accepted = torch.ones_like(values), torch.zeros_like(values, dtype=torch.bool)
+            with torch.no_grad():
+                for _ in range(LINE_SEARCH_HALVINGS):
+                    trial = proximal({name: phi[name] + per_task(size, phi[name]) * direction[name] for name in phi})
+                    accepted = accepted | (trial <= values + 1e-4 * size * slope)
+                    if bool(accepted.all()):
+                        break
+                    size = torch.where(accepted, size, size / 2)
+            size = torch.where(accepted, size, 0)
+            phi = {name: (phi[name] + per_task(size, phi[name]) * direction[name]).detach() for name in phi}
+        return {**theta, **phi}
 
     def implicit_gradient(self, phi: Params, tasks: Task, query_gradient: Params) -> Params:
         """v_t = ((1 + d) I + H_t / lambda)^-1 g_t for each task [T, ...], H_t the support loss's Hessian at phi_t."""
