@@ -7,8 +7,10 @@ the reference engine holds the whole meta-batch's graph at once (``maml-referenc
 (``speed.checkpoint_inner_loop``) holds one step's graph at a time but recomputes; first-order
 MAML, iMAML (implicit gradient) and WarpGrad (trajectory objective) keep no graph across steps. Each measurement runs
 in a fresh process: a Conv-4 (64 channels) learner, random Omniglot-shaped tasks (28x28, ``--ways`` x 1 shot, 1 query
-per class as the recipes train, the recipes' meta-batch), one ``meta_step``; the figure is the process's peak resident
-size after the step (``resource.getrusage``) minus its resident size just before it (``/proc/self/statm``).
+per class as the recipes train), one ``meta_step``; the figure is the process's peak resident size after the step
+(``resource.getrusage``) minus its resident size just before it (``/proc/self/statm``). First-use costs (libraries
+loaded, thread pools, kernels) are paid before, by one meta-step of a tiny learner (2 channels, 1 task, 1 step) of
+the same method (``--no-warmup`` counts them).
 
     python benchmarks/gradient/memory_vs_steps.py --ways 5 --meta-batch 32 --out benchmarks/gradient/memory.jsonl
     python benchmarks/gradient/memory_vs_steps.py --plot benchmarks/gradient/memory.jsonl
@@ -45,7 +47,7 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
 
 
-def measure(method: str, ways: int, meta_batch: int, steps: int) -> dict:
+def measure(method: str, ways: int, meta_batch: int, steps: int, warmup: bool = True) -> dict:
     """One process: one meta-iteration of ``method`` with ``steps`` inner steps."""
     import torch
 
@@ -59,14 +61,23 @@ def measure(method: str, ways: int, meta_batch: int, steps: int) -> dict:
     cls = learner_class(name)
     learner = cls(cls.Options(name=name, ways=ways, hidden=64, inner_steps=steps, **options), (1, 28, 28),
                   SpeedOptions(**speed))
-    labels = torch.arange(ways).expand(meta_batch, -1)
-    batch = Task(torch.rand(meta_batch, ways, 1, 28, 28), labels, torch.rand(meta_batch, ways, 1, 28, 28), labels)
+
+    def tasks(count: int) -> Task:
+        labels = torch.arange(ways).expand(count, -1)
+        return Task(torch.rand(count, ways, 1, 28, 28), labels, torch.rand(count, ways, 1, 28, 28), labels)
+
+    if warmup:  # first-use costs (libraries, thread pools, kernels) by a tiny learner of the same method
+        tiny = cls(cls.Options(name=name, ways=ways, hidden=2, inner_steps=1, **options), (1, 28, 28),
+                   SpeedOptions(**speed))
+        tiny.meta_step(tasks(1))
+        del tiny
+    batch = tasks(meta_batch)
     before, peak_before = resident_mb(), peak_mb()
     start = time.perf_counter()
     learner.meta_step(batch)
     seconds = time.perf_counter() - start
     return {"method": method, "ways": ways, "shots": 1, "meta_batch": meta_batch, "inner_steps": steps,
-            "peak_increase_mb": round(peak_mb() - before, 1), "resident_before_mb": round(before, 1),
+            "warmup": warmup, "peak_increase_mb": round(peak_mb() - before, 1), "resident_before_mb": round(before, 1),
             "peak_before_mb": round(peak_before, 1), "seconds": round(seconds, 2)}
 
 
@@ -99,6 +110,7 @@ def main() -> None:
     parser.add_argument("--meta-batch", type=int, default=32)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--steps", type=int, nargs="+", default=STEPS)
+    parser.add_argument("--no-warmup", action="store_true", help="count first-use costs in the figure")
     parser.add_argument("--out", type=Path, help="append one JSON line per measurement here")
     parser.add_argument("--plot", type=Path, help="plot the JSON lines of this file (memory_vs_steps.png beside it)")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # the child process: METHOD STEPS
@@ -107,12 +119,12 @@ def main() -> None:
         plot(args.plot)
         return
     if args.one:
-        print(json.dumps(measure(args.one[0], args.ways, args.meta_batch, int(args.one[1]))))
+        print(json.dumps(measure(args.one[0], args.ways, args.meta_batch, int(args.one[1]), not args.no_warmup)))
         return
     for method in args.methods:
         for steps in args.steps:
             child = [sys.executable, __file__, "--ways", str(args.ways), "--meta-batch", str(args.meta_batch),
-                     "--one", method, str(steps)]
+                     "--one", method, str(steps)] + (["--no-warmup"] if args.no_warmup else [])
             line = subprocess.run(child, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             print(line, flush=True)
             if args.out:
