@@ -10,10 +10,13 @@ in a fresh process: a Conv-4 (64 channels) learner, random Omniglot-shaped tasks
 per class as the recipes train), one ``meta_step``; the figure is the process's peak resident size after the step
 (``resource.getrusage``) minus its resident size just before it (``/proc/self/statm``). First-use costs (libraries
 loaded, thread pools, kernels) are paid before, by one meta-step of a tiny learner (2 channels, 1 task, 1 step) of
-the same method (``--no-warmup`` counts them).
+the same method (``--no-warmup`` counts them). The children run with glibc's mmap threshold fixed at 64 KiB
+(``MALLOC_MMAP_THRESHOLD_``), so that every large tensor is mapped and unmapped and the resident size follows the
+memory held: with glibc's default dynamic threshold, freed buffers stay in the heap and its fragmentation grows
+with the number of allocations, i.e. with the inner steps, for every method (``--glibc-default`` measures that).
 
     python benchmarks/gradient/memory_vs_steps.py --ways 5 --meta-batch 32 --out benchmarks/gradient/memory.jsonl
-    python benchmarks/gradient/memory_vs_steps.py --plot benchmarks/gradient/memory.jsonl
+    python benchmarks/gradient/memory_vs_steps.py --plot benchmarks/gradient/memory.jsonl   # or --table
 """
 from __future__ import annotations
 
@@ -77,7 +80,8 @@ def measure(method: str, ways: int, meta_batch: int, steps: int, warmup: bool = 
     learner.meta_step(batch)
     seconds = time.perf_counter() - start
     return {"method": method, "ways": ways, "shots": 1, "meta_batch": meta_batch, "inner_steps": steps,
-            "warmup": warmup, "peak_increase_mb": round(peak_mb() - before, 1), "resident_before_mb": round(before, 1),
+            "warmup": warmup, "mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_", "glibc default"),
+            "peak_increase_mb": round(peak_mb() - before, 1), "resident_before_mb": round(before, 1),
             "peak_before_mb": round(peak_before, 1), "seconds": round(seconds, 2)}
 
 
@@ -104,6 +108,20 @@ def plot(path: Path) -> None:
     figure.savefig(path.with_name("memory_vs_steps.png"), dpi=100)
 
 
+def table(path: Path) -> str:
+    """The JSON lines of ``path`` as a markdown table: MiB (seconds) per method and inner steps."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    steps = sorted({row["inner_steps"] for row in rows})
+    lines = ["| ways, meta-batch | method | " + " | ".join(f"{k} steps" for k in steps) + " |",
+             "| --- | --- |" + " --- |" * len(steps)]
+    for ways, meta_batch, method in sorted({(r["ways"], r["meta_batch"], r["method"]) for r in rows},
+                                           key=lambda key: (key[0], key[1], list(METHODS).index(key[2]))):
+        cells = {r["inner_steps"]: f"{r['peak_increase_mb']:.0f} ({r['seconds']:.1f} s)" for r in rows
+                 if (r["ways"], r["meta_batch"], r["method"]) == (ways, meta_batch, method)}
+        lines.append(f"| {ways}w1s, {meta_batch} | {method} | " + " | ".join(cells.get(k, "-") for k in steps) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ways", type=int, default=5)
@@ -111,12 +129,17 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--steps", type=int, nargs="+", default=STEPS)
     parser.add_argument("--no-warmup", action="store_true", help="count first-use costs in the figure")
+    parser.add_argument("--glibc-default", action="store_true", help="keep glibc's dynamic mmap threshold")
     parser.add_argument("--out", type=Path, help="append one JSON line per measurement here")
     parser.add_argument("--plot", type=Path, help="plot the JSON lines of this file (memory_vs_steps.png beside it)")
+    parser.add_argument("--table", type=Path, help="print the JSON lines of this file as a markdown table")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # the child process: METHOD STEPS
     args = parser.parse_args()
     if args.plot:
         plot(args.plot)
+        return
+    if args.table:
+        print(table(args.table))
         return
     if args.one:
         print(json.dumps(measure(args.one[0], args.ways, args.meta_batch, int(args.one[1]), not args.no_warmup)))
@@ -125,7 +148,9 @@ def main() -> None:
         for steps in args.steps:
             child = [sys.executable, __file__, "--ways", str(args.ways), "--meta-batch", str(args.meta_batch),
                      "--one", method, str(steps)] + (["--no-warmup"] if args.no_warmup else [])
-            line = subprocess.run(child, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            env = dict(os.environ) if args.glibc_default else {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+            line = subprocess.run(child, check=True, capture_output=True, text=True,
+                                  env=env).stdout.strip().splitlines()[-1]
             print(line, flush=True)
             if args.out:
                 with args.out.open("a") as out:

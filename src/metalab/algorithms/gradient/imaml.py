@@ -81,7 +81,7 @@ def check_imaml_options(options: IMAMLOptions) -> None:
 
 @register("imaml")
 class IMAML(GradientLearner):
-    """Implicit MAML with gradient descent as the inner solver (the paper's "iMAML, GD")."""
+    """Implicit MAML; the inner solver is gradient descent ("iMAML, GD") or Newton-CG ("iMAML, Hessian-Free")."""
 
     options: IMAMLOptions
 
@@ -106,7 +106,7 @@ class IMAML(GradientLearner):
 
     def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
                     indices: list[Tensor] | None = None) -> Params:
-        """phi_t [T, ...] of the proximal problem by ``inner_steps`` first-order steps from theta (detached)."""
+        """phi_t [T, ...] of the proximal problem by ``inner_steps`` steps of the inner solver from theta (detached)."""
         if self.options.inner_solver == "gd":
             return self.adapt_first_order(support_x, support_y, training, indices)
         return self.adapt_hessian_free(support_x, support_y, training)
