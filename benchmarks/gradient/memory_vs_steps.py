@@ -92,18 +92,19 @@ def plot(path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    settings = sorted({(row["ways"], row["meta_batch"]) for row in rows})
-    figure, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 4.5), squeeze=False)
-    for axis, (ways, meta_batch) in zip(axes[0], settings):
+    ways_list = sorted({row["ways"] for row in rows})
+    figure, axes = plt.subplots(1, len(ways_list), figsize=(6.5 * len(ways_list), 4.8), squeeze=False)
+    for axis, ways in zip(axes[0], ways_list):
         for method in METHODS:
-            points = sorted((row["inner_steps"], row["peak_increase_mb"]) for row in rows
-                            if row["method"] == method and (row["ways"], row["meta_batch"]) == (ways, meta_batch))
-            if points:
-                axis.plot(*zip(*points), marker="o", label=method)
-        axis.set(title=f"Conv-4, {ways}-way 1-shot, meta-batch {meta_batch}", xlabel="inner steps",
-                 ylabel="peak memory of one meta-iteration (MiB)", yscale="log")
+            for meta_batch in sorted({r["meta_batch"] for r in rows if r["ways"] == ways and r["method"] == method}):
+                points = sorted((r["inner_steps"], r["peak_increase_mb"]) for r in rows
+                                if (r["method"], r["ways"], r["meta_batch"]) == (method, ways, meta_batch))
+                if len(points) > 1:
+                    axis.plot(*zip(*points), marker="o", label=f"{method} (meta-batch {meta_batch})")
+        axis.set(title=f"Conv-4, {ways}-way 1-shot: one meta-iteration", xlabel="inner steps",
+                 ylabel="peak memory increase (MiB)", yscale="log")
         axis.grid(True, alpha=0.3)
-        axis.legend()
+        axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path.with_name("memory_vs_steps.png"), dpi=100)
 
