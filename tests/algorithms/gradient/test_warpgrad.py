@@ -97,7 +97,7 @@ def test_the_warp_meta_gradient_equals_finite_differences_of_the_trajectory_obje
             shifted[0][index] += eps
             shifted[1][index] -= eps
             plus, minus = (objective(learner, {**warp, name: s.view_as(value)}, points, tasks) for s in shifted)
-            difference = float((plus - minus) / (2 * eps))
+            difference = float((plus - minus).detach() / (2 * eps))
             assert abs(float(grad.flatten()[index]) - difference) <= 1e-7 + 1e-6 * abs(difference), (name, index)
             checked += abs(difference) > 1e-4
     assert checked > 10
