@@ -18,7 +18,7 @@ from metalab.nn.execution import Execution, SpeedOptions
 from metalab.nn.resnet12 import ResNet12
 
 LEARNERS = ["maml", "fomaml", "metasgd", "anil", "reptile", "llama", "metalstm", "hsml", "task-mixture", "cmaml",
-            "metacurvature", "tnet", "mtnet"]
+            "metacurvature", "tnet", "mtnet", "imaml", "warpgrad"]
 BACKBONES = ["conv4", "resnet12", "mlp"]
 TASKS, WAYS, SHOTS, QUERIES = 3, 3, 2, 2
 #: accel configurations: the defaults, and the other side of every switch
@@ -43,6 +43,8 @@ OPTIONS = {
     "metacurvature": dict(inner_steps=2, inner_lr=0.3),
     "tnet": dict(inner_steps=2, inner_lr=0.3),
     "mtnet": dict(inner_steps=2, inner_lr=0.3, mask_logit_init=0.5),
+    "imaml": dict(inner_steps=3, inner_lr=0.3, prox_lambda=2.0, cg_steps=3),
+    "warpgrad": dict(inner_steps=3, inner_lr=0.3),
 }
 
 
@@ -106,6 +108,8 @@ def cancelled_by_batch_norm(name: str) -> bool:
 def test_every_learner_backbone_and_batch_norm_mode(name, backbone, bn_mode):
     if backbone == "mlp" and bn_mode == "running":
         pytest.skip("the MLP has no BatchNorm: the two modes are one")
+    if name == "warpgrad" and backbone == "resnet12":
+        pytest.skip("WarpGrad interleaves warp layers with Conv-4 blocks or MLP layers (the paper's models)")
     (batch, shape), (test, _) = make_batch(backbone, 0), make_batch(backbone, 1)
     expected = run(build(name, backbone, bn_mode, shape, {"engine": "reference"}), batch, test)
     assert max(float(v.abs().max()) for k, v in expected.items() if k.startswith("grad")) > 1e-3

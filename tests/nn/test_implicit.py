@@ -55,3 +55,19 @@ def test_conjugate_gradient_with_few_steps_reduces_the_residual_and_stops_solved
     residual = lambda x: (matrices[1] @ x[1] - b[1]).norm()  # noqa: E731
     assert residual(three) < residual(one) < b[1].norm()
     assert torch.allclose(three[0], b[0], atol=1e-12)
+
+
+def test_conjugate_gradient_stops_a_task_at_non_positive_curvature():
+    """Truncated CG: an indefinite task stops (b if at the first iteration) while a definite one is solved."""
+    matrices = torch.stack([torch.diag(torch.tensor([1.0, -1.0])), torch.diag(torch.tensor([2.0, -3.0])),
+                            torch.diag(torch.tensor([2.0, 4.0]))]).double()
+    b = torch.tensor([[1.0, 1.0], [1.0, 0.1], [1.0, 1.0]], dtype=torch.float64)
+
+    def matvec(v):
+        return {"x": (matrices @ v["x"].unsqueeze(-1)).squeeze(-1)}
+
+    x = conjugate_gradient(matvec, {"x": b}, steps=5)["x"]
+    assert torch.equal(x[0], b[0])  # b^T A b = 0 at once: the steepest-descent direction
+    first_step = (b[1] @ b[1]) / (b[1] @ matrices[1] @ b[1]) * b[1]  # positive curvature first, negative next
+    assert torch.allclose(x[1], first_step, atol=1e-12)
+    assert torch.allclose(x[2], torch.tensor([0.5, 0.25], dtype=torch.float64), atol=1e-12)

@@ -17,19 +17,34 @@ from torch import Tensor
 Params = dict[str, Tensor]
 
 
+def hessian_operator(loss: Callable[[Params], Tensor], params: Mapping[str, Tensor],
+                     create_graph: bool = False) -> Callable[[Mapping[str, Tensor]], Params]:
+    """v -> H v, H the Hessian of the scalar ``loss(params)`` w.r.t. ``params`` (detached from any graph).
+
+    The gradient's graph is built once and kept: each product is one backward pass through it (a conjugate
+    gradient solve calls the operator once per iteration). ``create_graph``: keep the graph of each product.
+    """
+    leaves = {name: value.detach().requires_grad_() for name, value in params.items()}
+    grads = torch.autograd.grad(loss(leaves), list(leaves.values()), create_graph=True)
+
+    def matvec(vector: Mapping[str, Tensor]) -> Params:
+        # builtins.sum is typed Tensor | Literal[0] (its start, for no terms); there is a term per parameter
+        dot = cast(Tensor, sum((grad * vector[name]).sum() for name, grad in zip(leaves, grads)))
+        products = torch.autograd.grad(dot, list(leaves.values()), retain_graph=True, create_graph=create_graph,
+                                       allow_unused=True)
+        return {name: torch.zeros_like(leaf) if product is None else product
+                for (name, leaf), product in zip(leaves.items(), products)}
+
+    return matvec
+
+
 def hessian_vector_product(loss: Callable[[Params], Tensor], params: Mapping[str, Tensor],
                            vector: Mapping[str, Tensor], create_graph: bool = False) -> Params:
     """H v, H the Hessian of the scalar ``loss(params)`` w.r.t. ``params``, for ``vector`` shaped like them.
 
     ``create_graph``: keep the graph of the product (to differentiate it again).
     """
-    leaves = {name: value.detach().requires_grad_() for name, value in params.items()}
-    grads = torch.autograd.grad(loss(leaves), list(leaves.values()), create_graph=True)
-    # builtins.sum is typed Tensor | Literal[0] (its start, for no terms); there is a term per parameter
-    dot = cast(Tensor, sum((grad * vector[name]).sum() for name, grad in zip(leaves, grads)))
-    products = torch.autograd.grad(dot, list(leaves.values()), create_graph=create_graph, allow_unused=True)
-    return {name: torch.zeros_like(leaf) if product is None else product
-            for (name, leaf), product in zip(leaves.items(), products)}
+    return hessian_operator(loss, params, create_graph)(vector)
 
 
 def task_dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tensor:
@@ -43,25 +58,42 @@ def conjugate_gradient(matvec: Callable[[Params], Params], b: Mapping[str, Tenso
 
     Per task: tensors are [T, ...] and every task runs its own recurrence (a block-diagonal A), starting
     from x = 0, for at most ``steps`` iterations; a task whose squared residual norm is below ``tolerance``
-    stops moving.
+    stops moving. A task whose search direction meets non-positive curvature (d^T A d <= 0: its A is not
+    positive definite, e.g. iMAML's I + H / lambda away from the inner minimum) stops there too, as truncated
+    CG does in Hessian-free optimisation (Martens 2010), keeping its last iterate, or b if that happens at the
+    first iteration (the steepest-descent direction, rather than 0).
     """
     x = {name: torch.zeros_like(value) for name, value in b.items()}
     residual = {name: value.clone() for name, value in b.items()}
     direction = {name: value.clone() for name, value in b.items()}
     squared = task_dot(residual, residual)
-    for _ in range(steps):
-        if bool((squared <= tolerance).all()):
+    active = squared > tolerance
+    for iteration in range(steps):
+        if not bool(active.any()):
             break
         product = matvec(direction)
         curvature = task_dot(direction, product)
-        alpha = torch.where(squared > tolerance, squared / curvature.clamp_min(torch.finfo(curvature.dtype).tiny), 0)
+        if iteration == 0:
+            x = {name: _where_tasks(curvature <= 0, value, x[name]) for name, value in b.items()}
+        active = active & (curvature > 0)
+        alpha = torch.where(active, squared / curvature.clamp_min(torch.finfo(curvature.dtype).tiny), 0)
         for name in x:
-            shape = (-1,) + (1,) * (x[name].dim() - 1)
-            x[name] = x[name] + alpha.view(shape) * direction[name]
-            residual[name] = residual[name] - alpha.view(shape) * product[name]
+            x[name] = x[name] + per_task(alpha, x[name]) * direction[name]
+            residual[name] = residual[name] - per_task(alpha, x[name]) * product[name]
         new_squared = task_dot(residual, residual)
-        beta = torch.where(squared > tolerance, new_squared / squared.clamp_min(torch.finfo(squared.dtype).tiny), 0)
+        beta = torch.where(active, new_squared / squared.clamp_min(torch.finfo(squared.dtype).tiny), 0)
         for name in x:
-            direction[name] = residual[name] + beta.view((-1,) + (1,) * (x[name].dim() - 1)) * direction[name]
+            direction[name] = residual[name] + per_task(beta, x[name]) * direction[name]
         squared = new_squared
+        active = active & (squared > tolerance)
     return x
+
+
+def per_task(values: Tensor, like: Tensor) -> Tensor:
+    """Per-task scalars [T] shaped to broadcast over ``like`` [T, ...]."""
+    return values.view((-1,) + (1,) * (like.dim() - 1))
+
+
+def _where_tasks(condition: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """a for the tasks where ``condition`` [T] holds, else b (tensors [T, ...])."""
+    return torch.where(per_task(condition, a), a, b)

@@ -40,6 +40,8 @@ TaskForward = Callable[[Mapping[str, Tensor], Tensor], Tensor]
 Objective = Callable[[Mapping[str, Tensor], Tensor, Tensor], Tensor]
 #: the checkpointed unroll of the speed backend (see :meth:`InnerLoop.adapt`)
 Unroll = Callable[..., Params]
+#: (step k, the parameters before step k) -> None: sees each point of the trajectory (see :meth:`InnerLoop.adapt`)
+Visit = Callable[[int, Params], None]
 
 
 def task_loss(loss_fn: LossFn) -> Objective:
@@ -183,20 +185,20 @@ class InnerLoop:
               support_y: Tensor, objective: Objective, *, steps: int | None = None, create_graph: bool | None = None,
               indices: Sequence[Tensor] | None = None, unroll: Unroll | None = None, start: Params | None = None,
               forward_at: Callable[[int], TaskForward] | None = None,
-              return_state: Literal[False] = False) -> Params: ...
+              return_state: Literal[False] = False, visit: Visit | None = None) -> Params: ...
 
     @overload
     def adapt(self, forward: TaskForward, params: Mapping[str, Tensor], adapted: Iterable[str], support_x: Tensor,
               support_y: Tensor, objective: Objective, *, steps: int | None = None, create_graph: bool | None = None,
               indices: Sequence[Tensor] | None = None, unroll: Unroll | None = None, start: Params | None = None,
               forward_at: Callable[[int], TaskForward] | None = None,
-              return_state: Literal[True]) -> tuple[Params, Any]: ...
+              return_state: Literal[True], visit: Visit | None = None) -> tuple[Params, Any]: ...
 
     def adapt(self, forward: TaskForward, params: Mapping[str, Tensor], adapted: Iterable[str], support_x: Tensor,
               support_y: Tensor, objective: Objective, *, steps: int | None = None, create_graph: bool | None = None,
               indices: Sequence[Tensor] | None = None, unroll: Unroll | None = None, start: Params | None = None,
               forward_at: Callable[[int], TaskForward] | None = None,
-              return_state: bool = False) -> Params | tuple[Params, Any]:
+              return_state: bool = False, visit: Visit | None = None) -> Params | tuple[Params, Any]:
         """The adapted parameters of T tasks.
 
         Args:
@@ -217,6 +219,8 @@ class InnerLoop:
             return_state: also return the rule's final state (e.g. Adam's moments).
             forward_at: the forward of inner step k, when it depends on k (per-step BatchNorm); None:
                 ``forward`` at every step.
+            visit: called as ``visit(k, phi_k)`` with the parameters before step k, for k = 0..steps (k = steps:
+                the adapted ones), e.g. to sample points of the trajectory (WarpGrad); not with ``unroll``.
         """
         adapted = list(adapted)
         steps = self.steps if steps is None else steps
@@ -232,6 +236,8 @@ class InnerLoop:
             return self.rule.step(fast, dict(zip(adapted, grads)), state, k, rule_tensors)
 
         if unroll is not None and create_graph and steps > 0 and start is None:
+            if visit is not None:
+                raise ValueError("the checkpointed unroll visits no intermediate parameters; pass visit or unroll")
             if not self.rule.stateless:
                 raise ValueError(f"speed.checkpoint_inner_loop recomputes inner steps one at a time; the update "
                                  f"rule {type(self.rule).__name__} carries a state across steps: set "
@@ -243,7 +249,11 @@ class InnerLoop:
         fast = expand_for_tasks(params, adapted, support_x.shape[0]) if start is None else {**params, **start}
         state = self.rule.init(fast, adapted)
         for k in range(steps):
+            if visit is not None:
+                visit(k, fast)
             fast, state = step(fast, support_x, k, tensors, state, create_graph)
+        if visit is not None:
+            visit(steps, fast)
         return (fast, state) if return_state else fast
 
     def gradients(self, forward: TaskForward, fast: Mapping[str, Tensor], x: Tensor, y: Tensor, adapted: list[str],

@@ -13,6 +13,8 @@ One algorithm per module (registered name in brackets):
   Oliva 2019 (``metacurvature``)
 - ``tnet.py``: T-net, meta-learned transformation layers after the adapted layers, Lee & Choi 2018 (``tnet``)
 - ``mtnet.py``: MT-net, T-net with meta-learned masks choosing the adapted units, Lee & Choi 2018 (``mtnet``)
+- ``imaml.py``: iMAML, implicit meta-gradients of a proximal inner problem, Rajeswaran et al. 2019 (``imaml``)
+- ``warpgrad.py``: WarpGrad, meta-learned warp layers between the task layers, Flennerhag et al. 2020 (``warpgrad``)
 
 ``base.py`` holds what they share (:class:`~metalab.algorithms.gradient.base.GradientLearner`: options,
 network, adaptation through :mod:`metalab.nn.inner_loop`, prediction).

@@ -31,7 +31,7 @@ from metalab.nn.batch_norm import (
     use_per_step_batch_norm,
 )
 from metalab.nn.execution import Execution, SpeedOptions
-from metalab.nn.inner_loop import SGD, InnerLoop, Objective, Params, TaskForward, UpdateRule, task_loss
+from metalab.nn.inner_loop import SGD, InnerLoop, Objective, Params, TaskForward, UpdateRule, Visit, task_loss
 from metalab.nn.losses import classification_losses, regression_losses
 
 
@@ -238,6 +238,21 @@ class GradientLearner(MetaLearner):
             self.support_objective(), create_graph=create_graph, indices=indices,
             unroll=self.execution.unroll if training else None, forward_at=forward_at,
             start=self.task_start(support_x, support_y, training))
+
+    def adapt_first_order(self, support_x: Tensor, support_y: Tensor, training: bool,
+                          indices: list[Tensor] | None = None, visit: Visit | None = None) -> Params:
+        """Adapted parameters of T tasks [T, ...] by the inner loop from a detached theta, no graph kept (iMAML,
+        WarpGrad: their meta-gradients never flow through the steps). ``visit``: see :meth:`InnerLoop.adapt`."""
+        theta = {name: value.detach().requires_grad_() for name, value in self.parameters_by_name().items()}
+
+        def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+            return self.network_forward(params, x, training, inner=True)
+
+        with torch.enable_grad():
+            fast = self.inner_loop(training).adapt(forward, theta, self.adapted_names(), support_x, support_y,
+                                                   self.support_objective(), create_graph=False, indices=indices,
+                                                   visit=visit)
+        return {name: value.detach() for name, value in fast.items()}
 
     def query_outputs(self, fast: Params, query_x: Tensor, training: bool, record: Record | None = None) -> Tensor:
         """Outputs [T, Q, ...] of the adapted networks on the queries."""
