@@ -65,10 +65,6 @@ class ABML(BayesianLearner):
     def __init__(self, options: ABMLOptions, input_shape: tuple[int, ...],
                  speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
-        if not (math.isfinite(options.prior_std_init) and options.prior_std_init > 0):
-            raise ValueError(f"learner.prior_std_init must be a standard deviation > 0, got {options.prior_std_init}")
-        if not options.kl_weight >= 0:
-            raise ValueError(f"learner.kl_weight must be >= 0, got {options.kl_weight}")
         shape, rate = (float(value) for value in (list(options.hyper_precision) + [0.0, 0.0])[:2])
         if not (len(options.hyper_precision) == 2 and shape > 0 and rate > 0 and options.hyper_mean_std > 0):
             raise ValueError(f"learner.hyper_precision must be [a0 > 0, b0 > 0] and learner.hyper_mean_std > 0, got "

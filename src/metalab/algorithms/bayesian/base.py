@@ -45,9 +45,21 @@ class SampledOptions(BayesianOptions):
     train_samples: int = 1
 
 
+#: the options of the family that are standard deviations (> 0), and those that are weights (>= 0)
+STANDARD_DEVIATIONS = ("noise_std", "std_init", "prior_std_init")
+WEIGHTS = ("kl_weight",)
+
+
 def check_bayesian_options(options: BayesianOptions) -> None:
-    if not (math.isfinite(options.noise_std) and options.noise_std > 0):
-        raise ValueError(f"learner.noise_std must be a standard deviation > 0, got {options.noise_std}")
+    """Refuse the family's options out of range (those a learner has), naming the option and its range."""
+    for name in STANDARD_DEVIATIONS:
+        value = getattr(options, name, 1.0)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"learner.{name} must be a standard deviation > 0, got {value}")
+    for name in WEIGHTS:
+        value = getattr(options, name, 0.0)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"learner.{name} must be a weight >= 0 (0: the term is dropped), got {value}")
     for name in ("samples", "train_samples"):
         value = getattr(options, name, 1)
         if value < 1:

@@ -56,10 +56,6 @@ class PLATIPUS(BayesianLearner):
     def __init__(self, options: PLATIPUSOptions, input_shape: tuple[int, ...],
                  speed: SpeedOptions | None = None) -> None:
         super().__init__(options, input_shape, speed)
-        if not (math.isfinite(options.std_init) and options.std_init > 0):
-            raise ValueError(f"learner.std_init must be a standard deviation > 0, got {options.std_init}")
-        if not options.kl_weight >= 0:
-            raise ValueError(f"learner.kl_weight must be >= 0, got {options.kl_weight}")
         params = self.parameters_by_name()
         names = self.adapted_names()
 
