@@ -25,7 +25,8 @@ from metalab.algorithms.registry import learner_class
 
 @dataclass
 class DataConfig:
-    #: "omniglot", "miniimagenet", "folder" (split = a path) or a regression family ("sinusoid").
+    #: "omniglot", "miniimagenet", "folder" (split = a path) or a regression family ("sinusoid", "gp", "sinusoid-line",
+    #: "ambiguous").
     dataset: str = "omniglot"
     #: data root; None -> --data-root, then $METALAB_DATA, then the per-user data dir.
     root: str | None = None

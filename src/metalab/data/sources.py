@@ -16,7 +16,7 @@ from metalab.data.classes import ClassDataset
 from metalab.data.episodes import EpisodeSampler, FixedEpisodes
 from metalab.data.task import Task
 
-REGRESSION_FAMILIES = ("sinusoid", "gp")
+REGRESSION_FAMILIES = ("sinusoid", "gp", "sinusoid-line", "ambiguous")
 
 
 class TaskSource(Protocol):
