@@ -14,7 +14,7 @@ minutes=${MINUTES:-2}
 
 train() {  # recipe, extra overrides...
   local recipe=$1; shift
-  $py -m metalab -q train "$recipe" train.max_minutes="$minutes" train.threads=1 run.dir="$runs/$recipe" \
+  $py -m metalab -q train "$recipe" train.max_minutes="$minutes" speed.threads=1 run.dir="$runs/$recipe" \
     eval.val_episodes="${VAL_EPISODES:-50}" eval.episodes="${EPISODES:-200}" "$@" > "$runs/$recipe.log" 2>&1
   tail -n 3 "$runs/$recipe.log"
 }

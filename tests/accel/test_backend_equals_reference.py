@@ -17,7 +17,7 @@ from metalab.nn.backbones import MLP, Conv4
 from metalab.nn.execution import Execution, SpeedOptions
 from metalab.nn.resnet12 import ResNet12
 
-LEARNERS = ["maml", "fomaml", "metasgd", "anil", "reptile"]
+LEARNERS = ["maml", "fomaml", "metasgd", "anil", "reptile", "platipus", "bmaml", "abml"]
 BACKBONES = ["conv4", "resnet12", "mlp"]
 TASKS, WAYS, SHOTS, QUERIES = 3, 3, 2, 2
 #: accel configurations: the defaults, and the other side of every switch
@@ -34,6 +34,9 @@ OPTIONS = {
     "metasgd": dict(inner_steps=2, inner_lr=0.3, lr_init_range=[0.1, 0.4]),
     "anil": dict(inner_steps=3, inner_lr=0.5),
     "reptile": dict(inner_steps=3, inner_lr=0.01, inner_batch=4, inner_batch_test=3, inner_steps_test=2),
+    "platipus": dict(inner_steps=2, inner_lr=0.3, train_samples=2, samples=2, std_init=0.1, gamma_init=0.1),
+    "bmaml": dict(inner_steps=2, inner_lr=0.05, particles=2, leader_steps=1),
+    "abml": dict(inner_steps=2, inner_lr=0.05, train_samples=2, samples=2, prior_std_init=0.1),
 }
 
 

@@ -36,6 +36,7 @@ from metalab.algorithms.bayesian.base import (
 )
 from metalab.algorithms.registry import register
 from metalab.data.task import Task
+from metalab.nn.batch_norm import Record
 from metalab.nn.execution import SpeedOptions
 from metalab.nn.inner_loop import SGD, InnerLoop, Objective, Params, TaskForward
 
@@ -94,12 +95,14 @@ class ABML(BayesianLearner):
 
         return objective
 
-    def sample_forward(self, samples: int, training: bool, inner: bool = False) -> TaskForward:
+    def sample_forward(self, samples: int, training: bool, inner: bool = False,
+                       record: Record | None = None) -> TaskForward:
         """(lambda [T, ...], x [T, N, ...]) -> outputs [T, S, N, ...] of S networks drawn from q(phi; lambda)."""
         def forward(lam: Mapping[str, Tensor], x: Tensor) -> Tensor:
             mean, log_std = split(lam)
             drawn = sample_gaussian(mean, log_std, samples)
-            return self.sampled_forward({**self.parameters_by_name(), **drawn}, x, samples, training, inner=inner)
+            return self.sampled_forward({**self.parameters_by_name(), **drawn}, x, samples, training, record=record,
+                                        inner=inner)
         return forward
 
     def posterior(self, support_x: Tensor, support_y: Tensor, training: bool) -> Params:
@@ -128,7 +131,9 @@ class ABML(BayesianLearner):
         """The meta-objective L(theta) (a scalar) and the query outputs of its samples [T, S, Q, ...]."""
         samples, beta = self.options.train_samples, self.options.kl_weight
         lam = self.posterior(batch.support_x, batch.support_y, training=True)
-        outputs = self.sample_forward(samples, training=True)(lam, batch.query_x)
+        record = self.batch_norm_record()
+        outputs = self.sample_forward(samples, training=True, record=record)(lam, batch.query_x)
+        self.record_batch_norm(record, len(batch))
         nll = self.negative_log_likelihood(outputs.flatten(0, 1), repeat_samples(batch.query_y, samples))
         mean, log_std = split(lam)
         kl = kl_diagonal_gaussians(mean, log_std, *self.prior())

@@ -254,6 +254,15 @@ class BayesianLearner(GradientLearner):
                 fast, state = rule.step(fast, dict(zip(adapted, grads)), state, k, tensors)
         return fast
 
+    def batch_norm_record(self) -> Record | None:
+        """A dict to record meta-training's BatchNorm statistics in (``bn_mode: running``), else None."""
+        return {} if self.options.bn_mode == "running" else None
+
+    def record_batch_norm(self, record: Record | None, tasks: int) -> None:
+        """Move the running estimates toward the statistics recorded for ``tasks`` tasks (running BatchNorm)."""
+        if record is not None:
+            self.update_batch_norm([(record, tasks)])
+
     def sample_metrics(self, outputs: Tensor, targets: Tensor, loss: Tensor) -> dict[str, Tensor]:
         """Metrics of meta-training from the samples' outputs [T, S, Q, ...]: the loss given and, for
         classification, the accuracy of the mean predictive probability."""

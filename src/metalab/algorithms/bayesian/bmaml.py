@@ -27,7 +27,6 @@ from torch import Tensor, nn
 from metalab.algorithms.bayesian.base import SVGD, BayesianLearner, BayesianOptions, repeat_samples
 from metalab.algorithms.registry import register
 from metalab.data.task import Task
-from metalab.nn.batch_norm import Record
 from metalab.nn.execution import SpeedOptions
 from metalab.nn.inner_loop import Objective, Params, UpdateRule
 
@@ -112,11 +111,10 @@ class BMAML(BayesianLearner):
         distance = sum((chaser[n] - leader[n].detach()).pow(2).flatten(1).sum(1) for n in adapted)
         loss = torch.as_tensor(distance).view(len(batch), particles).sum(1).mean()
         loss.backward()
-        record: Record | None = {} if self.options.bn_mode == "running" else None
+        record = self.batch_norm_record()
         with torch.no_grad():
             outputs = self.sampled_forward(chaser, batch.query_x, particles, training=True, record=record)
-        if record is not None:
-            self.update_batch_norm([(record, len(batch))])
+        self.record_batch_norm(record, len(batch))
         return self.sample_metrics(outputs, batch.query_y, loss)
 
     def sample_outputs(self, batch: Task) -> Tensor:

@@ -98,7 +98,9 @@ class PLATIPUS(BayesianLearner):
         theta = sample_gaussian(q_mean, q_log_std, samples)  # theta ~ q, [T * S, ...]
         phi = self.adapt_from({**mu, **theta}, repeat_samples(batch.support_x, samples),
                               repeat_samples(batch.support_y, samples), training=True)
-        outputs = self.sampled_forward(phi, batch.query_x, samples, training=True)
+        record = self.batch_norm_record()
+        outputs = self.sampled_forward(phi, batch.query_x, samples, training=True, record=record)
+        self.record_batch_norm(record, len(batch))
         query_loss = self.loss_fn(outputs.flatten(0, 1), repeat_samples(batch.query_y, samples))
         kl = kl_diagonal_gaussians(q_mean, q_log_std, p_mean, p_log_std)
         return (query_loss.view(len(batch), samples).mean(1) + self.options.kl_weight * kl).mean(), outputs
