@@ -106,3 +106,13 @@ def test_bad_options_name_the_option():
         ABML(ABML.Options(hyper_precision=[1.0]), (1, 16, 16))
     with pytest.raises(ValueError, match="learner.samples"):
         ABML(ABML.Options(samples=0), (1, 16, 16))
+
+
+def test_evaluation_under_no_grad_samples_as_with_grad():
+    learner = abml(inner_steps=2, inner_lr=0.02, samples=3)
+    batch = linear_tasks(tasks=2, shots=5, queries=4, noise=NOISE, seed=13)
+    torch.manual_seed(6)
+    expected = learner.predict(batch)
+    torch.manual_seed(6)
+    with torch.no_grad():
+        assert torch.allclose(learner.predict(batch), expected, atol=1e-12)

@@ -147,3 +147,11 @@ def test_bad_options_name_the_option():
         BMAML(BMAML.Options(particles=0), (1, 16, 16))
     with pytest.raises(ValueError, match="learner.noise_std"):
         BMAML(BMAML.Options(noise_std=0.0), (1, 16, 16))
+
+
+def test_evaluation_under_no_grad_equals_evaluation_with_grad():
+    learner = bmaml(3, prior_precision=1.0, inner_lr=0.02, inner_steps_test=2)
+    batch = linear_tasks(tasks=2, shots=4, queries=5, seed=12)
+    expected = learner.predict(batch)
+    with torch.no_grad():
+        assert torch.allclose(learner.predict(batch), expected, atol=1e-12)

@@ -142,3 +142,13 @@ def test_bad_options_name_the_option():
     with pytest.raises(ValueError, match="learner.kl_weight"):
         PLATIPUS(PLATIPUS.Options(kl_weight=-1.0), (1, 16, 16))
 
+
+
+def test_evaluation_under_no_grad_samples_as_with_grad():
+    learner = platipus(inner_steps=2, samples=3)
+    batch = linear_tasks(tasks=2, shots=5, queries=4, seed=11)
+    torch.manual_seed(6)
+    expected = learner.predict(batch)
+    torch.manual_seed(6)
+    with torch.no_grad():
+        assert torch.allclose(learner.predict(batch), expected, atol=1e-12)

@@ -116,6 +116,7 @@ class PLATIPUS(BayesianLearner):
         adapted by the inner loop; the S samples' outputs on the queries [T, S, Q, ...]."""
         samples, names = self.options.samples, self.adapted_names()
         mu = expand_for_tasks(self.parameters_by_name(), names, len(batch))
+        mu.update({n: mu[n].detach().requires_grad_() for n in names})  # no meta-graph (and under no_grad too)
         with torch.enable_grad():
             train = self.mean_gradients(mu, batch.support_x, batch.support_y, False, create_graph=False)
         with torch.no_grad():
