@@ -18,6 +18,8 @@ from metalab.nn.execution import Execution, SpeedOptions
 from metalab.nn.resnet12 import ResNet12
 
 LEARNERS = ["maml", "fomaml", "metasgd", "anil", "reptile", "platipus", "bmaml", "abml"]
+#: learners that run the whole meta-batch at once (no task slices), with T * S sampled networks per forward
+UNSLICED = ("platipus", "bmaml", "abml")
 BACKBONES = ["conv4", "resnet12", "mlp"]
 TASKS, WAYS, SHOTS, QUERIES = 3, 3, 2, 2
 #: accel configurations: the defaults, and the other side of every switch
@@ -100,6 +102,9 @@ def cancelled_by_batch_norm(name: str) -> bool:
 def test_every_learner_backbone_and_batch_norm_mode(name, backbone, bn_mode):
     if backbone == "mlp" and bn_mode == "running":
         pytest.skip("the MLP has no BatchNorm: the two modes are one")
+    if name in UNSLICED and backbone == "resnet12":
+        pytest.skip("ResNet-12 runs on the reference path under both engines, and these learners run the meta-batch "
+                    "at once: the two runs are the same computation")
     (batch, shape), (test, _) = make_batch(backbone, 0), make_batch(backbone, 1)
     expected = run(build(name, backbone, bn_mode, shape, {"engine": "reference"}), batch, test)
     assert max(float(v.abs().max()) for k, v in expected.items() if k.startswith("grad")) > 1e-3
