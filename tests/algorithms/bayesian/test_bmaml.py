@@ -155,3 +155,9 @@ def test_evaluation_under_no_grad_equals_evaluation_with_grad():
     expected = learner.predict(batch)
     with torch.no_grad():
         assert torch.allclose(learner.predict(batch), expected, atol=1e-12)
+
+
+def test_first_order_chaser_loss_reaches_the_initial_particles():
+    learner = bmaml(3, prior_precision=1.0, inner_lr=0.02, inner_steps=2, first_order=True)
+    learner.meta_step(linear_tasks(tasks=2, shots=4, queries=3, noise=NOISE, seed=1))
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in learner.particles)

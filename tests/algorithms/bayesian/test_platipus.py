@@ -152,3 +152,16 @@ def test_evaluation_under_no_grad_samples_as_with_grad():
     torch.manual_seed(6)
     with torch.no_grad():
         assert torch.allclose(learner.predict(batch), expected, atol=1e-12)
+
+
+def test_first_order_meta_gradient_still_reaches_the_prior():
+    """First order: the inner gradients are constants, so d phi / d theta = I and the query loss still reaches
+    mu_theta through q's sample; first- and second-order meta-gradients differ but both are non-zero."""
+    batch = linear_tasks(tasks=2, shots=5, queries=4, seed=14)
+    grads = {}
+    for first_order in (False, True):
+        learner = platipus(inner_steps=2, train_samples=3, first_order=first_order)
+        torch.manual_seed(7)
+        learner.meta_step(batch)
+        grads[first_order] = learner.network.head.weight.grad.clone()
+    assert float(grads[True].abs().sum()) > 0 and not torch.allclose(grads[True], grads[False])

@@ -241,8 +241,10 @@ class BayesianLearner(GradientLearner):
         create_graph = (training and not self.options.first_order) if keep_graph is None else keep_graph
         objective = objective or self.support_objective()
         fast = dict(start)
-        if not create_graph:  # evaluation or first order: no meta-graph through the steps
-            fast.update({name: fast[name].detach().requires_grad_() for name in adapted})
+        # evaluation: no meta-graph at all; training: first-order steps keep the start in the graph (the gradients are
+        # constants), a start outside the graph (BMAML's leader) becomes a leaf to differentiate at
+        fast.update({name: fast[name].detach().requires_grad_() for name in adapted
+                     if not (training and fast[name].requires_grad)})
 
         def forward(params: Mapping[str, Tensor], inputs: Tensor) -> Tensor:
             return self.network_forward(params, inputs, training, inner=True, differentiated_twice=create_graph)
