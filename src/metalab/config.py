@@ -26,8 +26,9 @@ from metalab.algorithms.registry import learner_class
 @dataclass
 class DataConfig:
     #: "omniglot", "miniimagenet", "tieredimagenet", "cub", "cifar-fs", "fc100", "folder" (split = a path), a
-    #: regression family ("sinusoid"), or a heterogeneous task set: "hetero-regression" (HSML's four function
-    #: families) or "hetero-omniglot" (transformed Omniglot + digits), see :mod:`metalab.data.mixtures`.
+    #: regression family ("sinusoid", "gp", "sinusoid-line", "ambiguous"), or a heterogeneous task set:
+    #: "hetero-regression" (HSML's four function families) or "hetero-omniglot" (transformed Omniglot + digits), see
+    #: :mod:`metalab.data.mixtures`.
     dataset: str = "omniglot"
     #: data root; None -> --data-root, then $METALAB_DATA, then the per-user data dir.
     root: str | None = None

@@ -132,10 +132,15 @@ def regression_family(name: str):
         from metalab.data.gp import GaussianProcessFamily
 
         return GaussianProcessFamily()
+    if name in ("sinusoid-line", "ambiguous"):
+        from metalab.data.ambiguous import AmbiguousSinusoidLine, SinusoidOrLine
+
+        return SinusoidOrLine() if name == "sinusoid-line" else AmbiguousSinusoidLine()
     try:
         return FAMILIES[name]()
     except KeyError:
-        raise ValueError(f"unknown regression family {name!r}; known: {', '.join([*FAMILIES, 'gp'])}") from None
+        known = ", ".join([*FAMILIES, "gp", "sinusoid-line", "ambiguous"])
+        raise ValueError(f"unknown regression family {name!r}; known: {known}") from None
 
 
 def regression_source(name: str, split: str, shots: int, queries: int, seed: int,

@@ -16,7 +16,7 @@ from metalab.data.classes import ClassDataset
 from metalab.data.episodes import EpisodeSampler, FixedEpisodes
 from metalab.data.task import Task
 
-REGRESSION_FAMILIES = ("sinusoid", "gp", "hetero-regression")
+REGRESSION_FAMILIES = ("sinusoid", "gp", "sinusoid-line", "ambiguous", "hetero-regression")
 #: heterogeneous image task sets and the class data set they draw from (:mod:`metalab.data.image_families`)
 MIXED_IMAGES = {"hetero-omniglot": "omniglot"}
 

@@ -1,19 +1,19 @@
-"""Bayesian meta-learners: a meta-learned prior over task parameters, a posterior per task from its few examples,
-and predictions that say how sure they are (``predictive_distribution``, scored by the evaluator's NLL,
-calibration and coverage, :mod:`metalab.train.uncertainty`).
+"""Bayesian meta-learners: a prior over the task's parameters is meta-learned, a few examples give a posterior,
+and the learner predicts with a distribution (see docs/bayesian.md).
 
 One algorithm per module (registered name in brackets):
 
-- ``llama.py``: LLAMA, MAML as hierarchical Bayes with a Kronecker-factored Laplace posterior per task,
-  Grant et al. 2018 (``llama``)
-- ``neural_statistician.py``: the Neural Statistician, a context latent per data set from a set encoder,
-  few-shot classification by its posterior, Edwards & Storkey 2017 (``neural-statistician``)
-- ``platipus.py``: PLATIPUS, a learned prior over initial parameters and a variational posterior,
-  Finn et al. 2018 (``platipus``)
-- ``bmaml.py``: Bayesian MAML, Stein variational gradient descent over particles with the chaser loss,
+- ``platipus.py``: PLATIPUS, probabilistic MAML with a learned prior and amortised variational inference,
+  Finn, Xu & Levine 2018 (``platipus``)
+- ``bmaml.py``: Bayesian MAML, particles moved by Stein variational gradient descent with the chaser loss,
   Yoon et al. 2018 (``bmaml``)
-- ``abml.py``: amortised Bayesian meta-learning, a variational posterior per task by a few gradient steps
-  from a meta-learned prior, Ravi & Beatson 2019 (``abml``)
+- ``abml.py``: Amortized Bayesian Meta-Learning, a Gaussian posterior by a few gradient steps on the ELBO from a
+  meta-learned prior, Ravi & Beatson 2019 (``abml``)
+- ``llama.py``: LLAMA, MAML as hierarchical Bayes with a Laplace approximation, Grant et al. 2018 (``llama``)
+- ``neural_statistician.py``: the Neural Statistician, a dataset-level latent from a set encoder, Edwards &
+  Storkey 2017 (``neural-statistician``)
 
-``base.py`` holds what they share; the Laplace approximation's curvature (K-FAC) is :mod:`metalab.nn.laplace`.
+``base.py`` holds what the gradient-based ones share (:class:`~metalab.algorithms.bayesian.base.BayesianLearner`:
+diagonal Gaussians over the network's parameters, samples folded into the task dimension, the inner loop from
+per-sample starting points, SVGD, the predictive distribution of the samples).
 """
