@@ -13,6 +13,8 @@ PACKAGE = Path(metalab.__file__).parent
 #: layer -> the layers it must never import
 FORBIDDEN = {
     "data": {"cli", "train", "algorithms", "nn", "accel", "config"},
+    # the environments of meta-RL are its data: they know no learner either
+    "envs": {"cli", "train", "algorithms", "nn", "accel", "config"},
     "accel": {"cli", "train", "algorithms", "nn", "config"},
     "nn": {"cli", "train", "algorithms", "config"},
     "algorithms": {"cli", "train", "accel", "config"},

@@ -37,6 +37,8 @@ class DataConfig:
     channels: int | None = None
     #: invert user images so that dark strokes on light paper look like the preprocessed Omniglot.
     invert_user_images: bool = False
+    #: steps per episode of an environment (meta-RL); None -> the environment's own (100 for navigation2d).
+    horizon: int | None = None
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """The evaluation protocol: a learner scored on fixed episodes, mean +- 95% confidence interval.
 
-One evaluator for every learner: it only calls ``learner.predict(batch)``. How many episodes go
-through one forward pass (``speed.eval_batch``, bounded by ``speed.eval_images``) changes time and
-memory, never a score.
+One evaluator for every learner: it only calls ``learner.predict(batch)``, or, for a meta-RL learner on
+environment tasks, ``learner.scores(batch)`` (each task's return after adaptation, and at the stages before
+it). How many episodes go through one forward pass (``speed.eval_batch``, bounded by ``speed.eval_images``)
+changes time and memory, never a score.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from metalab.train.logging import progress_bar
 
 @dataclass
 class EvalResult:
-    """Per-episode scores and their summary. ``metric`` is "accuracy" or "mse"."""
+    """Per-episode scores and their summary. ``metric`` is "accuracy", "mse" or "return" (meta-RL, where
+    ``stages`` holds the other per-task scores' mean and CI, e.g. the return after 0, 1, 2 steps)."""
 
     metric: str
     mean: float
@@ -34,6 +36,12 @@ class EvalResult:
     seed: int | None
     seconds: float
     scores: list[float] = field(repr=False, default_factory=list)
+    #: name -> [mean, ci95] of the learner's other scores (meta-RL: the stages of adaptation)
+    stages: dict[str, list[float]] = field(default_factory=dict)
+
+    def stage_means(self) -> dict[str, float]:
+        """The stages' means, by name (what the logs record next to the headline)."""
+        return {name: values[0] for name, values in self.stages.items()}
 
     @property
     def episodes_per_second(self) -> float:
@@ -48,6 +56,10 @@ class EvalResult:
         return summary
 
     def __str__(self) -> str:
+        if self.metric == "return":
+            stages = ", ".join(f"{name} {mean:.2f} +- {ci:.2f}" for name, (mean, ci) in self.stages.items())
+            return (f"return {self.mean:.2f} +- {self.ci95:.2f} ({stages}; {self.episodes} tasks, {self.shots} "
+                    f"episodes to adapt from, {self.queries} to score, seed {self.seed})")
         if self.metric == "accuracy":
             return (f"{self.ways}-way {self.shots}-shot accuracy {100 * self.mean:.2f} +- {100 * self.ci95:.2f} % "
                     f"({self.episodes} episodes, seed {self.seed})")
@@ -105,6 +117,8 @@ def evaluate(
     than ``max_images`` images (:func:`episodes_per_batch`); the scores are the same for any batching.
     ``progress`` shows a bar of the episodes scored on a terminal (:func:`metalab.train.logging.progress_bar`).
     """
+    if learner.task_kind == "reinforcement":
+        return evaluate_returns(learner, episodes, batch_size, progress)
     size = episodes_per_batch(episodes, batch_size, max_images)
     was_training = learner.training
     learner.eval()
@@ -135,3 +149,28 @@ def evaluate(
         seconds=seconds,
         scores=values.tolist(),
     )
+
+
+def evaluate_returns(learner: MetaLearner, tasks: Any, batch_size: int = 50, progress: bool = False) -> EvalResult:
+    """Score a meta-RL learner on fixed environment tasks (:class:`~metalab.envs.tasks.FixedEnvTasks`): the
+    mean +- 95% CI over tasks of its ``return`` after adaptation, and of every other score it reports."""
+    was_training = learner.training
+    learner.eval()
+    collected: dict[str, list[Tensor]] = {}
+    bar = progress_bar(total=len(tasks), desc="evaluating", unit="task", enabled=progress)
+    start = time.perf_counter()
+    try:
+        for batch in tasks.batches(batch_size):
+            for name, values in learner.scores(batch).items():
+                collected.setdefault(name, []).append(values.detach().double().cpu())
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        learner.train(was_training)
+    seconds = time.perf_counter() - start
+    stages = {name: torch.cat(parts) for name, parts in collected.items()}
+    headline = stages.pop("return")
+    mean, ci95 = mean_ci95(headline)
+    return EvalResult(metric="return", mean=mean, ci95=ci95, episodes=len(headline), ways=None, shots=tasks.shots,
+                      queries=tasks.queries, seed=getattr(tasks, "seed", None), seconds=seconds,
+                      scores=headline.tolist(), stages={name: list(mean_ci95(v)) for name, v in stages.items()})
