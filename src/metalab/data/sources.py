@@ -115,8 +115,8 @@ def evaluation_episodes(
     split = split or config.data.test_split
     if manifest:
         if not has_class_data(config):
-            raise ValueError("--manifest applies to classification episodes; regression and environment tasks are "
-                             "fixed by --seed")
+            kind = "regression" if is_regression(config) else "environment"
+            raise ValueError(f"--manifest applies to classification episodes; {kind} tasks are fixed by --seed")
         return FixedEpisodes.load(manifest, load_split(config, split, data_root))
 
     def given(value: Any, default: Any) -> Any:

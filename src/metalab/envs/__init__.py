@@ -7,7 +7,7 @@ Like :mod:`metalab.data`, this layer knows no learner. One module per environmen
 - ``bandit.py``: Bernoulli multi-armed bandits (Duan et al. 2016, section 4.1)
 - ``tabular_mdp.py``: random tabular MDPs (Duan et al. 2016, section 4.2)
 - ``cheetah.py``: MuJoCo HalfCheetah running forward/backward or at a target velocity (Finn et al. 2017)
-- ``metaworld.py``: Meta-World ML1 (Yu et al. 2019), from the ``metaworld`` package
+- ``meta_world.py``: Meta-World ML1 (Yu et al. 2019), from the ``metaworld`` package
 
 ``tasks.py`` holds what they share: :class:`~metalab.envs.tasks.EnvFamily` and the seeded task streams.
 """

@@ -40,7 +40,7 @@ def environment_family(name: str, horizon: int | None = None) -> EnvFamily:
 
         return cheetah_family(name.removeprefix("cheetah-"), horizon)
     if name.startswith("metaworld-ml1-"):
-        from metalab.envs.metaworld import metaworld_family
+        from metalab.envs.meta_world import metaworld_family
 
         return metaworld_family(name.removeprefix("metaworld-ml1-"), horizon)
     raise ValueError(f"unknown environment family {name!r}; known: {', '.join(FAMILY_NAMES)}")

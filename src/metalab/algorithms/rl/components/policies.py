@@ -96,9 +96,14 @@ class RecurrentPolicy(nn.Module):
             self.log_std = nn.Parameter(torch.full((self.actions,), math.log(init_std)))
 
     def inputs(self, observations: Tensor, previous_actions: Tensor, rewards: Tensor, dones: Tensor) -> Tensor:
-        """The GRU's input [..., D + A + 2]: o_t, a_{t-1} (one-hot if discrete), r_{t-1}, d_{t-1}."""
-        actions = (nn.functional.one_hot(previous_actions.long(), self.actions).to(observations.dtype)
-                   if self.discrete else previous_actions)
+        """The GRU's input [..., D + A + 2]: o_t, a_{t-1} (one-hot if discrete; -1, at a trial's start, is no
+        action: zeros), r_{t-1}, d_{t-1}."""
+        if self.discrete:
+            taken = previous_actions.long()
+            actions = (nn.functional.one_hot(taken.clamp_min(0), self.actions) * (taken >= 0).unsqueeze(-1))
+            actions = actions.to(observations.dtype)
+        else:
+            actions = previous_actions
         return torch.cat([observations, actions, rewards.unsqueeze(-1), dones.unsqueeze(-1)], -1)
 
     def forward(self, inputs: Tensor, hidden: Tensor | None = None) -> tuple[Distribution, Tensor]:

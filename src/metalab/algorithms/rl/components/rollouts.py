@@ -100,7 +100,9 @@ def collect_trials(batch: EnvTaskBatch, trials: int, episodes: int, policy: Recu
     tasks, device, rows = len(batch), batch.device, len(batch) * trials
     space = envs.single_action_space
     generator = generator_for(batch, round_)
-    previous_action = torch.zeros((rows, policy.actions) if not policy.discrete else (rows,), device=device)
+    # no action before a trial's first step: zeros (Box), -1 (Discrete, a zero one-hot)
+    previous_action = (torch.full((rows,), -1.0, device=device) if policy.discrete
+                       else torch.zeros(rows, policy.actions, device=device))
     previous_reward, previous_done = torch.zeros(rows, device=device), torch.zeros(rows, device=device)
     episodes_done = torch.zeros(rows, device=device)
     hidden: Tensor | None = None  # zeros: each trial starts afresh
