@@ -362,5 +362,7 @@ def evaluate_distributed(learner: MetaLearner, episodes: Any, batch_size: int, d
     results = [r for r in ranks.gather(local) if r is not None]
     scores = [s for r in results for s in r.scores]
     mean, ci95 = mean_ci95(scores)
+    stage_scores = {name: [s for r in results for s in r.stage_scores[name]] for name in results[0].stage_scores}
     return dataclasses.replace(results[0], mean=mean, ci95=ci95, episodes=len(scores),
-                               seconds=max(r.seconds for r in results), scores=scores)
+                               seconds=max(r.seconds for r in results), scores=scores, stage_scores=stage_scores,
+                               stages={name: list(mean_ci95(values)) for name, values in stage_scores.items()})

@@ -38,6 +38,8 @@ class EvalResult:
     scores: list[float] = field(repr=False, default_factory=list)
     #: name -> [mean, ci95] of the learner's other scores (meta-RL: the stages of adaptation)
     stages: dict[str, list[float]] = field(default_factory=dict)
+    #: name -> per-task values of those scores (what ``stages`` summarises; gathered across processes)
+    stage_scores: dict[str, list[float]] = field(repr=False, default_factory=dict)
 
     def stage_means(self) -> dict[str, float]:
         """The stages' means, by name (what the logs record next to the headline)."""
@@ -49,6 +51,7 @@ class EvalResult:
 
     def as_dict(self, with_scores: bool = False) -> dict[str, Any]:
         summary = asdict(self)
+        summary.pop("stage_scores")
         if not with_scores:
             summary.pop("scores")
         summary[self.metric] = self.mean
@@ -173,4 +176,5 @@ def evaluate_returns(learner: MetaLearner, tasks: Any, batch_size: int = 50, pro
     mean, ci95 = mean_ci95(headline)
     return EvalResult(metric="return", mean=mean, ci95=ci95, episodes=len(headline), ways=None, shots=tasks.shots,
                       queries=tasks.queries, seed=getattr(tasks, "seed", None), seconds=seconds,
-                      scores=headline.tolist(), stages={name: list(mean_ci95(v)) for name, v in stages.items()})
+                      scores=headline.tolist(), stages={name: list(mean_ci95(v)) for name, v in stages.items()},
+                      stage_scores={name: v.tolist() for name, v in stages.items()})
