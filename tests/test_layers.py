@@ -14,6 +14,8 @@ PACKAGE = Path(metalab.__file__).parent
 #: layer -> the layers it must never import
 FORBIDDEN = {
     "data": {"cli", "train", "algorithms", "optimizers", "nn", "accel", "config", "nas"},
+    # the environments of meta-RL are its data: they know no learner either
+    "envs": {"cli", "train", "algorithms", "optimizers", "nn", "accel", "config", "nas"},
     "accel": {"cli", "train", "algorithms", "optimizers", "nn", "config", "nas"},
     "nn": {"cli", "train", "algorithms", "optimizers", "config", "nas"},
     # nas (the search space, DARTS, its searches) reads nn and data; algorithms (MetaNAS) and train may read it;

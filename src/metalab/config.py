@@ -44,6 +44,8 @@ class DataConfig:
     families: dict[str, float] = field(default_factory=dict)
     #: give each task's family to the learner (``Task.group``); off: the family stays the evaluator's side table.
     reveal_groups: bool = False
+    #: steps per episode of an environment (meta-RL); None -> the environment's own (100 for navigation2d).
+    horizon: int | None = None
 
 
 @dataclass

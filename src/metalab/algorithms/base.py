@@ -36,7 +36,8 @@ class MetaLearner(nn.Module):
     Options: ClassVar[type[LearnerOptions]] = LearnerOptions
     options: LearnerOptions
     #: "classification" (logits, scored by accuracy) or "regression" (values, scored by MSE); the gradient-based
-    #: learners, which serve both, set it per instance.
+    #: learners, which serve both, set it per instance. "reinforcement": a meta-RL learner
+    #: (:mod:`metalab.algorithms.rl`), whose batches are environment tasks and which is scored by :meth:`scores`.
     task_kind: str = "classification"
     #: what else to try when meta-training goes NaN, beyond the trainer's optim.lr / optim.grad_clip
     #: (e.g. ", or lower learner.inner_lr"); appended to the trainer's error.
@@ -71,9 +72,17 @@ class MetaLearner(nn.Module):
         """Meta-train on a batch of tasks (leading task dim T).
 
         Leaves the meta-gradient in the parameters' ``.grad`` (the trainer zeroes and steps) and
-        returns detached scalar metrics, at least ``loss`` (and ``accuracy`` for classification).
+        returns detached scalar metrics, at least ``loss`` (and ``accuracy`` for classification). A learner whose
+        outer update is not a gradient step (TRPO's constrained natural-gradient step in meta-RL) applies it here
+        and leaves no gradient, so the trainer's optimiser has nothing to step.
         """
         raise NotImplementedError
+
+    def scores(self, batch: Any) -> dict[str, Tensor]:
+        """Meta-RL learners: per-task scores [T] of a batch of environment tasks, by name; ``return`` (the return
+        after adaptation) is the evaluation's headline, the others (the stages of adaptation) are reported with
+        it."""
+        raise NotImplementedError(f"{type(self).__name__} is scored on its predictions, not by scores()")
 
     def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
         """Learn one task from its support set ([S, ...] inputs, [S] labels or [S, D] targets).

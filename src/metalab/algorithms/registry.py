@@ -9,7 +9,7 @@ from collections.abc import Callable
 from metalab.algorithms.base import MetaLearner
 
 _LEARNERS: dict[str, type[MetaLearner]] = {}
-_FAMILIES = ("metric", "gradient", "model", "bayesian")
+_FAMILIES = ("metric", "gradient", "model", "bayesian", "rl")
 _discovered = False
 
 

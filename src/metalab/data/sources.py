@@ -3,12 +3,14 @@
 A task source has ``batch(start, size) -> Task`` (tasks start..start+size-1 of a seeded stream) and
 ``fixed(count) -> episodes`` with ``len()`` and ``batches(size)``. Classification sources are
 :class:`EpisodeSampler` over a :class:`ClassDataset`; regression families (sinusoid, ...) live in
-``metalab.data.regression``.
+``metalab.data.regression``; environment families of meta-RL (navigation2d, bandits, ...) in
+:mod:`metalab.envs`, whose tasks are environments to act in (shots: episodes to adapt from, queries: episodes
+that score).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from omegaconf import DictConfig
 
@@ -29,6 +31,23 @@ class TaskSource(Protocol):
 
 def is_regression(config: DictConfig) -> bool:
     return config.data.dataset in REGRESSION_FAMILIES
+
+
+def is_environment(config: DictConfig) -> bool:
+    """Whether the config's tasks are environments (meta-RL) rather than data."""
+    from metalab.envs.families import is_environment as names_environment
+
+    return names_environment(config.data.dataset)
+
+
+def has_class_data(config: DictConfig) -> bool:
+    """Whether the config's tasks are drawn from a class data set (neither regression nor environments)."""
+    return not (is_regression(config) or is_environment(config))
+
+
+def metric_of(config: DictConfig) -> str:
+    """What scores the config's learner: "accuracy", "mse" (regression) or "return" (environments)."""
+    return "return" if is_environment(config) else "mse" if is_regression(config) else "accuracy"
 
 
 def load_split(config: DictConfig, split: str, data_root: str | None = None) -> ClassDataset:
@@ -56,7 +75,14 @@ def task_source(
     data_root: str | None = None,
     dataset: ClassDataset | None = None,
 ) -> TaskSource:
-    """Episodes of ``split``: an EpisodeSampler for class data, a task family for regression."""
+    """Episodes of ``split``: an EpisodeSampler for class data, a task family for regression, a stream of
+    environment tasks for meta-RL."""
+    if is_environment(config):
+        from metalab.envs.families import environment_tasks
+
+        tasks = environment_tasks(config.data.dataset, split, shots=shots, queries=queries, seed=seed,
+                                  horizon=config.data.horizon)
+        return cast(TaskSource, tasks)  # its batches are EnvTaskBatch, what meta-RL learners take for a Task
     if is_regression(config):
         from metalab.data.regression import regression_source
 
@@ -96,9 +122,10 @@ def evaluation_episodes(
     """
     split = split or config.data.test_split
     if manifest:
-        if is_regression(config) or config.data.dataset in MIXED_IMAGES:
-            raise ValueError("--manifest applies to classification episodes; regression tasks are fixed by --seed, "
-                             "and so are the heterogeneous task sets (hetero-*)")
+        if not has_class_data(config) or config.data.dataset in MIXED_IMAGES:
+            kind = ("regression" if is_regression(config) else
+                    "heterogeneous (hetero-*)" if config.data.dataset in MIXED_IMAGES else "environment")
+            raise ValueError(f"--manifest applies to classification episodes; {kind} tasks are fixed by --seed")
         return FixedEpisodes.load(manifest, load_split(config, split, data_root))
 
     def given(value: Any, default: Any) -> Any:
@@ -114,7 +141,13 @@ def evaluation_episodes(
 
 def input_shape(config: DictConfig, data_root: str | None = None,
                 dataset: ClassDataset | None = None) -> tuple[int, ...]:
-    """Shape of one input without the batch dimension, as the learner is built for it."""
+    """Shape of one input without the batch dimension, as the learner is built for it (an environment's
+    observation)."""
+    if is_environment(config):
+        from metalab.envs.families import environment_family
+
+        shape = environment_family(config.data.dataset, config.data.horizon).spaces[0].shape
+        return tuple(shape or ())
     if is_regression(config):
         from metalab.data.regression import regression_input_shape
 

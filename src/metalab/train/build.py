@@ -14,7 +14,23 @@ from metalab.train.checkpoint import config_of, load_checkpoint, run_checkpoint
 
 
 def build_learner(config: DictConfig, input_shape: tuple[int, ...]) -> MetaLearner:
+    """The config's learner; a meta-RL learner also gets its environment family (spaces, episode length)."""
+    from metalab.data.sources import is_environment
+
     cls = learner_class(config.learner.name)
+    acts = cls.task_kind == "reinforcement"
+    if acts != is_environment(config):
+        raise ConfigError(
+            f"learner {config.learner.name!r} {'acts in environments' if acts else 'learns from data'} but "
+            f"data.dataset={config.data.dataset!r} is {'an environment' if not acts else 'a data set'}: pair meta-RL "
+            f"learners (maml-rl, emaml, rl2) with environments (navigation2d, bandit-K, tabular-mdp, cheetah-dir, "
+            f"cheetah-vel, metaworld-ml1-SKILL) and the others with data sets")
+    if acts:
+        from metalab.envs.families import environment_family
+
+        environment = environment_family(config.data.dataset, config.data.horizon)
+        return cls(learner_options(config), tuple(input_shape), speed_options(config),
+                   environment=environment)  # type: ignore[call-arg]
     return cls(learner_options(config), tuple(input_shape), speed_options(config))
 
 

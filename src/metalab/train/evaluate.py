@@ -2,9 +2,10 @@
 
 One evaluator for every learner: it only calls ``learner.predictive_distribution(batch)`` (classification:
 accuracy of the most probable class, NLL, ECE, Brier score) and ``learner.predict(batch)`` (regression: MSE,
-and NLL and interval coverage where the learner predicts a distribution); the metrics are defined in
-:mod:`metalab.train.uncertainty`. How many episodes go through one forward pass (``speed.eval_batch``, bounded
-by ``speed.eval_images``) changes time and memory, never a score.
+and NLL and interval coverage where the learner predicts a distribution), or, for a meta-RL learner on
+environment tasks, ``learner.scores(batch)`` (each task's return after adaptation, and at the stages before
+it); the uncertainty metrics are defined in :mod:`metalab.train.uncertainty`. How many episodes go through one
+forward pass (``speed.eval_batch``, bounded by ``speed.eval_images``) changes time and memory, never a score.
 """
 from __future__ import annotations
 
@@ -34,8 +35,10 @@ from metalab.train.uncertainty import (
 
 @dataclass
 class EvalResult:
-    """Per-episode scores and their summary. ``metric`` is "accuracy" or "mse" (``mean``, ``ci95`` and ``scores``
-    are its); ``episode_metrics`` holds the per-episode uncertainty metrics (:mod:`metalab.train.uncertainty`)."""
+    """Per-episode scores and their summary. ``metric`` is "accuracy", "mse" or "return" (``mean``, ``ci95`` and
+    ``scores`` are its); ``episode_metrics`` holds the per-episode uncertainty metrics
+    (:mod:`metalab.train.uncertainty`); for meta-RL, ``stages`` holds the other per-task scores' mean and CI, e.g.
+    the return after 0, 1, 2 steps."""
 
     metric: str
     mean: float
@@ -57,6 +60,14 @@ class EvalResult:
         """Mean and 95% CI half-width of an uncertainty metric over the episodes; None where it was not scored."""
         values = self.episode_metrics.get(name)
         return mean_ci95(values) if values else None
+    #: name -> [mean, ci95] of the learner's other scores (meta-RL: the stages of adaptation)
+    stages: dict[str, list[float]] = field(default_factory=dict)
+    #: name -> per-task values of those scores (what ``stages`` summarises; gathered across processes)
+    stage_scores: dict[str, list[float]] = field(repr=False, default_factory=dict)
+
+    def stage_means(self) -> dict[str, float]:
+        """The stages' means, by name (what the logs record next to the headline)."""
+        return {name: values[0] for name, values in self.stages.items()}
 
     @property
     def episodes_per_second(self) -> float:
@@ -68,11 +79,13 @@ class EvalResult:
         ``reliability`` bins. ``with_scores``: the per-episode values too (``scores``, ``episode_metrics``)."""
         summary = asdict(self)
         summary.pop("reliability")  # a dict of tensors there: written below as lists
+        summary.pop("stage_scores")
         if not with_scores:
             summary.pop("scores")
             summary.pop("episode_metrics")
         summary[self.metric] = self.mean
-        for name in CLASSIFICATION_METRICS if self.metric == "accuracy" else REGRESSION_METRICS:
+        uncertainty = {"accuracy": CLASSIFICATION_METRICS, "mse": REGRESSION_METRICS}.get(self.metric, ())
+        for name in uncertainty:
             mean, ci95 = self.summary(name) or (None, None)
             summary[name], summary[f"{name}_ci95"] = mean, ci95
         if self.reliability is not None:
@@ -88,6 +101,10 @@ class EvalResult:
                 return ""
             return f", {label} {scale * values[0]:.{digits}f} +- {scale * values[1]:.{digits}f}"
 
+        if self.metric == "return":
+            stages = ", ".join(f"{name} {mean:.2f} +- {ci:.2f}" for name, (mean, ci) in self.stages.items())
+            return (f"return {self.mean:.2f} +- {self.ci95:.2f} ({stages}; {self.episodes} tasks, {self.shots} "
+                    f"episodes to adapt from, {self.queries} to score, seed {self.seed})")
         if self.metric == "accuracy":
             return (f"{self.ways}-way {self.shots}-shot accuracy {100 * self.mean:.2f} +- {100 * self.ci95:.2f} %"
                     f"{shown('nll', 'NLL')}{shown('ece', 'ECE (%)', 100, 2)}{shown('brier', 'Brier')} "
@@ -137,11 +154,13 @@ def combine(results: list[EvalResult]) -> EvalResult:
     scores = [s for r in results for s in r.scores]
     names = [name for name in results[0].episode_metrics if all(name in r.episode_metrics for r in results)]
     bins = [r.reliability for r in results if r.reliability is not None]
+    stage_scores = {name: [s for r in results for s in r.stage_scores[name]] for name in results[0].stage_scores}
     mean, ci95 = mean_ci95(scores)
     return dataclasses.replace(
         results[0], mean=mean, ci95=ci95, episodes=len(scores), seconds=max(r.seconds for r in results),
         scores=scores, episode_metrics={n: [v for r in results for v in r.episode_metrics[n]] for n in names},
-        reliability=sum(bins[1:], bins[0]) if bins else None)
+        reliability=sum(bins[1:], bins[0]) if bins else None, stage_scores=stage_scores,
+        stages={name: list(mean_ci95(values)) for name, values in stage_scores.items()})
 
 
 def episodes_per_batch(episodes: Any, batch_size: int, max_images: int | None = None) -> int:
@@ -178,6 +197,8 @@ def evaluate(
     than ``max_images`` images (:func:`episodes_per_batch`); the scores are the same for any batching.
     ``progress`` shows a bar of the episodes scored on a terminal (:func:`metalab.train.logging.progress_bar`).
     """
+    if learner.task_kind == "reinforcement":
+        return evaluate_returns(learner, episodes, batch_size, progress)
     size = episodes_per_batch(episodes, batch_size, max_images)
     was_training = learner.training
     learner.eval()
@@ -229,3 +250,29 @@ def by_group(result: EvalResult, groups: Tensor | list[int], names: list[str]) -
             mean, ci95 = mean_ci95(chosen)
             summary[name] = {result.metric: mean, "ci95": ci95, "episodes": len(chosen)}
     return summary
+
+
+def evaluate_returns(learner: MetaLearner, tasks: Any, batch_size: int = 50, progress: bool = False) -> EvalResult:
+    """Score a meta-RL learner on fixed environment tasks (:class:`~metalab.envs.tasks.FixedEnvTasks`): the
+    mean +- 95% CI over tasks of its ``return`` after adaptation, and of every other score it reports."""
+    was_training = learner.training
+    learner.eval()
+    collected: dict[str, list[Tensor]] = {}
+    bar = progress_bar(total=len(tasks), desc="evaluating", unit="task", enabled=progress)
+    start = time.perf_counter()
+    try:
+        for batch in tasks.batches(batch_size):
+            for name, values in learner.scores(batch).items():
+                collected.setdefault(name, []).append(values.detach().double().cpu())
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        learner.train(was_training)
+    seconds = time.perf_counter() - start
+    stages = {name: torch.cat(parts) for name, parts in collected.items()}
+    headline = stages.pop("return")
+    mean, ci95 = mean_ci95(headline)
+    return EvalResult(metric="return", mean=mean, ci95=ci95, episodes=len(headline), ways=None, shots=tasks.shots,
+                      queries=tasks.queries, seed=getattr(tasks, "seed", None), seconds=seconds,
+                      scores=headline.tolist(), stages={name: list(mean_ci95(v)) for name, v in stages.items()},
+                      stage_scores={name: v.tolist() for name, v in stages.items()})

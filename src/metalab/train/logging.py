@@ -37,13 +37,13 @@ class RunLogger:
     def _write_config(self, config: DictConfig, step: int) -> None:
         from torch.utils.tensorboard.summary import hparams
 
-        from metalab.data.sources import is_regression
+        from metalab.data.sources import metric_of
 
         writer = self.writer
         assert writer is not None  # called once the writer is made
         # four spaces: a Markdown code block, so that TensorBoard's text tab keeps the YAML's indentation
         writer.add_text("config", "    " + OmegaConf.to_yaml(config).replace("\n", "\n    "), step)
-        metric = "mse" if is_regression(config) else "accuracy"
+        metric = metric_of(config)
         values = flat_values(cast("dict[str, Any]", OmegaConf.to_container(config, resolve=True)))  # a DictConfig's
         # the hparams summaries go into this writer's own event file (SummaryWriter.add_hparams would start
         # another run in a sub-folder); the metrics are the tags of the scalars that log() writes

@@ -1,5 +1,8 @@
 """Plots of trained runs, drawn by ``metalab plot RUN`` (and, for regression runs, at the end of training).
 
+Meta-RL runs: :mod:`metalab.train.rl_plots` (trajectories before and after adaptation on 2D navigation, the
+return against the stage of adaptation otherwise).
+
 Every run: its learning curves from ``metrics.jsonl`` (training loss and accuracy, validation score with
 its 95% CI band, the test score), ``<run>/curves.png``; what ``metalab plot`` draws for classification runs,
 with their reliability diagram (accuracy against confidence in the evaluator's 15 bins, and how many test
@@ -127,13 +130,13 @@ def plot_learning_curves(run_dir: str | Path, path: str | Path | None = None) ->
     scored = [r for r in records if r.get("kind") in ("val", "test")]
     if not train and not scored:
         raise ValueError(f"{Path(run_dir) / 'metrics.jsonl'} holds no training or validation records to plot")
-    metric = "accuracy" if any("accuracy" in r for r in records) else "mse"
+    metric = next((m for m in ("accuracy", "return") if any(m in r for r in records)), "mse")
     with panels(2, path or Path(run_dir) / "curves.png", dpi=110) as (loss_axis, score_axis):
         loss_axis.plot([r["step"] for r in train], [r["loss"] for r in train], color="C0", label="training loss")
         loss_axis.set(xlabel="step", ylabel="loss", title="training loss")
-        if metric == "accuracy":
-            trained = [r for r in train if "accuracy" in r]
-            score_axis.plot([r["step"] for r in trained], [r["accuracy"] for r in trained], color="C0", alpha=0.6,
+        if metric in ("accuracy", "return"):
+            trained = [r for r in train if metric in r]
+            score_axis.plot([r["step"] for r in trained], [r[metric] for r in trained], color="C0", alpha=0.6,
                             label="training (meta-batch)")
         val = [r for r in records if r.get("kind") == "val" and metric in r]
         if val:
@@ -262,10 +265,17 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, tasks: int = 4,
     (``<run>/sinusoid_fits.png``). Learners with a predictive distribution (neural processes): predictive
     mean +- 2 std (``<run>/predictive.png``). None for regression runs that have no such plot.
     """
-    from metalab.data.sources import is_regression
+    from metalab.data.sources import evaluation_episodes, is_environment, is_regression
     from metalab.train.build import load_run
 
     learner, config, _ = load_run(run_dir)
+    if is_environment(config) and not curves:
+        from metalab.train.rl_plots import plot_adaptation, plot_navigation
+
+        if config.data.dataset == "navigation2d":
+            first = next(evaluation_episodes(config, episodes=tasks).batches(tasks))
+            return plot_navigation(learner, first, out or Path(run_dir) / "trajectories.png")
+        return plot_adaptation(run_dir, out)
     if curves or (curves is None and not is_regression(config)):
         return plot_learning_curves(run_dir, out)
     if not is_regression(config):

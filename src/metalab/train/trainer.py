@@ -27,7 +27,13 @@ from typing import Any, cast
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from metalab.data.sources import evaluation_episodes, input_shape, is_regression, load_split, task_source
+from metalab.data.sources import (
+    evaluation_episodes,
+    has_class_data,
+    input_shape,
+    load_split,
+    task_source,
+)
 from metalab.train.build import build_learner, build_optimizer
 from metalab.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from metalab.train.distributed import (
@@ -149,9 +155,9 @@ class Trainer:
         if config.speed.threads:
             torch.set_num_threads(config.speed.threads)
         torch.manual_seed(config.train.seed)
-        regression = is_regression(config)
         log.info(f"loading {config.data.dataset} {config.data.train_split} and building {config.learner.name}")
-        self.train_data = None if regression else load_split(config, config.data.train_split, self.data_root)
+        self.train_data = (load_split(config, config.data.train_split, self.data_root) if has_class_data(config)
+                           else None)
         self.input_shape = input_shape(config, self.data_root, self.train_data)
         self.learner = build_learner(config, self.input_shape).to(self.device)
         self.ranks.broadcast_module(self.learner)
@@ -294,7 +300,8 @@ class Trainer:
     def _better(self, result: EvalResult) -> bool:
         if self.best is None:
             return True
-        return result.mean > self.best["mean"] if result.metric == "accuracy" else result.mean < self.best["mean"]
+        higher = result.metric in ("accuracy", "return")
+        return result.mean > self.best["mean"] if higher else result.mean < self.best["mean"]
 
     def fit(self) -> dict[str, Any]:
         """Meta-train to ``train.steps``, then score the best checkpoint on the test episodes.
@@ -365,11 +372,11 @@ class Trainer:
                     averaged["steps_per_second"] = window_steps / elapsed if elapsed > 0 else 0.0
                     averaged["lr"] = float(self.scheduler.get_last_lr()[0])  # a float lr (typed float | Tensor)
                     logger.log("train", step, averaged)
-                    progress.show({k: averaged[k] for k in ("loss", "accuracy") if k in averaged})
+                    progress.show({k: averaged[k] for k in ("loss", "accuracy", "return") if k in averaged})
                     window, window_start, window_steps = {}, time.perf_counter(), 0
                 if self.val_episodes is not None and (step % config.train.val_every == 0 or step == total):
                     result = self.validate()
-                    logger.log("val", step, {result.metric: result.mean, "ci95": result.ci95})
+                    logger.log("val", step, {result.metric: result.mean, "ci95": result.ci95, **result.stage_means()})
                     if self._better(result):
                         self.best = {"step": step, "metric": result.metric, "mean": result.mean, "ci95": result.ci95}
                         if ranks.is_main:
@@ -401,7 +408,7 @@ class Trainer:
         batch = episodes_per_batch(episodes, config.speed.eval_batch, config.speed.eval_images)
         result = evaluate_distributed(self.learner, episodes, batch, self.device, ranks,
                                       progress=config.train.progress and ranks.is_main)
-        logger.log("test", step, {result.metric: result.mean, "ci95": result.ci95})
+        logger.log("test", step, {result.metric: result.mean, "ci95": result.ci95, **result.stage_means()})
         results = {
             "recipe": config.name,
             "learner": config.learner.name,
@@ -416,7 +423,7 @@ class Trainer:
         if ranks.is_main:
             atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))
             print(f"test ({config.data.test_split}, {checkpoint}): {result}")
-            if is_regression(config):
+            if not has_class_data(config):
                 from metalab.train.plots import plot_run
 
                 plot = plot_run(self.run_dir)
