@@ -24,7 +24,7 @@ def learners_by_module() -> dict[str, list[str]]:
     return modules
 
 
-@pytest.mark.parametrize("family", ["gradient", "metric", "model", "bayesian"])
+@pytest.mark.parametrize("family", ["gradient", "metric", "model", "bayesian", "rl"])
 def test_a_family_folder_holds_its_base_its_algorithms_and_components_only(family):
     folder = ALGORITHMS / family
     registering = learners_by_module()
@@ -48,7 +48,7 @@ def test_every_learner_has_its_own_file_or_is_listed_in_its_module_docstring():
                 f"learner {name!r} lives in {module_name}, which is neither named for it nor lists it in its docstring")
 
 
-@pytest.mark.parametrize("family", ["gradient", "metric", "model", "bayesian"])
+@pytest.mark.parametrize("family", ["gradient", "metric", "model", "bayesian", "rl"])
 def test_the_family_docstring_lists_its_algorithms(family):
     package = importlib.import_module(f"metalab.algorithms.{family}")
     for module, names in learners_by_module().items():

@@ -111,8 +111,9 @@ class MetaLearner(nn.Module):
         """
         if self.task_kind == "classification":
             # float64: normalising float32 logits in float32 can tie near-equal ones, and the predicted class (the
-            # evaluator's accuracy) must stay predict's argmax
-            return Categorical(logits=self.predict(batch).double())
+            # evaluator's accuracy) must stay predict's argmax. No validation: a diverged learner's NaN logits are
+            # scored (as NaN), and the trainer then stops it naming what diverged
+            return Categorical(logits=self.predict(batch).double(), validate_args=False)
         return None
 
 

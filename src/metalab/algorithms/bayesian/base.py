@@ -292,7 +292,7 @@ class BayesianLearner(GradientLearner):
         """
         outputs = self._outputs(batch, steps)  # [T, S, Q, ...]
         if self.task_kind == "classification":
-            return distributions.Categorical(probs=outputs.softmax(-1).mean(1))
+            return distributions.Categorical(probs=outputs.softmax(-1).mean(1), validate_args=False)
         components = outputs.movedim(1, 2)  # [T, Q, S, D]
         weights = distributions.Categorical(logits=torch.zeros(components.shape[:-1], dtype=components.dtype,
                                                                device=components.device))

@@ -188,7 +188,7 @@ class LLAMA(GradientLearner):
         outputs = self.posterior_samples(batch, self.options.predictive_samples)
         if self.task_kind == "classification":
             ways = int(batch.support_y.max()) + 1
-            return Categorical(probs=outputs[..., :ways].double().softmax(-1).mean(0))
+            return Categorical(probs=outputs[..., :ways].double().softmax(-1).mean(0), validate_args=False)
         means = outputs.movedim(0, 2)  # [T, Q, S, D]
         components = Independent(Normal(means, torch.full_like(means, self.options.noise_std)), 1)
         return MixtureSameFamily(Categorical(logits=means.new_zeros(means.shape[:3])), components)

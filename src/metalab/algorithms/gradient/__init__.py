@@ -15,6 +15,13 @@ One algorithm per module (registered name in brackets):
 - ``mtnet.py``: MT-net, T-net with meta-learned masks choosing the adapted units, Lee & Choi 2018 (``mtnet``)
 - ``imaml.py``: iMAML, implicit meta-gradients of a proximal inner problem, Rajeswaran et al. 2019 (``imaml``)
 - ``warpgrad.py``: WarpGrad, meta-learned warp layers between the task layers, Flennerhag et al. 2020 (``warpgrad``)
+- ``hsml.py``: HSML, MAML from an initialisation gated by a soft hierarchical clustering of the task, Yao et al.
+  2019 (``hsml``)
+- ``task_mixture.py``: a mixture of meta-learned initialisations that grows with a task stream, Jerfel et al. 2019
+  (``task-mixture``)
+- ``cmaml.py``: CMAML, a shared module and a private module pruned per task, Song et al. 2020 (``cmaml``)
+- ``metanas.py``: MetaNAS, DARTS cells whose architecture is meta-learned with the weights, Elsken et al. 2020
+  (``metanas``)
 
 ``base.py`` holds what they share (:class:`~metalab.algorithms.gradient.base.GradientLearner`: options,
 network, adaptation through :mod:`metalab.nn.inner_loop`, prediction).
