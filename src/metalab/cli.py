@@ -336,7 +336,7 @@ def predict_points(args: argparse.Namespace, learner: Any) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from metalab.data.sources import is_regression
+    from metalab.data.sources import has_class_data
     from metalab.nas.cli import is_search_run, plot_search_run
     from metalab.train.build import checkpoint_path, load_run
     from metalab.train.checkpoint import config_of, load_checkpoint
@@ -356,7 +356,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.run} is a regression run whose learner has no plot of test-task fits; --curves draws "
                          f"its learning curves")
     print(path)
-    classification = not is_regression(config_of(load_checkpoint(checkpoint_path(args.run, None))))
+    classification = has_class_data(config_of(load_checkpoint(checkpoint_path(args.run, None))))
     if classification and (args.reliability or not args.out):  # --out alone: only the plot it names
         reliability = args.reliability or Path(args.run) / "reliability.png"
         print(plot_reliability(run_reliability(args.run, args.data_root), reliability,

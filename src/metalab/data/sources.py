@@ -122,9 +122,11 @@ def evaluation_episodes(
     """
     split = split or config.data.test_split
     if manifest:
-        if not has_class_data(config) or config.data.dataset in MIXED_IMAGES:
-            kind = ("regression" if is_regression(config) else
-                    "heterogeneous (hetero-*)" if config.data.dataset in MIXED_IMAGES else "environment")
+        if config.data.dataset in MIXED_IMAGES:
+            raise ValueError("--manifest applies to classification episodes; regression tasks are fixed by --seed, "
+                             "and so are the heterogeneous task sets (hetero-*)")
+        if not has_class_data(config):
+            kind = "regression" if is_regression(config) else "environment"
             raise ValueError(f"--manifest applies to classification episodes; {kind} tasks are fixed by --seed")
         return FixedEpisodes.load(manifest, load_split(config, split, data_root))
 
