@@ -338,8 +338,7 @@ def predict_points(args: argparse.Namespace, learner: Any) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from metalab.data.sources import has_class_data
     from metalab.nas.cli import is_search_run, plot_search_run
-    from metalab.train.build import checkpoint_path, load_run
-    from metalab.train.checkpoint import config_of, load_checkpoint
+    from metalab.train.build import load_run
     from metalab.train.l2o import is_l2o_run, plot_l2o
     from metalab.train.plots import plot_reliability, plot_run, run_reliability
 
@@ -356,12 +355,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.run} is a regression run whose learner has no plot of test-task fits; --curves draws "
                          f"its learning curves")
     print(path)
-    classification = has_class_data(config_of(load_checkpoint(checkpoint_path(args.run, None))))
-    if classification and (args.reliability or not args.out):  # --out alone: only the plot it names
+    learner, config, _ = load_run(args.run)
+    if has_class_data(config) and (args.reliability or not args.out):  # --out alone: only the plot it names
         reliability = args.reliability or Path(args.run) / "reliability.png"
         print(plot_reliability(run_reliability(args.run, args.data_root), reliability,
                                f"reliability of {Path(args.run).name} (test)"))
-    learner, _, _ = load_run(args.run)
     genotype = getattr(learner, "genotype", None)
     if callable(genotype):  # a learner that searches an architecture (MetaNAS): its derived cells
         from metalab.nas.plots import plot_genotype

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from metalab.algorithms.gradient.base import GradientOptions
+from metalab.algorithms.gradient.base import GradientOptions, build_network
 from metalab.algorithms.gradient.maml import MAML
 from metalab.algorithms.registry import register
 from metalab.nn.execution import SpeedOptions
@@ -101,15 +101,19 @@ class CMAML(MAML):
     options: CMAMLOptions
 
     def __init__(self, options: CMAMLOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None) -> None:
-        super().__init__(options, input_shape, speed)
         if not 0 <= options.prune_rate < 1 or options.private_hidden < 1:
             raise ValueError(f"learner.prune_rate must be in [0, 1) and learner.private_hidden >= 1; got "
                              f"{options.prune_rate} and {options.private_hidden}")
-        body, head = self.network.body, self.network.head
-        assert isinstance(body, nn.Module) and isinstance(head, nn.Linear)  # build_network's
-        self.network = CustomizedNetwork(body, head, options.private_hidden)
+        super().__init__(options, input_shape, speed)
         #: each task's private mask from the last adaptation ([T, ...] per pruned name, detached), for inspection
         self.masks: dict[str, Tensor] = {}
+
+    def make_network(self, options: GradientOptions, input_shape: tuple[int, ...]) -> nn.Module:
+        """:func:`build_network`'s shared body and head, with the private module between them."""
+        assert isinstance(options, CMAMLOptions)
+        plain = build_network(options, input_shape)
+        assert isinstance(plain.body, nn.Module) and isinstance(plain.head, nn.Linear)
+        return CustomizedNetwork(plain.body, plain.head, options.private_hidden)
 
     def pruned_names(self) -> tuple[str, ...]:
         """The private module's weight matrices (its biases and every shared tensor are never pruned)."""
