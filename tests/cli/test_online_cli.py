@@ -11,7 +11,8 @@ from metalab.cli import main
 from metalab.train import online_run
 
 TINY = ["online.per_stage=1", "online.max_data=20", "online.arrival=10", "online.updates=1", "online.minibatch=4",
-        "online.methods=[ftml,tfs]", "online.target=0.3", "learner.hidden=4", "train.progress=false"]
+        "online.methods=[ftml,tfs]", "online.target=0.3", "online.queries=2", "learner.hidden=4",
+        "learner.inner_steps_test=1", "train.progress=false"]
 
 
 def results(run_dir) -> dict:

@@ -31,7 +31,7 @@ from metalab.train.logging import RunLogger, progress_bar, truncate_after
 from metalab.train.online import METHODS, OnlineMethod, OnlineOptions
 from metalab.train.run_lock import run_lock
 from metalab.train.trainer import RUN_FILES, RunExistsError, default_run_dir
-from metalab.utils.io import atomic_write_text
+from metalab.utils.io import atomic_write_text, stale_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,8 @@ class OnlineRun:
         if self.resume and not last.exists():
             raise FileNotFoundError(f"cannot resume: {last} does not exist; start the run without --resume")
         held.enter_context(run_lock(self.run_dir))
+        for stale in stale_temp_files(self.run_dir, (LAST, *RUN_FILES, "efficiency.csv")):
+            stale.unlink(missing_ok=True)  # half-written by a killed run; the files they were to replace are intact
         if self.resume:
             return load_checkpoint(last)
         if last.exists():
