@@ -27,6 +27,7 @@ from typing import Any, cast
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from metalab.data.augment import augmented
 from metalab.data.sources import (
     evaluation_episodes,
     has_class_data,
@@ -166,6 +167,7 @@ class Trainer:
             config, config.data.train_split, config.task.ways, config.task.shots, config.task.queries,
             seed=config.train.seed, within_group=config.task.within_group, dataset=self.train_data,
         )
+        self.train_tasks = augmented(self.train_tasks, config.data.augment, self.input_shape, config.train.seed)
         self.val_episodes = None
         if config.data.val_split and config.train.val_every > 0 and config.eval.val_episodes > 0:
             self.val_episodes = evaluation_episodes(config, config.data.val_split, seed=config.eval.val_seed,
