@@ -1,6 +1,6 @@
 """timm and torchvision models as backbones by name: feature dimension, one training step of a metric and a gradient
-learner, weights by path (round trip, wrong files refused), the offline error of pretrained=true (network mocked),
-inputs the model cannot take."""
+learner, weights by path (round trip, wrong files refused), the offline error of pretrained=true (network mocked)
+and no fetch when a checkpoint's weights follow, inputs the model cannot take."""
 from __future__ import annotations
 
 import socket
@@ -14,7 +14,7 @@ from metalab.algorithms.gradient.fomaml import FirstOrderMAML
 from metalab.algorithms.metric.protonet import ProtoNet, ProtoNetOptions
 from metalab.data.task import Task
 from metalab.nn.backbones import build_backbone, embedding_dim, parse_backbone
-from metalab.nn.library_backbones import WeightsUnavailableError, load_weights
+from metalab.nn.library_backbones import WeightsUnavailableError, load_weights, weights_from_checkpoint
 
 # timm's ResNets start their blocks' last BatchNorm at zero (zero_init_last), which leaves the blocks' first layers
 # without gradient at step one; the setting goes to timm's constructor
@@ -119,6 +119,9 @@ def test_pretrained_weights_offline_give_an_error_naming_the_fix(library: str, t
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # empty caches: nothing fetched before is found
     with pytest.raises(WeightsUnavailableError, match="could not fetch the published weights.*weights=PATH"):
         build_backbone(f"{library}:resnet18(pretrained=true)", (3, 32, 32))
+    with weights_from_checkpoint():  # rebuilt for a checkpoint's weights: neither fetched nor read
+        build_backbone(f"{library}:resnet18(pretrained=true)", (3, 32, 32))
+        build_backbone(f"{library}:resnet18(weights={tmp_path / 'absent.pth'})", (3, 32, 32))
 
 
 def test_inputs_a_model_cannot_take_are_refused_naming_the_size() -> None:

@@ -3,7 +3,9 @@ without its classifier head, behind its own input normalisation, with the publis
 (``pretrained=true``) or a local weights file (``weights=PATH``)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,21 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 #: attributes that hold a torchvision classifier's head, in the order they are looked for
 TORCHVISION_HEADS = ("fc", "classifier", "head", "heads")
 WEIGHTS_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+
+
+#: True while learners are rebuilt to receive a checkpoint's weights (:func:`weights_from_checkpoint`)
+_checkpoint_follows: ContextVar[bool] = ContextVar("checkpoint_follows", default=False)
+
+
+@contextmanager
+def weights_from_checkpoint() -> Iterator[None]:
+    """Backbones built inside skip ``pretrained`` and ``weights``: a checkpoint's weights replace them right after,
+    so a run trained from published weights loads without network access (and without its weights file)."""
+    token = _checkpoint_follows.set(True)
+    try:
+        yield
+    finally:
+        _checkpoint_follows.reset(token)
 
 
 class WeightsUnavailableError(FileNotFoundError):
@@ -144,13 +161,16 @@ def build_library_backbone(spec: str, library: str, name: str, settings: dict[st
     """``library``'s model ``name`` without its head, for images of ``input_shape`` (C, H, W), C 1 or 3.
 
     ``settings``: ``pretrained`` (bool: the library's published weights), ``weights`` (a state-dict file),
-    anything else goes to the library's constructor. Raises ``ValueError`` for inputs the model cannot take.
+    anything else goes to the library's constructor; inside :func:`weights_from_checkpoint` the first two are
+    skipped. Raises ``ValueError`` for inputs the model cannot take.
     """
     if len(input_shape) != 3 or input_shape[0] not in (1, 3):
         raise ValueError(f"backbone {spec} takes RGB or grey-scale images (3 or 1, C, H, W), got input shape "
                          f"{tuple(input_shape)}; set data.channels=3")
     check_settings(spec, settings)
     kwargs = {key: value for key, value in settings.items() if key not in OWN_SETTINGS}
+    if _checkpoint_follows.get():
+        settings = kwargs
     build = _timm_model if library == "timm" else _torchvision_model
     try:
         backbone = build(spec, name, bool(settings.get("pretrained", False)), kwargs)

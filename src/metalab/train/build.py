@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from metalab.algorithms.base import MetaLearner
 from metalab.algorithms.registry import learner_class
 from metalab.config import ConfigError, compose, learner_options, load_recipe, speed_options
+from metalab.nn.library_backbones import weights_from_checkpoint
 from metalab.train.checkpoint import config_of, load_checkpoint, run_checkpoint
 
 
@@ -126,7 +127,8 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None,
     state = load_checkpoint(path)
     config = compose(config_of(state), list(overrides), origin=str(path))
     try:
-        learner = build_learner(config, tuple(state["input_shape"]))
+        with weights_from_checkpoint():  # the checkpoint's weights replace a backbone's published or local ones
+            learner = build_learner(config, tuple(state["input_shape"]))
     except (RuntimeError, MemoryError) as error:  # e.g. learner.hidden=100000: PyTorch cannot allocate the weights
         if not overrides or not is_out_of_memory(error):
             raise
