@@ -102,11 +102,14 @@ def _library(library: str, spec: str) -> Any:
         raise ValueError(f"backbone {spec}: {error}") from None
 
 
-def _fetch(spec: str, create: Any) -> nn.Module:
-    """``create()`` a model that downloads its published weights; offline, :class:`WeightsUnavailableError`."""
+def _fetch(spec: str, create: Any, pretrained: bool) -> nn.Module:
+    """``create()`` a model, which downloads its published weights when ``pretrained``; offline,
+    :class:`WeightsUnavailableError`."""
     try:
         return create()
     except OSError as error:  # URLError (torch.hub), huggingface_hub's LocalEntryNotFoundError, socket errors
+        if not pretrained:
+            raise
         raise WeightsUnavailableError(
             f"backbone {spec}: could not fetch the published weights ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else 'no network'}). This machine has no network access or "
@@ -122,7 +125,7 @@ def _timm_model(spec: str, name: str, pretrained: bool, kwargs: dict[str, Any]) 
         close = timm.list_models(f"*{name[:4]}*")[:8]
         raise ValueError(f"backbone {spec}: timm has no model {name!r}"
                          + (f"; similar: {', '.join(close)}" if close else "; list them with timm.list_models()"))
-    model = _fetch(spec, lambda: timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs))
+    model = _fetch(spec, lambda: timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs), pretrained)
     config: dict[str, Any] = getattr(model, "pretrained_cfg", {})
     return LibraryBackbone(model, str(config.get("classifier", "fc")), config.get("mean", IMAGENET_MEAN),
                            config.get("std", IMAGENET_STD))
@@ -134,7 +137,8 @@ def _torchvision_model(spec: str, name: str, pretrained: bool, kwargs: dict[str,
     if name not in known:
         raise ValueError(f"backbone {spec}: torchvision has no classification model {name!r}; it has "
                          f"{', '.join(known)}")
-    model = _fetch(spec, lambda: models.get_model(name, weights="DEFAULT" if pretrained else None, **kwargs))
+    model = _fetch(spec, lambda: models.get_model(name, weights="DEFAULT" if pretrained else None, **kwargs),
+                   pretrained)
     head = next((attribute for attribute in TORCHVISION_HEADS if hasattr(model, attribute)), None)
     if head is None or not _remove_linear(model, head):
         raise ValueError(f"backbone {spec}: found no linear classifier head to remove in torchvision's {name}; "
