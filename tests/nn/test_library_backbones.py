@@ -22,7 +22,7 @@ SPECS = ["timm:resnet18(zero_init_last=false)", "torchvision:resnet18"]
 
 
 @pytest.fixture(autouse=True)
-def _float32_quiet():
+def _float64():  # replaces this folder's fixture of that name
     """Full-width networks in float32 (this folder's default, float64, is for exact comparisons); the compatibility
     warning of a torchvision build for another torch is not what these tests check."""
     with warnings.catch_warnings():
