@@ -271,11 +271,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from metalab.data.folders import image_paths, load_image_files, load_image_folder
     from metalab.data.task import Task
-    from metalab.train.build import checkpoint_path, load_run
+    from metalab.train.build import EMBEDDING_RECIPE, checkpoint_path, embedding_learner, load_run
 
-    path = checkpoint_path(args.run, args.checkpoint)
-    learner, config, state = load_run(args.run, path)
-    log.info(f"predicting with {checkpoint_in_use(path, state, args.checkpoint)}")
+    if (args.run is None) == (args.backbone is None) or (args.backbone and args.checkpoint):
+        raise ValueError("give a run directory (and optionally --checkpoint), or --backbone SPEC to predict with a "
+                         "backbone's embedding without training, e.g. --backbone 'timm:resnet18(pretrained=true)'")
+    if args.backbone:
+        learner, config = embedding_learner(args.backbone, args.image_size)
+        log.info(f"predicting with {EMBEDDING_RECIPE}'s untrained ProtoNet on {args.backbone} "
+                 f"({args.image_size}x{args.image_size} RGB)")
+    else:
+        path = checkpoint_path(args.run, args.checkpoint)
+        learner, config, state = load_run(args.run, path)
+        log.info(f"predicting with {checkpoint_in_use(path, state, args.checkpoint)}")
     if learner.task_kind != "classification":
         return predict_points(args, learner)
     channels, size = learner.input_shape[0], learner.input_shape[1]
@@ -293,7 +301,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     task = Task(support_x, support_y, query_x, torch.zeros(len(query_x), dtype=torch.long))
     distribution = learner.predictive_distribution(Task.stack([task]))
     if not isinstance(distribution, Categorical):
-        raise ValueError(f"{args.run}'s learner gives no predictive distribution over classes")
+        raise ValueError(f"{args.run or args.backbone}'s learner gives no predictive distribution over classes")
     probabilities = distribution.probs[0].detach()
     predicted = probabilities.argmax(-1)
     rows = [
@@ -486,7 +494,12 @@ def parser() -> argparse.ArgumentParser:
     p = command("predict", "adapt to labelled examples and predict queries: classes of images, each with its "
                            "predictive probability; values of points (regression), each with its central 95%% "
                            "predictive interval")
-    p.add_argument("run", help="run directory")
+    p.add_argument("run", nargs="?", help="run directory (or --backbone)")
+    p.add_argument("--backbone", help="predict without a run: a ProtoNet with this backbone's embedding, untrained "
+                                      "(the 'good embedding' baseline), e.g. 'timm:resnet18(pretrained=true)' or "
+                                      "'torchvision:resnet18(weights=PATH)'")
+    p.add_argument("--image-size", type=count_of_at_least_one, default=224,
+                   help="with --backbone: the size images are resized to (default 224, ImageNet's)")
     p.add_argument("--support", required=True, help="folder with one sub-folder of images per class (two classes "
                                                      "or more); for a regression run, a CSV file of x..., y... rows")
     p.add_argument("--query", required=True, nargs="+", action="extend",
