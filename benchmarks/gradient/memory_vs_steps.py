@@ -110,14 +110,16 @@ def plot(path: Path) -> None:
 
 
 def table(path: Path) -> str:
-    """The JSON lines of ``path`` as a markdown table: MiB (seconds) per method and inner steps."""
+    """The JSON lines of ``path`` as a markdown table: MiB (wall seconds, and CPU seconds where measured) per method
+    and inner steps."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     steps = sorted({row["inner_steps"] for row in rows})
     lines = ["| ways, meta-batch | method | " + " | ".join(f"{k} steps" for k in steps) + " |",
              "| --- | --- |" + " --- |" * len(steps)]
     for ways, meta_batch, method in sorted({(r["ways"], r["meta_batch"], r["method"]) for r in rows},
                                            key=lambda key: (key[0], key[1], list(METHODS).index(key[2]))):
-        cells = {r["inner_steps"]: f"{r['peak_increase_mb']:.0f} ({r['seconds']:.1f} s)" for r in rows
+        cells = {r["inner_steps"]: f"{r['peak_increase_mb']:.1f} ({r['seconds']:.1f} s"
+                 + (f", CPU {r['cpu_seconds']:.1f} s)" if "cpu_seconds" in r else ")") for r in rows
                  if (r["ways"], r["meta_batch"], r["method"]) == (ways, meta_batch, method)}
         lines.append(f"| {ways}w1s, {meta_batch} | {method} | " + " | ".join(cells.get(k, "-") for k in steps) + " |")
     return "\n".join(lines)
