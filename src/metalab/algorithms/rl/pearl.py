@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -111,7 +112,8 @@ def check_pearl_options(o: PEARLOptions) -> None:
     for name, value in positive.items():
         if value < 1:
             raise ValueError(f"learner.{name} must be >= 1, got {value}")
-    for name, rate in {"policy_lr": o.policy_lr, "qf_lr": o.qf_lr, "vf_lr": o.vf_lr, "context_lr": o.context_lr}.items():
+    rates = {"policy_lr": o.policy_lr, "qf_lr": o.qf_lr, "vf_lr": o.vf_lr, "context_lr": o.context_lr}
+    for name, rate in rates.items():
         if not rate > 0:
             raise ValueError(f"learner.{name} must be > 0 (the paper: 3e-4), got {rate}")
     counts = {"updates_per_step": o.updates_per_step, "prior_episodes": o.prior_episodes,
@@ -138,6 +140,8 @@ class PEARL(EnvironmentLearner):
     trained off-policy from per-task replay buffers. Box action spaces only (a tanh-Gaussian policy)."""
 
     options: PEARLOptions
+    action_low: Tensor
+    action_high: Tensor
     divergence_hint = ", or lower learner.reward_scale and the learning rates (learner.policy_lr, qf_lr, ...)"
 
     def __init__(self, options: PEARLOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None,
@@ -344,7 +348,7 @@ class PEARL(EnvironmentLearner):
         for k in range(o.eval_context_episodes + 1):
             eps = torch.randn(mean.shape, generator=noise, device=batch.device)
             z = sample_latent(mean, variance, eps)
-            rollouts = collect(batch, copies, lambda obs, z=z: self.acting(obs, z, o.deterministic_eval),
+            rollouts = collect(batch, copies, partial(self.acting, z=z, deterministic=o.deterministic_eval),
                                round_=EVAL_ROUND + k)
             episodes.append(rollouts)
             contexts.append(self.context_of(self.transitions(rollouts)))

@@ -72,7 +72,7 @@ def sample(distribution: Distribution, generator: torch.Generator) -> Tensor:
     of the parameters and the generator's seed, not of torch's global state). A distribution of its own kind
     (PEARL's squashed Gaussian) draws with its ``sample_with(generator)``."""
     if hasattr(distribution, "sample_with"):
-        return distribution.sample_with(generator)  # type: ignore[no-any-return]
+        return distribution.sample_with(generator)
     base = distribution.base_dist if isinstance(distribution, Independent) else distribution
     if isinstance(base, Normal):
         noise = torch.randn(base.loc.shape, generator=generator, dtype=base.loc.dtype, device=base.loc.device)

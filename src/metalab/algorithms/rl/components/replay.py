@@ -20,7 +20,7 @@ class TaskReplayBuffers:
         if capacity < 1:
             raise ValueError(f"a replay buffer's capacity must be >= 1 transition per task, got {capacity}")
         self.capacity = capacity
-        #: task key -> field name -> [capacity, ...]
+        #: task key -> field name -> [allocated <= capacity, ...]
         self.data: dict[str, dict[str, Tensor]] = {}
         #: task key -> (transitions held, next position to write)
         self.fill: dict[str, tuple[int, int]] = {}
@@ -37,18 +37,24 @@ class TaskReplayBuffers:
         return [key for key, (size, _) in self.fill.items() if size > 0]
 
     def add(self, key: str, transitions: dict[str, Tensor]) -> None:
-        """Append transitions (each field [n, ...], the same n) to task ``key``'s buffer."""
+        """Append transitions (each field [n, ...], the same n) to task ``key``'s buffer (its storage grows by
+        doubling up to the capacity, so that a large capacity costs memory only once it is used)."""
         count = len(next(iter(transitions.values())))
         if key not in self.data:
-            self.data[key] = {name: torch.zeros(self.capacity, *value.shape[1:], dtype=value.dtype,
-                                                device=value.device) for name, value in transitions.items()}
+            self.data[key] = {name: value.new_zeros(0, *value.shape[1:]) for name, value in transitions.items()}
             self.fill[key] = (0, 0)
         size, position = self.fill[key]
+        stored = self.data[key]
         for offset in range(0, count, self.capacity):  # more than the capacity at once: the last ones stay
             chunk = min(count - offset, self.capacity)
+            allocated = len(next(iter(stored.values())))
+            if min(size + chunk, self.capacity) > allocated:
+                grown = min(self.capacity, max(size + chunk, 2 * allocated))
+                for name, value in stored.items():
+                    stored[name] = torch.cat([value, value.new_zeros(grown - allocated, *value.shape[1:])])
             index = (position + torch.arange(chunk)) % self.capacity
             for name, value in transitions.items():
-                self.data[key][name][index] = value[offset:offset + chunk].to(self.data[key][name].dtype)
+                stored[name][index] = value[offset:offset + chunk].to(stored[name].dtype)
             size, position = min(size + chunk, self.capacity), (position + chunk) % self.capacity
         self.fill[key] = (size, position)
 
@@ -80,11 +86,6 @@ class TaskReplayBuffers:
         if state["capacity"] != self.capacity:
             raise ValueError(f"the checkpoint's replay buffers hold {state['capacity']} transitions per task, this "
                              f"learner's {self.capacity}: resume with the replay capacity the run was trained with")
-        self.data, self.fill = {}, {}
-        for key, task in state["tasks"].items():
-            self.data[key] = {}
-            for name, value in task["data"].items():
-                full = torch.zeros(self.capacity, *value.shape[1:], dtype=value.dtype, device=value.device)
-                full[: task["size"]] = value
-                self.data[key][name] = full
-            self.fill[key] = (task["size"], task["position"])
+        self.data = {key: {name: value.clone() for name, value in task["data"].items()}
+                     for key, task in state["tasks"].items()}
+        self.fill = {key: (task["size"], task["position"]) for key, task in state["tasks"].items()}
