@@ -47,6 +47,9 @@ class DataConfig:
     reveal_groups: bool = False
     #: steps per episode of an environment (meta-RL); None -> the environment's own (100 for navigation2d).
     horizon: int | None = None
+    #: meta-RL: train on a fixed set of this many tasks (the train split's stream cycles through its first
+    #: task_pool tasks, PEARL's n_train_tasks); None -> a new task at every index of the stream.
+    task_pool: int | None = None
     #: augmentation of the training tasks' images through torchvision transforms, e.g. [random_crop(padding=8),
     #: color_jitter(0.4, 0.4, 0.4), hflip] (:mod:`metalab.data.augment`); never applied to evaluation episodes.
     augment: list[str] = field(default_factory=list)
