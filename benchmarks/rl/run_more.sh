@@ -52,8 +52,8 @@ if [ "$what" = navigation ] || [ "$what" = all ]; then
     train.steps=500 $RUNTRAIN train.max_minutes=6 run.dir=$OUT/nav-rl2
 fi
 if [ "$what" = tabular ] || [ "$what" = all ]; then
-  job tabular-n10 $PY -m metalab train tabular-mdp-rl2 task.meta_batch=200 eval.episodes=1000 eval.val_episodes=0 \
-    train.steps=1000 $RUNTRAIN train.max_minutes=6 run.dir=$OUT/tabular-n10-rl2
+  job tabular-n10 $PY -m metalab train tabular-mdp-rl2 task.meta_batch=50 eval.episodes=1000 eval.val_episodes=0 \
+    train.steps=1000 $RUNTRAIN train.max_minutes=5 run.dir=$OUT/tabular-n10-rl2
   job tabular-baselines-n10 $PY benchmarks/rl/mdp_baselines.py tabular-mdp-rl2 eval.episodes=1000
 fi
 if [ "$what" = mujoco ] || [ "$what" = all ]; then
