@@ -67,7 +67,9 @@ if [ "$what" = throughput ] || [ "$what" = all ]; then
   job throughput $PY benchmarks/rl/throughput.py
 fi
 if [ "$what" = bandits-long ] || [ "$what" = all ]; then
-  # Table 1's n = 100 row for k = 10 (20 trials of 100 pulls per batch: the same 2000 pulls as the n = 10 runs)
-  job bandit-10-n100 $PY -m metalab train bandit-10-rl2 $BANDIT task.meta_batch=20 task.shots=100 eval.shots=100 \
-    train.max_minutes=5 run.dir=$OUT/bandit-10-n100-rl2
+  # Table 1's n = 100 rows for k = 10 and 5 (20 trials of 100 pulls per batch: the 2000 pulls of the n = 10 runs)
+  for k in 10 5; do
+    job bandit-$k-n100 $PY -m metalab train bandit-$k-rl2 $BANDIT task.meta_batch=20 task.shots=100 eval.shots=100 \
+      train.max_minutes=5 run.dir=$OUT/bandit-$k-n100-rl2
+  done
 fi
