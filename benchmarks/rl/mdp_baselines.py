@@ -2,7 +2,7 @@
 the total reward of a trial of ``eval.shots`` episodes (of the family's horizon, from state 0) for
 
 - a uniformly random policy (its exact expectation on the true MDP, by dynamic programming),
-- posterior sampling (PSRL, Osband et al. 2013; one of the paper's baselines): each episode samples an MDP from
+- posterior sampling (PSRL, Osband et al. 2013): each episode samples an MDP from
   the posterior (Dirichlet(1) transitions, N(1, 1) prior on mean rewards with unit reward noise, the generating
   distribution), plays its finite-horizon optimal policy on the true MDP and updates the counts,
 - the optimal policy of the true MDP (value iteration knowing the MDP): an upper bound no learner reaches,

@@ -63,7 +63,11 @@ if [ "$what" = mujoco ] || [ "$what" = all ]; then
 fi
 if [ "$what" = throughput ] || [ "$what" = all ]; then
   # learn2learn's example and ours one after the other, so that both see about the same machine load
-  job l2l-throughput env PYTHONPATH="src:$L2L_PATH" $PY benchmarks/rl/l2l_throughput.py "$L2L_EXAMPLES"
+  if [ -n "$L2L_EXAMPLES" ]; then
+    job l2l-throughput env PYTHONPATH="src:$L2L_PATH" $PY benchmarks/rl/l2l_throughput.py "$L2L_EXAMPLES"
+  else
+    echo "L2L_EXAMPLES is not set: learn2learn's example is not timed (see the header of this script)" >&2
+  fi
   job throughput $PY benchmarks/rl/throughput.py
 fi
 if [ "$what" = bandits-long ] || [ "$what" = all ]; then
