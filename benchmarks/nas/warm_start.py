@@ -44,13 +44,16 @@ def mean_ci(values: list[float]) -> tuple[float, float] | None:
     return statistics.mean(values), half
 
 
-def saving(histories: dict[str, list[dict[str, Any]]], arm: str, key: str, every: int) -> dict[str, Any]:
-    """Steps of the cold and the warm search to the cold search's final ``key`` accuracy, and their ratio."""
+def saving(histories: dict[str, list[dict[str, Any]]], arm: str, key: str, every: int,
+           threshold: float | None = None) -> dict[str, Any]:
+    """Steps of the cold and the warm search to the cold search's final ``key`` accuracy (or to ``threshold``),
+    and their ratio."""
     cold = [{"step": e["step"], "val_accuracy": e[key]} for e in histories["cold"]]
     warm = [{"step": e["step"], "val_accuracy": e[key]} for e in histories[arm]]
-    target = cold[-1]["val_accuracy"]
+    target = cold[-1]["val_accuracy"] if threshold is None else threshold
     cold_steps, warm_steps = steps_to_reach(cold, target), steps_to_reach(warm, target)
-    ratio = max(cold_steps, every) / max(warm_steps, every) if warm_steps is not None else None
+    ratio = (max(cold_steps, every) / max(warm_steps, every)
+             if warm_steps is not None and cold_steps is not None else None)
     return {"target": target, "cold_steps": cold_steps, "warm_steps": warm_steps, "saving": ratio,
             "warm_final": warm[-1]["val_accuracy"]}
 
@@ -65,6 +68,9 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=len(TARGETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--thresholds", type=float, nargs="*", default=[0.9],
+                        help="also the saving to these fixed accuracies (pairs whose cold search never reaches one "
+                             "are left out of its mean)")
     parser.add_argument("--summarize", action="store_true",
                         help="run nothing: summarize the (target, seed) pairs whose searches in --out are complete")
     args = parser.parse_args()
@@ -96,6 +102,8 @@ def main() -> None:
             for label in args.arms:
                 for key in MEASURES:
                     row[f"{label}/{key}"] = saving(histories, label, key, args.eval_every)
+                    for threshold in args.thresholds:
+                        row[f"{label}/{key}@{threshold}"] = saving(histories, label, key, args.eval_every, threshold)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "curves"}), flush=True)
     if not rows:
@@ -103,7 +111,7 @@ def main() -> None:
     summary: dict[str, Any] = {"source": args.source, "source_steps": args.source_steps, "steps": args.steps,
                                "eval_every": args.eval_every, "seeds": args.seeds, "rows": rows}
     for label in args.arms:
-        for key in MEASURES:
+        for key in [*MEASURES, *(f"{m}@{t}" for m in MEASURES for t in args.thresholds)]:
             savings = [r[f"{label}/{key}"]["saving"] for r in rows if r[f"{label}/{key}"]["saving"] is not None]
             summary[f"{label}/{key}/saving_mean_ci95"] = mean_ci(savings)
             summary[f"{label}/{key}/reached"] = f"{len(savings)}/{len(rows)}"
