@@ -23,12 +23,15 @@ time nice -n 10 python benchmarks/nas/warm_start.py --out "$OUT/warm2" --source-
   --seeds 0 1 --arms alpha+weights
 
 EPISODES="eval.episodes=100 train.val_every=0 train.progress=false run.tensorboard=false train.steps=100000"
-log "4. MetaNAS Omniglot 5w1s, 10 minutes of meta-training (scaled-down network, the recipe's other settings)"
-time $ML train omniglot-metanas-5w1s $EPISODES train.max_minutes=10 train.log_every=5 learner.channels=4 \
+log "4. MetaNAS Omniglot 5w1s, 12 minutes of meta-training (scaled-down network, the recipe's other settings)"
+time $ML train omniglot-metanas-5w1s $EPISODES train.max_minutes=12 train.log_every=5 learner.channels=4 \
   learner.cells=2 learner.nodes=3 learner.reductions=[1] task.meta_batch=2 learner.inner_steps_test=10 \
-  learner.warm_up_steps=30 run.dir="$OUT/metanas-5w1s-10min"
-log "5. Reptile Conv-4 Omniglot 5w1s, the same 10 minutes, 100 test episodes"
-time $ML train omniglot-reptile-5w1s $EPISODES train.max_minutes=10 learner.inner_steps_test=10 \
-  optim.lr_final=null run.dir="$OUT/reptile-5w1s-10min"
-$ML plot "$OUT/metanas-5w1s-10min"
+  learner.warm_up_steps=20 run.dir="$OUT/metanas-5w1s-12min"
+log "5. Reptile and MAML with Conv-4, Omniglot 5w1s, the same 12 minutes, 100 test episodes"
+time $ML train omniglot-reptile-5w1s $EPISODES train.max_minutes=12 learner.inner_steps_test=10 \
+  optim.lr_final=null run.dir="$OUT/reptile-5w1s-12min"
+time $ML train omniglot-maml-5w1s eval.episodes=100 train.val_every=0 train.progress=false run.tensorboard=false \
+  train.max_minutes=12 run.dir="$OUT/maml-5w1s-12min"
+python benchmarks/nas/metanas_sizes.py "$OUT/metanas-5w1s-12min"
+$ML plot "$OUT/metanas-5w1s-12min" --out "$OUT/metanas-5w1s-12min/curves.png"
 log "done"
