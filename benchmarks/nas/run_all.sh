@@ -18,16 +18,20 @@ time $ML nas search digits-darts $SPACE search.order=2 search.steps=60 search.ev
   retrain.cells=3 retrain.baseline=false run_dir="$OUT/digits-darts-2nd" --json
 $ML plot "$OUT/digits-darts-1st"
 
-log "3. warm-started vs cold DARTS on 5 digit-class subsets (source: classes 0-4, 80 steps; targets: 24 steps)"
-time nice -n 10 python benchmarks/nas/warm_start.py --out "$OUT/warm" --source-steps 80 --steps 24 --eval-every 3
+log "3. warm-started vs cold DARTS on 5 digit-class subsets x 2 seeds (source: classes 0-4, 80 steps; targets: 36)"
+time nice -n 10 python benchmarks/nas/warm_start.py --out "$OUT/warm2" --source-steps 80 --steps 36 --eval-every 4 \
+  --seeds 0 1 --arms alpha+weights
 
-EPISODES="eval.episodes=100 train.val_every=0 train.progress=false run.tensorboard=false train.max_minutes=2.5 train.steps=100000"
-log "4. MetaNAS Omniglot 5w1s, 2.5 minutes of meta-training (scaled-down network), 100 test episodes"
-time $ML train omniglot-metanas-5w1s $EPISODES learner.channels=4 learner.cells=2 learner.nodes=2 \
-  learner.reductions=[1] task.meta_batch=2 learner.inner_steps=3 learner.inner_steps_test=10 \
-  learner.warm_up_steps=10 run.dir="$OUT/metanas-5w1s"
-log "5. Reptile Conv-4 Omniglot 5w1s, the same 2.5 minutes, 100 test episodes"
-time $ML train omniglot-reptile-5w1s $EPISODES learner.inner_steps_test=10 optim.lr_final=null \
-  run.dir="$OUT/reptile-5w1s"
-$ML plot "$OUT/metanas-5w1s"
+EPISODES="eval.episodes=100 train.val_every=0 train.progress=false run.tensorboard=false train.steps=100000"
+log "4. MetaNAS Omniglot 5w1s, 12 minutes of meta-training (scaled-down network, the recipe's other settings)"
+time $ML train omniglot-metanas-5w1s $EPISODES train.max_minutes=12 train.log_every=5 learner.channels=4 \
+  learner.cells=2 learner.nodes=3 learner.reductions=[1] task.meta_batch=2 learner.inner_steps_test=10 \
+  learner.warm_up_steps=20 run.dir="$OUT/metanas-5w1s-12min"
+log "5. Reptile and MAML with Conv-4, Omniglot 5w1s, the same 12 minutes, 100 test episodes"
+time $ML train omniglot-reptile-5w1s $EPISODES train.max_minutes=12 learner.inner_steps_test=10 \
+  optim.lr_final=null run.dir="$OUT/reptile-5w1s-12min"
+time $ML train omniglot-maml-5w1s eval.episodes=100 train.val_every=0 train.progress=false run.tensorboard=false \
+  train.max_minutes=12 run.dir="$OUT/maml-5w1s-12min"
+python benchmarks/nas/metanas_sizes.py "$OUT/metanas-5w1s-12min"
+$ML plot "$OUT/metanas-5w1s-12min" --out "$OUT/metanas-5w1s-12min/curves.png"
 log "done"

@@ -399,12 +399,16 @@ def cmd_plot(args: argparse.Namespace) -> int:
         print(plot_reliability(run_reliability(args.run, args.data_root), reliability,
                                f"reliability of {Path(args.run).name} (test)"))
     genotype = getattr(learner, "genotype", None)
-    if callable(genotype):  # a learner that searches an architecture (MetaNAS): its derived cells
-        from metalab.nas.plots import plot_genotype
+    if callable(genotype):  # a learner that searches an architecture (MetaNAS): its derived cells, alpha over time
+        from metalab.nas.plots import plot_genotype, plot_meta_alpha
+        from metalab.train.plots import read_metrics
 
         derived = genotype()
         derived.save(Path(args.run) / "genotype.json")
         print(plot_genotype(derived, Path(args.run) / "cell.png", Path(args.run).name))
+        alpha_plot = plot_meta_alpha(read_metrics(args.run), Path(args.run) / "alpha.png", Path(args.run).name)
+        if alpha_plot is not None:
+            print(alpha_plot)
     return 0
 
 

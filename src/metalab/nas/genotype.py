@@ -6,7 +6,8 @@ cell's intermediate node j - 2. The cell's output concatenates the nodes of ``*_
 
 Discretisation (DARTS, section 2.4): each intermediate node keeps the k = 2 incoming edges whose strongest
 non-zero operation, max_{o != none} softmax(alpha_edge)_o, is the largest; each kept edge becomes that
-strongest operation.
+strongest operation. With pairwise input weights (MetaNAS), each node keeps instead the two inputs of its
+strongest pair, each with its strongest non-zero operation.
 """
 from __future__ import annotations
 
@@ -95,9 +96,17 @@ def edge_count(nodes: int) -> int:
     return sum(2 + i for i in range(nodes))
 
 
-def derive_cell(weights: Tensor, operations: Sequence[str], nodes: int, k: int = 2) -> list[list[Edge]]:
+def input_pairs(node: int) -> list[tuple[int, int]]:
+    """The pairs (a, b), a < b, of the 2 + ``node`` inputs of intermediate node ``node``, in alpha_pairs' order."""
+    return [(a, b) for a in range(node + 2) for b in range(a + 1, node + 2)]
+
+
+def derive_cell(weights: Tensor, operations: Sequence[str], nodes: int, k: int = 2,
+                pair_weights: Tensor | None = None) -> list[list[Edge]]:
     """The kept edges of one cell from its normalised alpha [E, O] (rows in edge order: node 0's inputs 0, 1,
-    node 1's inputs 0, 1, 2, ...): per node, the ``k`` inputs with the strongest non-zero operation."""
+    node 1's inputs 0, 1, 2, ...): per node, the ``k`` inputs with the strongest non-zero operation, or with
+    ``pair_weights`` [nodes, P] (each node's softmax over its input pairs a < b, in the order (0, 1), (0, 2), ...,
+    (1, 2), ...) the two inputs of the strongest pair."""
     if weights.shape != (edge_count(nodes), len(operations)):
         raise ValueError(f"alpha of a {nodes}-node cell over {len(operations)} operations is "
                          f"[{edge_count(nodes)}, {len(operations)}], got {list(weights.shape)}")
@@ -107,15 +116,21 @@ def derive_cell(weights: Tensor, operations: Sequence[str], nodes: int, k: int =
     for node in range(nodes):
         rows = strength[start: start + node + 2]  # [inputs, O]
         best, best_op = rows.max(dim=1)
-        kept = sorted(range(node + 2), key=lambda j: (-float(best[j]), j))[: min(k, node + 2)]
+        if pair_weights is not None:
+            pairs = input_pairs(node)
+            kept = list(pairs[int(pair_weights[node, : len(pairs)].detach().argmax())])
+        else:
+            kept = sorted(range(node + 2), key=lambda j: (-float(best[j]), j))[: min(k, node + 2)]
         cell.append([(operations[int(best_op[j])], j) for j in sorted(kept)])
         start += node + 2
     return cell
 
 
-def derive_genotype(normal: Tensor, reduce: Tensor, operations: Sequence[str], nodes: int, k: int = 2) -> Genotype:
-    """The genotype of normalised alphas ``normal`` and ``reduce`` [E, O]; every intermediate node is in the
-    output concatenation, as in DARTS."""
+def derive_genotype(normal: Tensor, reduce: Tensor, operations: Sequence[str], nodes: int, k: int = 2,
+                    pairs: tuple[Tensor, Tensor] | None = None) -> Genotype:
+    """The genotype of normalised alphas ``normal`` and ``reduce`` [E, O] (and the pair weights of the two cells,
+    [nodes, P] each, if any); every intermediate node is in the output concatenation, as in DARTS."""
     concat = list(range(2, 2 + nodes))
-    return Genotype(derive_cell(normal, operations, nodes, k), derive_cell(reduce, operations, nodes, k),
-                    concat, list(concat))
+    pair_normal, pair_reduce = pairs if pairs is not None else (None, None)
+    return Genotype(derive_cell(normal, operations, nodes, k, pair_normal),
+                    derive_cell(reduce, operations, nodes, k, pair_reduce), concat, list(concat))

@@ -133,5 +133,18 @@ class MixedOperation(nn.Module):
         self.names = list(operations)
         self.ops = nn.ModuleList(build_operation(name, channels, stride, affine, search=True) for name in operations)
 
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        return sum((w * op(x) for w, op in zip(weights, self.ops)), torch.zeros((), dtype=x.dtype))
+    def forward(self, x: Tensor, weights: Tensor, drop_prob: float = 0.0) -> Tensor:
+        """``drop_prob`` > 0: each candidate's output but the identity's is zeroed per example with that
+        probability (the kept ones divided by 1 - p), as in the MetaNAS authors' ``MixedOp``."""
+        outputs = [op(x) for op in self.ops]
+        if drop_prob > 0:
+            outputs = [out if isinstance(op, nn.Identity) else drop_path(out, drop_prob)
+                       for op, out in zip(self.ops, outputs)]
+        return sum((w * out for w, out in zip(weights, outputs)), torch.zeros((), dtype=x.dtype))
+
+
+def drop_path(x: Tensor, p: float) -> Tensor:
+    """x [B, ...] with each example zeroed with probability p and the others divided by 1 - p."""
+    keep = torch.bernoulli(torch.full((x.shape[0],) + (1,) * (x.dim() - 1), 1.0 - p, dtype=x.dtype,
+                                      device=x.device))
+    return x * keep / (1.0 - p)

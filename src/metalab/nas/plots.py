@@ -3,7 +3,8 @@
 ``plot_genotype`` draws the normal and the reduction cell side by side: the two cell inputs c_{k-2} and c_{k-1}
 on the left, the intermediate nodes, the output c_k on the right, each kept edge an arrow labelled with its
 operation. ``plot_alpha_history`` draws, per cell kind, each operation's softmax weight averaged over the
-cell's edges against the search step (from ``history.jsonl``).
+cell's edges against the search step (from ``history.jsonl``); ``plot_meta_alpha`` the same for a MetaNAS
+run against the meta-step (from the ``alpha/<cell>/<operation>`` metrics of its ``metrics.jsonl``).
 """
 from __future__ import annotations
 
@@ -90,4 +91,24 @@ def plot_alpha_history(history: list[dict[str, Any]], operations: Sequence[str],
     axes[2].set_xlabel("search step")
     axes[2].set_ylabel("validation accuracy (one-shot network)")
     axes[2].set_title("search")
+    return _save(figure, path)
+
+
+def plot_meta_alpha(records: list[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
+    """Each operation's softmax(meta-alpha), averaged over a cell's edges, against the meta-step, from the training
+    records of a MetaNAS run (None if they hold no ``alpha/...`` metrics, e.g. a run from before they were
+    logged)."""
+    train = [r for r in records if r.get("kind") == "train" and any(k.startswith("alpha/") for k in r)]
+    if not train:
+        return None
+    figure, axes = _figure(2, 4.2, 3.4)
+    steps = [r["step"] for r in train]
+    for axis, kind in zip(axes, ("normal", "reduce")):
+        prefix = f"alpha/{kind}/"
+        for key in sorted(k for k in train[-1] if k.startswith(prefix)):
+            axis.plot(steps, [r.get(key, float("nan")) for r in train], label=key[len(prefix):])
+        axis.set_xlabel("meta-step")
+        axis.set_ylabel("mean softmax(alpha) over edges")
+        axis.set_title(f"{title} {'normal' if kind == 'normal' else 'reduction'} cell".strip())
+    axes[1].legend(fontsize=7)
     return _save(figure, path)

@@ -71,6 +71,9 @@ class SearchOptions:
     eval_every: int = 25
     #: a warm start also takes the weights (not only alpha) of the earlier run.
     warm_start_weights: bool = False
+    #: also record the validation accuracy with BatchNorm on the validation set's own statistics
+    #: (``val_accuracy_batch_stats``), which does not lag behind the weights as the running statistics do.
+    eval_batch_stats: bool = False
 
 
 @dataclass
@@ -152,11 +155,19 @@ def batches(x: Tensor, y: Tensor, size: int, generator: torch.Generator) -> Iter
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 512) -> float:
-    """Accuracy of ``model`` in evaluation mode (BatchNorm's running statistics) on (x, y)."""
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 512, batch_stats: bool = False) -> float:
+    """Accuracy of ``model`` on (x, y): in evaluation mode (BatchNorm's running statistics), or with
+    ``batch_stats`` in training mode (BatchNorm normalises each chunk of ``chunk`` images by its own statistics;
+    the running statistics are restored afterwards, so nothing of the model changes)."""
     was = model.training
-    model.eval()
-    correct = sum(int((model(x[i: i + chunk]).argmax(-1) == y[i: i + chunk]).sum()) for i in range(0, len(y), chunk))
+    saved = {name: b.clone() for name, b in model.named_buffers()} if batch_stats else {}
+    model.train(batch_stats)
+    with torch.no_grad():
+        correct = sum(int((model(x[i: i + chunk]).argmax(-1) == y[i: i + chunk]).sum())
+                      for i in range(0, len(y), chunk))
+    for name, buffer in model.named_buffers():
+        if name in saved:
+            buffer.copy_(saved[name])
     model.train(was)
     return correct / max(len(y), 1)
 
@@ -256,6 +267,8 @@ def search(model: nn.Module, task: SupervisedTask, options: Any, history_path: P
         entry = {"step": step, "train_loss": sum(losses) / len(losses) if losses else math.nan,
                  "val_accuracy": accuracy(model, *task.val), "w_lr": w_optimizer.param_groups[0]["lr"],
                  "alpha_normal": normal.detach().tolist(), "alpha_reduce": reduce.detach().tolist()}
+        if options.eval_batch_stats:
+            entry["val_accuracy_batch_stats"] = accuracy(model, *task.val, batch_stats=True)
         losses.clear()
         history.append(entry)
         log.info(f"step {step}: val accuracy {entry['val_accuracy']:.4f}, train loss {entry['train_loss']:.4f}")

@@ -11,6 +11,19 @@ The architecture is two matrices of logits, ``alpha_normal`` and ``alpha_reduce`
 O operations), shared by all cells of a kind; an edge's weights are softmax(alpha / T), T a temperature
 (1 in DARTS; MetaNAS anneals it toward 0 within each task, so that the mixture nears one-hot).
 
+Pairwise input weights (``pairwise_inputs``, the MetaNAS authors' ``--use_pairwise_input_alphas``): node i
+also has logits over the C(i + 2, 2) pairs of its inputs, ``alpha_pairs_normal`` / ``alpha_pairs_reduce``
+[nodes, C(nodes + 1, 2)] (a node's unused trailing entries are fixed at ``PRUNED``, weight exactly 0), and is
+
+    node_i = sum_{pairs (a, b)} softmax(alpha_pairs_i / T)_(a,b) * (edge_a(s_a) + edge_b(s_b)),
+
+so that annealing T makes each node pick two inputs as the discrete cell does; the genotype keeps the
+strongest pair (each input with its strongest operation).
+
+Drop-path (``drop_prob``, set per forward like the temperature; the authors' 0.2 in meta-training): in training
+mode every candidate output except the identity is zeroed per example with that probability and the kept ones
+are divided by 1 - p (DARTS's drop-path on the one-shot network, as in the authors' ``MixedOp``).
+
 Sizes (:class:`SpaceOptions`): the paper's CIFAR-10 search uses 8 cells of C = 16 with 4 nodes; metalab's
 presets scale it to the inputs here (8x8 digits: 3 cells of C = 8; 28x28 Omniglot: 4 cells of C = 8 to 16;
 84x84: 5 cells), see ``docs/nas.md``.
@@ -25,7 +38,7 @@ from typing import NamedTuple, cast
 import torch
 from torch import Tensor, nn
 
-from metalab.nas.genotype import Genotype, derive_genotype, edge_count
+from metalab.nas.genotype import Genotype, derive_genotype, edge_count, input_pairs
 from metalab.nas.operations import (
     DARTS_OPERATIONS,
     FactorizedReduce,
@@ -55,6 +68,8 @@ class SpaceOptions:
     reductions: list[int] | None = None
     #: stem channels = stem_multiplier * channels.
     stem_multiplier: int = 3
+    #: weights over the pairs of each node's inputs (module docstring; MetaNAS's pairwise input alphas).
+    pairwise_inputs: bool = False
 
 
 def check_space(space: SpaceOptions, prefix: str = "") -> None:
@@ -104,8 +119,22 @@ def cell_sizes(space: SpaceOptions, outputs: Sequence[int]) -> list[CellSizes]:
     return sizes
 
 
+def pair_edge_weights(pair_weights: Tensor, nodes: int) -> Tensor:
+    """Each edge's total weight from the pairs containing it: [nodes, P] (softmax over each node's pairs) ->
+    [E] (edge order: node 0's inputs 0, 1, node 1's inputs 0, 1, 2, ...), since
+    sum_pairs w_(a,b) (e_a + e_b) = sum_a e_a * sum_{pairs containing a} w."""
+    out = []
+    for node in range(nodes):
+        pairs = input_pairs(node)
+        for source in range(node + 2):
+            out.append(sum((pair_weights[node, p] for p, pair in enumerate(pairs) if source in pair),
+                           torch.zeros((), dtype=pair_weights.dtype)))
+    return torch.stack(out)
+
+
 class SearchCell(nn.Module):
-    """One cell with a mixed operation on every edge: (s0, s1, weights [E, O]) -> [B, nodes * C, H', W']."""
+    """One cell with a mixed operation on every edge: (s0, s1, weights [E, O], input weights [E] or None) ->
+    [B, nodes * C, H', W']."""
 
     def __init__(self, space: SpaceOptions, c_prev_prev: int, c_prev: int, c: int, reduction: bool,
                  reduction_prev: bool) -> None:
@@ -118,12 +147,15 @@ class SearchCell(nn.Module):
             MixedOperation(space.operations, c, 2 if reduction and j < 2 else 1)
             for i in range(space.nodes) for j in range(2 + i))
 
-    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, inputs: Tensor | None = None,
+                drop_prob: float = 0.0) -> Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         edge = 0
         for _ in range(self.nodes):
-            node = sum((self.edges[edge + j](h, weights[edge + j]) for j, h in enumerate(states)),
-                       torch.zeros((), dtype=s1.dtype))
+            outputs = [self.edges[edge + j](h, weights[edge + j], drop_prob) for j, h in enumerate(states)]
+            if inputs is not None:
+                outputs = [inputs[edge + j] * out for j, out in enumerate(outputs)]
+            node = sum(outputs, torch.zeros((), dtype=s1.dtype))
             edge += len(states)
             states.append(node)
         return torch.cat(states[2:], dim=1)
@@ -136,8 +168,10 @@ def _stem(c_in: int, c_stem: int) -> nn.Sequential:
 class SearchNetwork(nn.Module):
     """The one-shot network of DARTS: x [B, C_in, H, W] -> features [B, out_features] (global average pool).
 
-    Parameters ``alpha_normal`` and ``alpha_reduce`` [E, O] are the architecture; every other parameter is a
-    weight (:meth:`weight_names`). ``temperature`` divides alpha before the softmax.
+    Parameters ``alpha_normal`` and ``alpha_reduce`` [E, O] (and with ``pairwise_inputs`` ``alpha_pairs_normal``
+    and ``alpha_pairs_reduce`` [nodes, P]) are the architecture; every other parameter is a weight
+    (:func:`weight_names`). ``temperature`` divides alpha before the softmax; ``drop_prob`` is the drop-path
+    probability in training mode.
     """
 
     def __init__(self, space: SpaceOptions, in_channels: int) -> None:
@@ -146,6 +180,7 @@ class SearchNetwork(nn.Module):
         self.space = space
         self.operations = list(space.operations)
         self.temperature = 1.0
+        self.drop_prob = 0.0
         self.stem = _stem(in_channels, space.stem_multiplier * space.channels)
         sizes = cell_sizes(space, [space.nodes] * 2)
         self.cells = nn.ModuleList(SearchCell(space, *size[:5]) for size in sizes)
@@ -154,6 +189,26 @@ class SearchNetwork(nn.Module):
         # DARTS initialises alpha at 1e-3 * N(0, 1): nearly uniform mixtures
         self.alpha_normal = nn.Parameter(1e-3 * torch.randn(edges, ops))
         self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(edges, ops))
+        if space.pairwise_inputs:
+            self.alpha_pairs_normal = nn.Parameter(self._pair_logits(space.nodes))
+            self.alpha_pairs_reduce = nn.Parameter(self._pair_logits(space.nodes))
+
+    @staticmethod
+    def _pair_logits(nodes: int) -> Tensor:
+        """1e-3 * N(0, 1) for each node's pairs, ``PRUNED`` (weight exactly 0) past them: [nodes, C(nodes + 1, 2)]."""
+        width = len(input_pairs(nodes - 1))
+        logits = torch.full((nodes, width), PRUNED)
+        for node in range(nodes):
+            logits[node, : len(input_pairs(node))] = 1e-3 * torch.randn(len(input_pairs(node)))
+        return logits
+
+    def pair_weights(self) -> tuple[Tensor, Tensor] | None:
+        """softmax(alpha_pairs / T) of the normal and the reduction cell, [nodes, P] each (None without
+        ``pairwise_inputs``)."""
+        if not self.space.pairwise_inputs:
+            return None
+        return (torch.softmax(self.alpha_pairs_normal / self.temperature, dim=-1),
+                torch.softmax(self.alpha_pairs_reduce / self.temperature, dim=-1))
 
     def edge_weights(self) -> tuple[Tensor, Tensor]:
         """softmax(alpha / T) of the normal and the reduction cell, [E, O] each."""
@@ -162,15 +217,23 @@ class SearchNetwork(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         normal, reduce = self.edge_weights()
+        pairs = self.pair_weights()
+        inputs = None if pairs is None else [pair_edge_weights(w, self.space.nodes) for w in pairs]
+        p = self.drop_prob if self.training else 0.0
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, reduce if cell.reduction else normal)
+            kind = 1 if cell.reduction else 0
+            s0, s1 = s1, cell(s0, s1, (normal, reduce)[kind], None if inputs is None else inputs[kind], p)
         return s1.mean(dim=(2, 3))
 
     def genotype(self, k: int = 2) -> Genotype:
-        """The derived architecture (DARTS's discretisation of softmax(alpha), at temperature 1)."""
+        """The derived architecture (DARTS's discretisation of softmax(alpha), at temperature 1; with pairwise
+        input weights, each node's strongest pair of inputs)."""
         normal, reduce = torch.softmax(self.alpha_normal, -1), torch.softmax(self.alpha_reduce, -1)
-        return derive_genotype(normal, reduce, self.operations, self.space.nodes, k)
+        pairs = None
+        if self.space.pairwise_inputs:
+            pairs = (torch.softmax(self.alpha_pairs_normal, -1), torch.softmax(self.alpha_pairs_reduce, -1))
+        return derive_genotype(normal, reduce, self.operations, self.space.nodes, k, pairs)
 
 
 def alpha_names(module: nn.Module) -> list[str]:

@@ -160,5 +160,11 @@ def test_metanas_trains_evaluates_and_plots_through_the_cli(image_folders, tmp_p
     assert main(["eval", str(run), "--json"]) == 0
     assert 0.0 <= json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] <= 1.0
     assert main(["plot", str(run)]) == 0
-    assert capsys.readouterr().out.split()[-1].endswith("cell.png")
+    drawn = capsys.readouterr().out.split()
+    assert drawn[-2].endswith("cell.png") and drawn[-1].endswith("alpha.png")  # alpha over the meta-steps
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    alpha = next(r for r in logged if r.get("kind") == "train")
+    for kind in ("normal", "reduce"):  # each cell's mean operation weights: a distribution over the operations
+        weights = [v for k, v in alpha.items() if k.startswith(f"alpha/{kind}/")]
+        assert len(weights) == 7 and abs(sum(weights) - 1.0) < 1e-5
     assert Genotype.load(run / "genotype.json").nodes == 2

@@ -20,6 +20,11 @@ mixture nears a one-hot architecture and pruning it costs little; at evaluation,
 below ``prune_threshold`` are removed before the queries are scored (the authors' ``alpha_prune_threshold``).
 During the first ``warm_up_steps`` meta-steps alpha neither adapts nor meta-learns (the authors'
 ``warm_up_epochs``). :meth:`MetaNAS.genotype` derives the discrete meta-architecture (DARTS's rule).
+
+As in the authors' Omniglot setting, ``pairwise_inputs`` adds weights over the pairs of each node's inputs
+(annealed and pruned like the operations' weights, :mod:`metalab.nas.space`), and ``drop_path`` zeroes candidate
+outputs per example during meta-training's inner steps (not at evaluation). What still differs from the
+authors' code is listed in ``docs/nas.md``.
 """
 from __future__ import annotations
 
@@ -52,6 +57,10 @@ class MetaNASOptions(ReptileOptions):
     nodes: int = 3
     reductions: list[int] | None = field(default_factory=lambda: [1, 3])
     stem_multiplier: int = 3
+    #: weights over the pairs of each node's inputs (the authors' ``--use_pairwise_input_alphas``).
+    pairwise_inputs: bool = False
+    #: drop-path probability of the candidate operations in meta-training's inner steps (the authors' 0.2).
+    drop_path: float = 0.0
     #: the inner Adam's learning rate of alpha (the weights use ``inner_lr``); 0 freezes alpha.
     alpha_lr: float = 0.005
     #: eps_alpha / eps_w: alpha's meta step relative to the weights' (the paper: 0.6 / 1.0).
@@ -99,6 +108,8 @@ class MetaNAS(Reptile):
         if options.alpha_lr < 0 or options.alpha_meta_scale < 0 or options.warm_up_steps < 0:
             raise ValueError(f"learner.alpha_lr, learner.alpha_meta_scale and learner.warm_up_steps must be >= 0, got "
                              f"{options.alpha_lr}, {options.alpha_meta_scale}, {options.warm_up_steps}")
+        if not 0 <= options.drop_path < 1:
+            raise ValueError(f"learner.drop_path must be in [0, 1), got {options.drop_path}")
         if not 0 < options.temperature_min <= options.temperature_max:
             raise ValueError(f"learner.temperature_min and temperature_max must satisfy 0 < min <= max, got "
                              f"{options.temperature_min}, {options.temperature_max}")
@@ -115,7 +126,7 @@ class MetaNAS(Reptile):
             raise ValueError(f"MetaNAS needs image inputs (C, H, W), got input shape {input_shape}")
         space = SpaceOptions(list(options.operations), options.cells, options.channels, options.nodes,
                              None if options.reductions is None else list(options.reductions),
-                             options.stem_multiplier)
+                             options.stem_multiplier, options.pairwise_inputs)
         check_space(space, prefix="learner.")
         return search_classifier(space, input_shape, options.ways)
 
@@ -156,6 +167,7 @@ class MetaNAS(Reptile):
         else:
             k = steps - 1
         self.body.temperature = self.temperature(k, steps)
+        self.body.drop_prob = self.options.drop_path if training and inner else 0.0
         return super().network_forward(params, x, training, record, inner, differentiated_twice)
 
     def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
@@ -183,9 +195,10 @@ class MetaNAS(Reptile):
         return out
 
     def meta_step(self, batch: Task) -> dict[str, Tensor]:
-        """Reptile's pseudo-gradients for w and alpha (alpha's scaled by ``alpha_meta_scale``)."""
+        """Reptile's pseudo-gradients for w and alpha (alpha's scaled by ``alpha_meta_scale``); the metrics add
+        the meta-architecture before the step (:meth:`alpha_metrics`), which the trainer logs."""
         adapting = self.alpha_adapts()
-        metrics = super().meta_step(batch)
+        metrics = {**super().meta_step(batch), **self.alpha_metrics()}
         params = self.parameters_by_name()
         for name in alpha_names(self.network):
             grad = params[name].grad
@@ -193,6 +206,16 @@ class MetaNAS(Reptile):
                 grad.mul_(self.options.alpha_meta_scale if adapting else 0.0)
         self.meta_steps += 1
         return metrics
+
+    @torch.no_grad()
+    def alpha_metrics(self) -> dict[str, Tensor]:
+        """``alpha/<normal|reduce>/<operation>``: each operation's softmax(alpha) at temperature 1 averaged over
+        the cell's edges (``metalab plot RUN`` draws them against the meta-step)."""
+        out = {}
+        for kind, alpha in (("normal", self.body.alpha_normal), ("reduce", self.body.alpha_reduce)):
+            weights = torch.softmax(alpha.detach(), dim=-1).mean(dim=0)
+            out.update({f"alpha/{kind}/{op}": weights[o] for o, op in enumerate(self.body.operations)})
+        return out
 
     def genotype(self) -> Genotype:
         """The discrete meta-architecture: DARTS's top-2 edges per node of softmax(alpha)."""
