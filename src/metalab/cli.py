@@ -1,4 +1,4 @@
-"""The ``metalab`` command: recipes, show, train, eval, predict, plot, data, automl, nas.
+"""The ``metalab`` command: recipes, show, train, eval, predict, plot, data, automl, nas, zoo.
 
 What a command outputs (listings, configs, scores, predictions, paths) goes to stdout. Its own messages
 (what it is doing, which checkpoint it uses, warnings, errors) go through Python's ``logging`` (the
@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import sys
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -241,46 +242,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import torch
-    from torch.distributions import Categorical
-
-    from metalab.data.folders import image_paths, load_image_files, load_image_folder
-    from metalab.data.task import Task
     from metalab.train.build import checkpoint_path, load_run
+    from metalab.train.predict import check_output, predict_images
 
-    path = checkpoint_path(args.run, args.checkpoint)
-    learner, config, state = load_run(args.run, path)
-    log.info(f"predicting with {checkpoint_in_use(path, state, args.checkpoint)}")
+    if (args.run is None) == (args.model is None):
+        raise ValueError("give a run directory or --model NAME (a model of the zoo: `metalab zoo list`), "
+                         + ("not both" if args.run else "one of them"))
+    output = check_output(args.output) if args.output else None  # a bad --output fails before any work
+    if args.model is not None:
+        from metalab.zoo import load_model
+
+        if args.checkpoint:
+            raise ValueError("--checkpoint picks a checkpoint of a run directory; a zoo model (--model) has one")
+        learner, config, entry = load_model(args.model)
+        log.info(f"predicting with zoo model {entry.name} (test accuracy {entry.accuracy_text()})")
+    else:
+        path = checkpoint_path(args.run, args.checkpoint)
+        learner, config, state = load_run(args.run, path)
+        log.info(f"predicting with {checkpoint_in_use(path, state, args.checkpoint)}")
     if learner.task_kind != "classification":
-        return predict_points(args, learner)
-    channels, size = learner.input_shape[0], learner.input_shape[1]
-    invert = config.data.invert_user_images
-    support = load_image_folder(args.support, image_size=size, channels=channels, invert=invert)
-    if support.num_classes < 2:
-        raise ValueError(f"--support {args.support} holds one class ({support.class_names[0]!r}): an episode needs at "
-                         f"least two classes to tell apart, and with one every query would be it with probability 1; "
-                         f"add a sub-folder of example images for each other class")
-    support_x = torch.cat([support.get(c, range(support.items_in(c))) for c in range(support.num_classes)])
-    support_y = torch.cat([torch.full((support.items_in(c),), c, dtype=torch.long) for c in range(support.num_classes)])
-    queries = image_paths(args.query)
-    query_x = load_image_files(queries, image_size=size, channels=channels, invert=invert).float() / 255.0
-    # the learner's predictive distribution (the softmax of a point-estimate learner's logits), as the evaluator's
-    task = Task(support_x, support_y, query_x, torch.zeros(len(query_x), dtype=torch.long))
-    distribution = learner.predictive_distribution(Task.stack([task]))
-    if not isinstance(distribution, Categorical):
-        raise ValueError(f"{args.run}'s learner gives no predictive distribution over classes")
-    probabilities = distribution.probs[0].detach()
-    predicted = probabilities.argmax(-1)
-    rows = [
-        {"query": str(query), "class": support.class_names[int(k)], "probability": float(probabilities[i, k])}
-        for i, (query, k) in enumerate(zip(queries, predicted))
-    ]
-    if args.json:
+        return predict_points(args, learner, output)
+    predictions = predict_images(learner, config, args.support, args.query)
+    for words, count in predictions.conversions.items():
+        log.info(f"converted {count} image{'s' if count > 1 else ''} to the learner's input: {words}")
+    show_rows(predictions.rows, args.json, output,
+              lambda row: f"{row['query']}\t{row['class']}\t{row['probability']:.3f}")
+    return 0
+
+
+def show_rows(rows: list[dict[str, Any]], as_json: bool, output: Path | None,
+              line: Callable[[dict[str, Any]], str]) -> None:
+    """``metalab predict``'s results: ``output`` written (atomically) first, then stdout, one JSON list or ``line(row)``
+    per row."""
+    if output is not None:
+        from metalab.train.predict import write_predictions
+
+        write_predictions(rows, output)
+        log.info(f"wrote {len(rows)} prediction{'s' if len(rows) != 1 else ''} to {output}")
+    if as_json:
         print(json.dumps(rows))
     else:
         for row in rows:
-            print(f"{row['query']}\t{row['class']}\t{row['probability']:.3f}")
-    return 0
+            print(line(row))
 
 
 def read_points(path: str, columns: int | None, what: str) -> Any:
@@ -298,7 +301,7 @@ def read_points(path: str, columns: int | None, what: str) -> Any:
     return values
 
 
-def predict_points(args: argparse.Namespace, learner: Any) -> int:
+def predict_points(args: argparse.Namespace, learner: Any, output: Path | None = None) -> int:
     """``metalab predict`` for a regression run: --support a CSV of x..., y... rows, --query CSVs of x... rows; each
     query's prediction and, where the learner has a predictive distribution, its central 95% interval."""
     import torch
@@ -324,14 +327,13 @@ def predict_points(args: argparse.Namespace, learner: Any) -> int:
     rows = [{"x": query_x[i].tolist(), "prediction": prediction[i].tolist(),
              "interval_95": None if low is None or high is None else [low[i].tolist(), high[i].tolist()]}
             for i in range(len(query_x))]
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for row in rows:
-            interval = row["interval_95"]
-            shown = "" if interval is None else "\t" + " ".join(f"[{a:.4g}, {b:.4g}]" for a, b in zip(*interval))
-            print(" ".join(f"{v:.4g}" for v in row["x"]) + "\t" + " ".join(f"{v:.4g}" for v in row["prediction"])
-                  + shown)
+    def line(row: dict[str, Any]) -> str:
+        interval = row["interval_95"]
+        shown = "" if interval is None else "\t" + " ".join(f"[{a:.4g}, {b:.4g}]" for a, b in zip(*interval))
+        return (" ".join(f"{v:.4g}" for v in row["x"]) + "\t" + " ".join(f"{v:.4g}" for v in row["prediction"])
+                + shown)
+
+    show_rows(rows, args.json, output, line)
     return 0
 
 
@@ -448,12 +450,17 @@ def parser() -> argparse.ArgumentParser:
     p = command("predict", "adapt to labelled examples and predict queries: classes of images, each with its "
                            "predictive probability; values of points (regression), each with its central 95%% "
                            "predictive interval")
-    p.add_argument("run", help="run directory")
+    p.add_argument("run", nargs="?", help="run directory (or give --model)")
+    p.add_argument("--model", metavar="NAME", help="a model of the zoo instead of a run: predict without training "
+                                                   "(`metalab zoo list` shows them)")
     p.add_argument("--support", required=True, help="folder with one sub-folder of images per class (two classes "
                                                      "or more); for a regression run, a CSV file of x..., y... rows")
     p.add_argument("--query", required=True, nargs="+", action="extend",
-                   help="image files, or folders of images (each image directly in it, sorted by name), to classify; "
-                        "for a regression run, CSV files of x... rows")
+                   help="image files, or folders of images (searched recursively: image extensions only, sorted by "
+                        "path, hidden files and folders skipped), to classify; for a regression run, CSV files of x... "
+                        "rows")
+    p.add_argument("--output", metavar="FILE", help="also write the predictions to FILE.csv or FILE.json (the "
+                                                    "suffix picks the format), atomically: all of them or nothing")
     p.add_argument("--checkpoint", help="checkpoint file, or its name in the run directory (default: the run's "
                                         "best.pt, else last.pt)")
     p.add_argument("--json", action="store_true", help="print one JSON list of {query, class, probability}: the "
@@ -491,6 +498,10 @@ def parser() -> argparse.ArgumentParser:
     from metalab.nas.cli import add_nas_parser
 
     add_nas_parser(sub)
+
+    from metalab.zoo.cli import add_zoo_parser
+
+    add_zoo_parser(sub)
     return top
 
 

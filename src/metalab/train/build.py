@@ -108,6 +108,13 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None,
     """
     path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path)
+    learner, config = learner_of(state, path, overrides)
+    return learner, config, state
+
+
+def learner_of(state: dict, path: str | Path, overrides: Sequence[str] = ()) -> tuple[MetaLearner, DictConfig]:
+    """The trained learner (in eval mode) and config of a loaded checkpoint ``state`` (read from ``path``), with
+    ``overrides`` applied as :func:`load_run` applies them."""
     config = compose(config_of(state), list(overrides), origin=str(path))
     try:
         learner = build_learner(config, tuple(state["input_shape"]))
@@ -127,4 +134,4 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None,
                          f"learning rates at test, precision) apply to a trained run. "
                          f"{str(error).splitlines()[0]}") from None
     learner.eval()
-    return learner, config, state
+    return learner, config
