@@ -158,7 +158,8 @@ def test_offline_the_download_says_where_to_put_the_file(built, tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     zoo = zoo_with_url(built, tmp_path / "zoo", f"http://127.0.0.1:{port}/tiny.pt")
-    with pytest.raises(DataNotFoundError, match=f"could not download .*place it at {zoo.local_path(zoo.entry('tiny'))}"):
+    where = zoo.local_path(zoo.entry("tiny"))
+    with pytest.raises(DataNotFoundError, match=f"could not download .*place it at {where}"):
         zoo.load("tiny")
 
 
