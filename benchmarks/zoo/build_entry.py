@@ -19,7 +19,7 @@ import yaml
 from metalab.zoo.build import build_entry
 
 PACKAGED = Path(__file__).resolve().parents[2] / "src" / "metalab" / "zoo" / "weights"
-DATA = {"omniglot": "Omniglot, background set (Vinyals split)"}
+DATA = {"omniglot": "Omniglot (Vinyals split)"}
 
 
 def budget(run: Path) -> dict[str, object]:

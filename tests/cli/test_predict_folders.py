@@ -86,10 +86,10 @@ def test_a_nested_tree_of_mixed_files_is_classified_and_each_conversion_said_onc
     conversions = [line for line in err.splitlines() if "to the learner's input" in line]
     said = "metalab: converted {} to the learner's input: {}, " + INVERTED
     assert sorted(conversions) == sorted(said.format(n, words) for n, words in [
-        ("4 images", "L -> grayscale 28x28"),  # support alpha and eps, queries beta and delta
+        ("4 images", "grayscale -> grayscale 28x28"),  # support alpha and eps, queries beta and delta
         ("2 images", "RGB -> grayscale 28x28"),
         ("2 images", "RGBA -> grayscale 28x28 (transparent pixels on white)"),
-        ("2 images", "I;16 -> grayscale 28x28 (16-bit scaled to 8-bit)")])
+        ("2 images", "16-bit grayscale -> grayscale 28x28 (scaled to 8 bits)")])
     with open(tmp_path / "p.csv", newline="") as file:
         written = list(csv.DictReader(file))
     assert [(r["query"], r["class"], float(r["probability"])) for r in written] == [

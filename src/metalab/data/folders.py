@@ -26,7 +26,8 @@ from metalab.data.store import DataNotFoundError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 _MODES = {1: "L", 3: "RGB"}
-_MODE_NAMES = {"L": "grayscale", "RGB": "RGB"}
+_MODE_NAMES = {"L": "grayscale", "RGB": "RGB", "1": "1-bit", "P": "palette", "PA": "palette+alpha",
+               "LA": "grayscale+alpha", "I;16": "16-bit grayscale", "I": "32-bit grayscale", "F": "float grayscale"}
 #: Pillow modes of 16- and 32-bit integer grey-scale (a 16-bit PNG opens as "I;16" or "I")
 _WIDE_GREY = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
@@ -65,8 +66,9 @@ def conversion_of(path: str | Path, image_size: int, channels: int, inverted: st
     if mode == target and size == (image_size, image_size) and inverted is None:
         return None
     notes = [*(["transparent pixels on white"] if transparent else []),
-             *(["16-bit scaled to 8-bit"] if mode in _WIDE_GREY else [])]
-    words = f"{mode} -> {_MODE_NAMES[target]} {image_size}x{image_size}" + (f" ({', '.join(notes)})" if notes else "")
+             *(["scaled to 8 bits"] if mode in _WIDE_GREY else [])]
+    words = f"{_MODE_NAMES.get(mode, mode)} -> {_MODE_NAMES[target]} {image_size}x{image_size}"
+    words += f" ({', '.join(notes)})" if notes else ""
     return words + (f", inverted {inverted}" if inverted else "")
 
 
