@@ -154,6 +154,18 @@ def test_usage_errors(capsys, tree, args, message):
     assert status == 1 and out == "" and message in err
 
 
+def test_a_fixed_head_takes_at_most_its_classes(capsys, tree):
+    status = main(["predict", "--model", "omniglot-maml-5w1s", "--support", str(tree["support"]), "--query",
+                   str(tree["queries"] / "gamma-as-jpeg.jpeg")])
+    assert status == 0 and capsys.readouterr().out.split("\t")[1] == "gamma"  # 5 classes: as many as its head
+    support = tree["support"].parent / "six-classes"
+    for name in ("alpha", "beta", "gamma", "delta", "eps", "zeta"):
+        save(drawing(len(name)), support / name / "one.png", "png")
+    status = main(["predict", "--model", "omniglot-maml-5w1s", "--support", str(support), "--query", str(support)])
+    assert status == 1 and (f"--support {support} holds 6 classes, but this learner's classifier head has 5 outputs: "
+                            f"give at most 5 class folders") in capsys.readouterr().err
+
+
 def test_a_run_or_a_model(capsys, tree, tmp_path):
     assert main(["predict", "--support", str(tree["support"]), "--query", str(tree["queries"])]) == 1
     assert "give a run directory or --model NAME (a model of the zoo: `metalab zoo list`), one of them" in (

@@ -53,6 +53,11 @@ def predict_images(learner: MetaLearner, config: DictConfig, support: str | Path
         raise ValueError(f"--support {support} holds one class ({classes.class_names[0]!r}): an episode needs at "
                          f"least two classes to tell apart, and with one every query would be it with probability 1; "
                          f"add a sub-folder of example images for each other class")
+    head = config.learner.get("ways")  # a classifier head of fixed size (gradient-based learners)
+    if isinstance(head, int) and classes.num_classes > head:
+        raise ValueError(f"--support {support} holds {classes.num_classes} classes, but this learner's classifier head "
+                         f"has {head} outputs: give at most {head} class folders, or use a learner that takes any "
+                         f"number of classes (a metric-based one such as ProtoNet)")
     query_files = image_paths(queries)
     query_x = load_image_files(query_files, image_size=size, channels=channels, invert=invert).float() / 255.0
     support_x = torch.cat([classes.get(c, range(classes.items_in(c))) for c in range(classes.num_classes)])
