@@ -3,19 +3,21 @@
 # virtual environment to `metalab predict --model MODEL` printing predictions for a 5-way 5-shot folder of Omniglot
 # test characters. Prints each phase's wall seconds and the machine's load; the pip cache is whatever this machine has
 # (PIP_NO_CACHE_DIR=1 to measure a cold one).
-# Usage (from the project root): bash benchmarks/zoo/first_prediction.sh [MODEL]   (WORK=/tmp/metalab-first to keep it)
+# Usage (from the project root): bash benchmarks/zoo/first_prediction.sh [MODEL]   (WORK=/tmp/metalab-first to keep it;
+# BUILD_PYTHON=... for the Python that builds the wheel, default .venv/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/env.sh
 model=${1:-omniglot-protonet-5w1s}
 work=${WORK:-$(mktemp -d /tmp/metalab-first.XXXXXX)}
-python=${PYTHON:-python3}
+python=${PYTHON:-python3}                      # the user's Python (3.11: torch 2.13.0's wheel on this machine)
+build_python=${BUILD_PYTHON:-.venv/bin/python}  # the developer's, with setuptools>=77 (scripts/setup.sh)
 mkdir -p "$work"
 now() { date +%s.%N; }
 phase() { printf '%-44s %7.1f s\n' "$1" "$(echo "$3 - $2" | bc)"; }
 echo "load before: $(uptime)"
 start=$(now)
-"$python" -m pip wheel . --no-deps --no-build-isolation --quiet -w "$work/dist" >/dev/null
+"$build_python" -m pip wheel . --no-deps --no-build-isolation --quiet -w "$work/dist" >/dev/null
 built=$(now)
 "$python" benchmarks/zoo/omniglot_folder.py "${METALAB_DATA:?set METALAB_DATA to the data root}" "$work/folder" >/dev/null
 folder=$(now)
