@@ -242,20 +242,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from metalab.train.build import checkpoint_path, load_run
+    from metalab.train.build import EMBEDDING_RECIPE, checkpoint_path, embedding_learner, load_run
     from metalab.train.predict import check_output, predict_images
 
-    if (args.run is None) == (args.model is None):
-        raise ValueError("give a run directory or --model NAME (a model of the zoo: `metalab zoo list`), "
-                         + ("not both" if args.run else "one of them"))
+    given = [source for source, value in (("a run directory", args.run), ("--model", args.model),
+                                          ("--backbone", args.backbone)) if value is not None]
+    if len(given) != 1:
+        raise ValueError("give a run directory, --model NAME (a model of the zoo: `metalab zoo list`) or --backbone "
+                         "SPEC (an untrained embedding, e.g. 'timm:resnet18(pretrained=true)'): "
+                         + (f"only one of them, not {' and '.join(given)}" if given else "one of them"))
+    if args.checkpoint and args.run is None:
+        raise ValueError(f"--checkpoint picks a checkpoint of a run directory; {given[0]} has none to pick")
     output = check_output(args.output) if args.output else None  # a bad --output fails before any work
     if args.model is not None:
         from metalab.zoo import load_model
 
-        if args.checkpoint:
-            raise ValueError("--checkpoint picks a checkpoint of a run directory; a zoo model (--model) has one")
         learner, config, entry = load_model(args.model)
         log.info(f"predicting with zoo model {entry.name} (test accuracy {entry.accuracy_text()})")
+    elif args.backbone is not None:
+        learner, config = embedding_learner(args.backbone, args.image_size)
+        log.info(f"predicting with {EMBEDDING_RECIPE}'s untrained ProtoNet on {args.backbone} "
+                 f"({args.image_size}x{args.image_size} RGB)")
     else:
         path = checkpoint_path(args.run, args.checkpoint)
         learner, config, state = load_run(args.run, path)
@@ -450,9 +457,14 @@ def parser() -> argparse.ArgumentParser:
     p = command("predict", "adapt to labelled examples and predict queries: classes of images, each with its "
                            "predictive probability; values of points (regression), each with its central 95%% "
                            "predictive interval")
-    p.add_argument("run", nargs="?", help="run directory (or give --model)")
+    p.add_argument("run", nargs="?", help="run directory (or --model, or --backbone)")
     p.add_argument("--model", metavar="NAME", help="a model of the zoo instead of a run: predict without training "
                                                    "(`metalab zoo list` shows them)")
+    p.add_argument("--backbone", help="predict without a run: a ProtoNet with this backbone's embedding, untrained "
+                                      "(the 'good embedding' baseline), e.g. 'timm:resnet18(pretrained=true)' or "
+                                      "'torchvision:resnet18(weights=PATH)'")
+    p.add_argument("--image-size", type=count_of_at_least_one, default=224,
+                   help="with --backbone: the size images are resized to (default 224, ImageNet's)")
     p.add_argument("--support", required=True, help="folder with one sub-folder of images per class (two classes "
                                                      "or more); for a regression run, a CSV file of x..., y... rows")
     p.add_argument("--query", required=True, nargs="+", action="extend",

@@ -46,6 +46,9 @@ class DataConfig:
     reveal_groups: bool = False
     #: steps per episode of an environment (meta-RL); None -> the environment's own (100 for navigation2d).
     horizon: int | None = None
+    #: augmentation of the training tasks' images through torchvision transforms, e.g. [random_crop(padding=8),
+    #: color_jitter(0.4, 0.4, 0.4), hflip] (:mod:`metalab.data.augment`); never applied to evaluation episodes.
+    augment: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -389,6 +392,13 @@ def _check_ranges(config: DictConfig, origin: str) -> None:
     if channels not in (None, 1, 3):
         raise ConfigError(f"data.channels must be 1 (grey-scale), 3 (RGB) or null (the data set's own), got {channels} "
                           f"in {origin} or the overrides")
+    from metalab.data.augment import parse_operation
+
+    for operation in config.data.augment:
+        try:
+            parse_operation(operation)
+        except ValueError as error:
+            raise ConfigError(f"{error}; in {origin} or the overrides") from None
     minutes = config.train.max_minutes
     if minutes is not None and not minutes >= 0:
         raise ConfigError(f"train.max_minutes must be >= 0 (or null: no time budget), got {minutes}")

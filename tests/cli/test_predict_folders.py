@@ -147,7 +147,7 @@ def test_errors_name_the_problem_and_write_nothing(capsys, tree, tmp_path, case)
 
 @pytest.mark.parametrize("args, message", [
     (["--output", "predictions.txt"], "--output predictions.txt: give a file name ending in .csv or .json"),
-    (["--checkpoint", "best.pt"], "--checkpoint picks a checkpoint of a run directory; a zoo model (--model) has one"),
+    (["--checkpoint", "best.pt"], "--checkpoint picks a checkpoint of a run directory; --model has none to pick"),
 ])
 def test_usage_errors(capsys, tree, args, message):
     status, out, err = predict(capsys, "--support", str(tree["support"]), "--query", str(tree["queries"]), *args)
@@ -168,9 +168,8 @@ def test_a_fixed_head_takes_at_most_its_classes(capsys, tree):
 
 def test_a_run_or_a_model(capsys, tree, tmp_path):
     assert main(["predict", "--support", str(tree["support"]), "--query", str(tree["queries"])]) == 1
-    assert "give a run directory or --model NAME (a model of the zoo: `metalab zoo list`), one of them" in (
+    assert "give a run directory, --model NAME (a model of the zoo: `metalab zoo list`) or --backbone SPEC" in (
         capsys.readouterr().err)
     assert main(["predict", str(tmp_path), "--model", MODEL, "--support", str(tree["support"]), "--query",
                  str(tree["queries"])]) == 1
-    assert "give a run directory or --model NAME (a model of the zoo: `metalab zoo list`), not both" in (
-        capsys.readouterr().err)
+    assert "only one of them, not a run directory and --model" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Backbones: the Conv-4, ResNet-12 and WRN-28-10 of the few-shot literature, and an MLP for regression or features."""
+"""Backbones: the Conv-4, ResNet-12 and WRN-28-10 of the few-shot literature, any timm or torchvision model by name
+(:mod:`metalab.nn.library_backbones`), and an MLP for regression or features."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -8,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from metalab.nn.library_backbones import LIBRARIES, build_library_backbone, check_settings, parse_value
 from metalab.nn.resnet12 import DEFAULT_CHANNELS, ResNet12
 from metalab.nn.wide_resnet import WideResNet
 
@@ -74,25 +76,42 @@ IMAGE_BACKBONES: dict[str, dict[str, type]] = {
 def parse_backbone(spec: str) -> tuple[str, dict[str, Any]]:
     """A backbone spec -> (name, settings): ``"resnet12"`` -> ("resnet12", {}),
     ``"resnet12(drop_rate=0.1, avg_pool=false)"`` -> ("resnet12", {"drop_rate": 0.1, "avg_pool": False}).
+    A library's model, ``"LIBRARY:MODEL(settings)"`` with LIBRARY timm or torchvision, takes ``pretrained`` (bool),
+    ``weights`` (a path) and its constructor's settings (bool, int, float or text):
+    ``"timm:resnet18(pretrained=true)"`` -> ("timm:resnet18", {"pretrained": True}).
 
     Raises ``ValueError`` naming the known backbones, or the settings a backbone takes, for anything else.
     """
     name, _, rest = spec.strip().partition("(")
     name = name.strip()
-    if name not in IMAGE_BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(IMAGE_BACKBONES)} (settings in parentheses, "
-                         f"e.g. 'resnet12(drop_rate=0.1, dropblock_size=5)')")
+    library, colon, model = name.partition(":")
+    if colon and (library not in LIBRARIES or not model):
+        raise ValueError(f"backbone {name!r}: a library's model is named LIBRARY:MODEL with LIBRARY one of "
+                         f"{', '.join(LIBRARIES)}, e.g. 'timm:resnet18' or 'torchvision:resnet18(pretrained=true)'")
+    if not colon and name not in IMAGE_BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(IMAGE_BACKBONES)} and LIBRARY:MODEL for "
+                         f"{' and '.join(LIBRARIES)} models (settings in parentheses, e.g. 'resnet12(drop_rate=0.1, "
+                         f"dropblock_size=5)', 'timm:resnet18(pretrained=true)')")
     if not rest:
         return name, {}
     if not rest.endswith(")"):
         raise ValueError(f"backbone {spec!r}: settings go in parentheses, e.g. 'resnet12(drop_rate=0.1)'")
-    allowed, settings = IMAGE_BACKBONES[name], {}  # values: bool, int or float, as ``allowed`` says
+    allowed = IMAGE_BACKBONES.get(name, {})  # values: bool, int or float, as ``allowed`` says
+    settings: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in rest[:-1].split(","))):
         key, _, text = (piece.strip() for piece in item.partition("="))
+        if colon:
+            if not key.isidentifier() or not text:
+                raise ValueError(f"backbone {spec!r}: settings are key=value pairs, e.g. 'timm:resnet18(pretrained="
+                                 f"true, weights=/path/resnet18.pth)'")
+            settings[key] = parse_value(text)
+            continue
         if key not in allowed:
             takes = ", ".join(allowed) or "no settings"
             raise ValueError(f"backbone {name} has no setting {key!r}; it takes {takes}")
         settings[key] = _setting(name, key, text, allowed[key])
+    if colon:
+        check_settings(spec.strip(), settings)
     return name, settings
 
 
@@ -116,9 +135,13 @@ def build_backbone(name: str, input_shape: Sequence[int], hidden: int = 64) -> n
     features) and no dropout or DropBlock; its settings ``drop_rate``, ``dropblock_size``, ``dropblock_warmup``
     and ``avg_pool`` select MetaOptNet's (``avg_pool=false``: 640 x 5 x 5 features at 84x84) or RFS's
     regularised network; images of at least 16x16. "wrn28-10": :class:`~metalab.nn.wide_resnet.WideResNet`
-    WRN-28-10 (640 features), setting ``drop_rate``.
+    WRN-28-10 (640 features), setting ``drop_rate``. "timm:MODEL" / "torchvision:MODEL": that library's model without
+    its classifier head (:func:`~metalab.nn.library_backbones.build_library_backbone`; ``hidden`` does not apply).
     """
     kind, settings = parse_backbone(name)
+    library, colon, model = kind.partition(":")
+    if colon:
+        return build_library_backbone(name.strip(), library, model, settings, input_shape)
     if kind == "conv4":
         return Conv4(in_channels=input_shape[0], hidden=hidden)
     if kind == "resnet12":

@@ -9,7 +9,8 @@ from omegaconf import DictConfig
 
 from metalab.algorithms.base import MetaLearner
 from metalab.algorithms.registry import learner_class
-from metalab.config import ConfigError, compose, learner_options, speed_options
+from metalab.config import ConfigError, compose, learner_options, load_recipe, speed_options
+from metalab.nn.library_backbones import weights_from_checkpoint
 from metalab.train.checkpoint import config_of, load_checkpoint, run_checkpoint
 
 
@@ -32,6 +33,22 @@ def build_learner(config: DictConfig, input_shape: tuple[int, ...]) -> MetaLearn
         return cls(learner_options(config), tuple(input_shape), speed_options(config),
                    environment=environment)  # type: ignore[call-arg]
     return cls(learner_options(config), tuple(input_shape), speed_options(config))
+
+
+#: the recipe of the "good embedding" baseline that ``metalab predict --backbone`` builds without training
+EMBEDDING_RECIPE = "miniimagenet-pretrained-protonet-5w5s"
+
+
+def embedding_learner(backbone: str, image_size: int) -> tuple[MetaLearner, DictConfig]:
+    """The "good embedding" baseline, untrained: :data:`EMBEDDING_RECIPE`'s ProtoNet with ``backbone`` (e.g. a
+    pretrained ``timm:resnet18(pretrained=true)``) for RGB images of ``image_size``, in evaluation mode, and its
+    config."""
+    config = load_recipe(EMBEDDING_RECIPE)
+    config.learner.backbone, config.data.image_size, config.data.channels = backbone, image_size, 3
+    config.name = f"{EMBEDDING_RECIPE} with learner.backbone={backbone}"
+    learner = build_learner(config, (3, image_size, image_size))
+    learner.eval()
+    return learner, config
 
 
 def build_optimizer(config: DictConfig,
@@ -117,7 +134,8 @@ def learner_of(state: dict, path: str | Path, overrides: Sequence[str] = ()) -> 
     ``overrides`` applied as :func:`load_run` applies them."""
     config = compose(config_of(state), list(overrides), origin=str(path))
     try:
-        learner = build_learner(config, tuple(state["input_shape"]))
+        with weights_from_checkpoint():  # the checkpoint's weights replace a backbone's published or local ones
+            learner = build_learner(config, tuple(state["input_shape"]))
     except (RuntimeError, MemoryError) as error:  # e.g. learner.hidden=100000: PyTorch cannot allocate the weights
         if not overrides or not is_out_of_memory(error):
             raise

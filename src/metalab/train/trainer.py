@@ -20,13 +20,14 @@ import os
 import sys
 import time
 import warnings
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from metalab.data.augment import augmented
 from metalab.data.sources import (
     evaluation_episodes,
     has_class_data,
@@ -34,6 +35,7 @@ from metalab.data.sources import (
     load_split,
     task_source,
 )
+from metalab.nn.library_backbones import weights_from_checkpoint
 from metalab.train.build import build_learner, build_optimizer
 from metalab.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from metalab.train.distributed import (
@@ -159,13 +161,15 @@ class Trainer:
         self.train_data = (load_split(config, config.data.train_split, self.data_root) if has_class_data(config)
                            else None)
         self.input_shape = input_shape(config, self.data_root, self.train_data)
-        self.learner = build_learner(config, self.input_shape).to(self.device)
+        with weights_from_checkpoint() if self.resume else nullcontext():  # resumed: last.pt's weights replace them
+            self.learner = build_learner(config, self.input_shape).to(self.device)
         self.ranks.broadcast_module(self.learner)
         self.optimizer, self.scheduler = build_optimizer(config, self.learner)
         self.train_tasks = task_source(
             config, config.data.train_split, config.task.ways, config.task.shots, config.task.queries,
             seed=config.train.seed, within_group=config.task.within_group, dataset=self.train_data,
         )
+        self.train_tasks = augmented(self.train_tasks, config.data.augment, self.input_shape, config.train.seed)
         self.val_episodes = None
         if config.data.val_split and config.train.val_every > 0 and config.eval.val_episodes > 0:
             self.val_episodes = evaluation_episodes(config, config.data.val_split, seed=config.eval.val_seed,
