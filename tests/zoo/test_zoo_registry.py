@@ -179,3 +179,12 @@ def test_zoo_list_and_show(built, capsys, monkeypatch):
     assert f"sha256: {sha256(built['zoo'] / 'tiny.pt')}" in shown and "metalab predict --model tiny" in shown
     assert main(["zoo", "show", "nope"]) == 1
     assert "the zoo has no model 'nope'; `metalab zoo list` shows its models: tiny" in capsys.readouterr().err
+
+
+def test_the_command_line_parser_does_not_import_torch_for_the_zoo():
+    """`metalab zoo` is registered on the parser of every command; the registry (and torch) load only when used."""
+    import subprocess
+    import sys
+
+    code = "import sys, metalab.cli; metalab.cli.parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

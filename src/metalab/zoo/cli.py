@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
-from metalab.zoo.registry import Zoo, ZooEntry, packaged_zoo
+if TYPE_CHECKING:  # the registry imports torch: only when a zoo command runs
+    from metalab.zoo.registry import Zoo, ZooEntry
 
 
 def size_text(size: int) -> str:
@@ -20,6 +22,8 @@ def where_text(zoo: Zoo, entry: ZooEntry) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from metalab.zoo.registry import packaged_zoo
+
     zoo = packaged_zoo()
     if args.json:
         print(json.dumps({"zoo_version": zoo.version, "models": {n: e.record for n, e in zoo.entries.items()}}))
@@ -35,6 +39,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from metalab.zoo.registry import packaged_zoo
+
     zoo = packaged_zoo()
     entry = zoo.entry(args.name)
     if args.json:
