@@ -76,13 +76,13 @@ def measure(method: str, ways: int, meta_batch: int, steps: int, warmup: bool = 
         del tiny
     batch = tasks(meta_batch)
     before, peak_before = resident_mb(), peak_mb()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     learner.meta_step(batch)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     return {"method": method, "ways": ways, "shots": 1, "meta_batch": meta_batch, "inner_steps": steps,
             "warmup": warmup, "mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_", "glibc default"),
             "peak_increase_mb": round(peak_mb() - before, 1), "resident_before_mb": round(before, 1),
-            "peak_before_mb": round(peak_before, 1), "seconds": round(seconds, 2)}
+            "peak_before_mb": round(peak_before, 1), "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2)}
 
 
 def plot(path: Path) -> None:
@@ -110,14 +110,16 @@ def plot(path: Path) -> None:
 
 
 def table(path: Path) -> str:
-    """The JSON lines of ``path`` as a markdown table: MiB (seconds) per method and inner steps."""
+    """The JSON lines of ``path`` as a markdown table: MiB (wall seconds, and CPU seconds where measured) per method
+    and inner steps."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     steps = sorted({row["inner_steps"] for row in rows})
     lines = ["| ways, meta-batch | method | " + " | ".join(f"{k} steps" for k in steps) + " |",
              "| --- | --- |" + " --- |" * len(steps)]
     for ways, meta_batch, method in sorted({(r["ways"], r["meta_batch"], r["method"]) for r in rows},
                                            key=lambda key: (key[0], key[1], list(METHODS).index(key[2]))):
-        cells = {r["inner_steps"]: f"{r['peak_increase_mb']:.0f} ({r['seconds']:.1f} s)" for r in rows
+        cells = {r["inner_steps"]: f"{r['peak_increase_mb']:.1f} ({r['seconds']:.1f} s"
+                 + (f", CPU {r['cpu_seconds']:.1f} s)" if "cpu_seconds" in r else ")") for r in rows
                  if (r["ways"], r["meta_batch"], r["method"]) == (ways, meta_batch, method)}
         lines.append(f"| {ways}w1s, {meta_batch} | {method} | " + " | ".join(cells.get(k, "-") for k in steps) + " |")
     return "\n".join(lines)

@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--test-tasks", type=int, default=800)
     parser.add_argument("--noise", type=float, default=1.0)
+    parser.add_argument("--spawn-share", type=float, default=0.5)
     parser.add_argument("--out", default="benchmarks/noniid")
     args = parser.parse_args()
     families = list(HSML_FAMILIES)
@@ -43,8 +44,10 @@ def main() -> None:
     stream = TaskStream(stages, per_stage, families)
     test = MixedRegressionTasks("test", args.shots, 10, seed=0).fixed(args.test_tasks)
     speed = SpeedOptions(engine="reference")
-    learners = {"task-mixture": TaskMixture(TaskMixture.Options(**COMMON, noise=args.noise), (1,), speed),
-                "maml": MAML(MAML.Options(**COMMON), (1,), speed)}
+    torch.manual_seed(0)  # the same initial weights in every run: the mixture's components and MAML's network
+    mixture = TaskMixture(TaskMixture.Options(**COMMON, noise=args.noise, spawn_share=args.spawn_share), (1,), speed)
+    torch.manual_seed(0)
+    learners = {"task-mixture": mixture, "maml": MAML(MAML.Options(**COMMON), (1,), speed)}
     results: dict = {"args": vars(args), "families": families}
     for name, learner in learners.items():
         torch.manual_seed(0)

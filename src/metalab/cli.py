@@ -1,4 +1,4 @@
-"""The ``metalab`` command: recipes, show, train, eval, predict, plot, data, automl, nas, zoo.
+"""The ``metalab`` command: recipes, show, train, online, eval, predict, plot, data, automl, nas, zoo.
 
 What a command outputs (listings, configs, scores, predictions, paths) goes to stdout. Its own messages
 (what it is doing, which checkpoint it uses, warnings, errors) go through Python's ``logging`` (the
@@ -141,12 +141,37 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"`metalab train RECIPE run.dir=DIR --resume`")
     else:
         config = load_recipe(args.recipe, args.overrides)
+    if "online" in config:
+        raise ValueError(f"{args.recipe} is an online recipe (a task stream, FTML and its baselines): run it with "
+                         f"`metalab online {args.recipe}`")
     log.debug(f"the config of this run:\n{OmegaConf.to_yaml(config).rstrip()}")
     if config.speed.reuse_freed_memory:  # process-wide, so the command's default, not the Trainer's
         from metalab.accel.allocator import reuse_freed_memory
 
         reuse_freed_memory()
     Trainer(config, data_root=args.data_root, resume=args.resume).fit()
+    return 0
+
+
+def cmd_online(args: argparse.Namespace) -> int:
+    """``metalab online RECIPE``: FTML and its baselines over a task stream (:mod:`metalab.train.online_run`)."""
+    from metalab.config import compose, load_recipe
+    from metalab.train.checkpoint import LAST, config_of, load_checkpoint
+    from metalab.train.online_run import OnlineRun, is_online
+
+    target = Path(args.recipe)
+    if args.resume and target.is_dir():  # `metalab online RUN_DIR --resume`: the run's own config
+        saved = config_of(load_checkpoint(target / LAST))
+        config = compose(saved, [*args.overrides, f"run.dir={target}"], origin=str(target / LAST))
+    else:
+        config = load_recipe(args.recipe, args.overrides)
+    if not is_online(config):
+        raise ValueError(f"{args.recipe} is not an online recipe (it has no online section); `metalab train "
+                         f"{args.recipe}` meta-trains it. Online recipes: rainbow-digits-ftml")
+    results = OnlineRun(config, resume=args.resume).fit()
+    print(f"{'method':8s} {'reached':>8s} {'mean final accuracy':>20s}")
+    for method, values in results["methods"].items():
+        print(f"{method:8s} {values['reached']:>4d}/{results['tasks']:<3d} {values['mean_final_accuracy']:20.3f}")
     return 0
 
 
@@ -349,6 +374,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from metalab.nas.cli import is_search_run, plot_search_run
     from metalab.train.build import load_run
     from metalab.train.l2o import is_l2o_run, plot_l2o
+    from metalab.train.online_plots import plot_online_run
+    from metalab.train.online_run import is_online_run
     from metalab.train.plots import plot_reliability, plot_run, run_reliability
 
     if is_search_run(args.run):  # `metalab nas search`: the derived cells and alpha over time
@@ -358,6 +385,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if is_l2o_run(args.run):  # loss vs step of each evaluation of a learned optimizer
         for written in plot_l2o(args.run, args.out):
             print(written)
+        return 0
+    if is_online_run(args.run):  # `metalab online`: the learning-efficiency curve of each method
+        print(plot_online_run(args.run, args.out))
         return 0
     path = plot_run(args.run, args.out, args.tasks, curves=True if args.curves else None)
     if path is None:
@@ -430,6 +460,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help=DATA_ROOT_HELP)
     p.set_defaults(func=cmd_train)
 
+    p = command("online", "run online meta-learning over a task stream (FTML and its baselines: datapoints each "
+                          "new task needs to reach a target accuracy)")
+    p.add_argument("recipe", help="online recipe name (e.g. rainbow-digits-ftml), YAML path, or (with --resume) a "
+                                  "run directory")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. online.per_stage=2 run.dir=runs/s1")
+    p.add_argument("--resume", action="store_true", help="continue from <run.dir>/last.pt with the next task")
+    p.set_defaults(func=cmd_online)
+
     p = command("eval", "score a trained run on fixed episodes (mean +- 95%% CI)")
     p.add_argument("run", help="run directory")
     p.add_argument("overrides", nargs="*",
@@ -482,11 +520,11 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = command("plot", "plot a run: learning curves and reliability diagram (classification), fits on test tasks "
-                        "(regression), loss curves (learned optimizers), the derived cells and alpha over time (NAS "
-                        "searches; MetaNAS runs get their cells too); PNG")
+                        "(regression), loss curves (learned optimizers), learning efficiency (online runs), the "
+                        "derived cells and alpha over time (NAS searches; MetaNAS runs get their cells too); PNG")
     p.add_argument("run", help="run directory")
-    p.add_argument("--out", help="PNG path (default: curves.png, sinusoid_fits.png or predictive.png in the run "
-                                 "directory)")
+    p.add_argument("--out", help="PNG path (default: curves.png, sinusoid_fits.png, predictive.png or efficiency.png "
+                                 "in the run directory)")
     p.add_argument("--tasks", type=count_of_at_least_one, default=4, help="test tasks to draw (regression; default 4)")
     p.add_argument("--curves", action="store_true", help="draw the learning curves of a regression run too")
     p.add_argument("--reliability", help="PNG path of a classification run's reliability diagram (default: "

@@ -21,6 +21,7 @@ from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseExceptio
 
 from metalab.accel.options import SpeedOptions, check_speed_options
 from metalab.algorithms.registry import learner_class
+from metalab.train.online import OnlineOptions
 
 
 @dataclass
@@ -46,6 +47,9 @@ class DataConfig:
     reveal_groups: bool = False
     #: steps per episode of an environment (meta-RL); None -> the environment's own (100 for navigation2d).
     horizon: int | None = None
+    #: meta-RL: train on a fixed set of this many tasks (the train split's stream cycles through its first
+    #: task_pool tasks, PEARL's n_train_tasks); None -> a new task at every index of the stream.
+    task_pool: int | None = None
     #: augmentation of the training tasks' images through torchvision transforms, e.g. [random_crop(padding=8),
     #: color_jitter(0.4, 0.4, 0.4), hflip] (:mod:`metalab.data.augment`); never applied to evaluation episodes.
     augment: list[str] = field(default_factory=list)
@@ -132,6 +136,19 @@ class BaseConfig:
     run: RunConfig = field(default_factory=RunConfig)
     #: execution options: time and memory, never results (:class:`metalab.accel.options.SpeedOptions`)
     speed: SpeedOptions = field(default_factory=SpeedOptions)
+
+
+@dataclass
+class OnlineConfig(OnlineOptions):
+    """Online meta-learning over a task stream (``metalab online``): the section only an online recipe has; the
+    schedule and the update of :class:`metalab.train.online.OnlineOptions`, plus what the run takes."""
+
+    #: the methods to run on the same stream from the same initial weights: ftml, ftl, toe, tfs.
+    methods: list[str] = field(default_factory=lambda: ["ftml", "ftl", "toe", "tfs"])
+    #: the first tasks of each stage of the stream, in stream order; None: every task.
+    per_stage: int | None = None
+    #: held-out test images per class of each task (its accuracy is measured on them).
+    queries: int = 10
 
 
 #: keys that moved into the ``speed`` group (execution options), old -> new
@@ -326,12 +343,14 @@ def compose(recipe: dict | list | DictConfig | ListConfig, overrides: Sequence[s
     if not name:
         raise ConfigError(f"{origin} has no learner.name; set it to one of the registered learners")
     options_cls = learner_class(str(name)).Options
-    paths = _key_paths(BaseConfig) + ["learner"] + [f"learner.{p}" for p in _key_paths(options_cls)]
+    sections: list[tuple[str, Any, Any]] = [("learner", options_cls, field(default_factory=options_cls))]
+    if "online" in given:  # an online recipe (metalab online): its own section
+        sections.append(("online", OnlineConfig, field(default_factory=OnlineConfig)))
+    paths = _key_paths(BaseConfig) + [path for section, cls, _ in sections
+                                      for path in [section, *(f"{section}.{p}" for p in _key_paths(cls))]]
     _check_keys(given, paths, "", origin)
     _check_keys(given_overrides, paths, "", "the command-line overrides")
-    schema = OmegaConf.structured(
-        make_dataclass("Config", [("learner", options_cls, field(default_factory=options_cls))], bases=(BaseConfig,))
-    )
+    schema = OmegaConf.structured(make_dataclass("Config", sections, bases=(BaseConfig,)))
     try:
         config = OmegaConf.merge(schema, recipe, override_cfg)
         # every value, interpolations resolved: what the trainer will read

@@ -46,7 +46,7 @@ OPTIONS = {
     "tnet": dict(inner_steps=2, inner_lr=0.3),
     "mtnet": dict(inner_steps=2, inner_lr=0.3, mask_logit_init=0.5),
     "imaml": dict(inner_steps=3, inner_lr=0.3, prox_lambda=2.0, cg_steps=3),
-    "warpgrad": dict(inner_steps=3, inner_lr=0.3),
+    "warpgrad": dict(inner_steps=3, inner_lr=0.3, inner_batch=4, inner_batch_test=3),
     "platipus": dict(inner_steps=2, inner_lr=0.3, train_samples=2, samples=2, std_init=0.1, gamma_init=0.1),
     "bmaml": dict(inner_steps=2, inner_lr=0.05, particles=2, leader_steps=1),
     "abml": dict(inner_steps=2, inner_lr=0.05, train_samples=2, samples=2, prior_std_init=0.1),

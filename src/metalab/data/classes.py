@@ -16,6 +16,9 @@ class ClassDataset:
         class_names: one stable, unique name per class (used by episode manifests).
         groups: optional group name per class (e.g. the Omniglot alphabet), for within-group episodes.
         name: the dataset/split name, shown in errors and manifests.
+        held_out: the first ``held_out`` items of every class are its held-out items, the only ones an episode
+            queries, and the others the only ones it adapts on (a fixed split of each class's items, as
+            WarpGrad's Omniglot alphabet tasks hold out each character's first drawings); 0: no fixed split.
     """
 
     def __init__(
@@ -25,6 +28,7 @@ class ClassDataset:
         class_names: Sequence[str],
         groups: Sequence[str] | None = None,
         name: str = "dataset",
+        held_out: int = 0,
     ) -> None:
         if images.dim() != 4:
             raise ValueError(f"{name}: images must be [N, C, H, W], got shape {tuple(images.shape)}")
@@ -38,7 +42,10 @@ class ClassDataset:
         self.class_items = [torch.as_tensor(items, dtype=torch.long) for items in class_items]
         self.class_names = list(class_names)
         self.groups = list(groups) if groups is not None else None
+        if held_out < 0:
+            raise ValueError(f"{name}: held_out must be >= 0 (items per class held out for queries), got {held_out}")
         self.name = name
+        self.held_out = held_out
         self._index_of = {n: i for i, n in enumerate(self.class_names)}
 
     @property
@@ -92,6 +99,7 @@ class ClassDataset:
             [self.class_names[c] for c in class_indices],
             [self.groups[c] for c in class_indices] if self.groups is not None else None,
             name or self.name,
+            self.held_out,
         )
 
     def with_rotations(self, angles: Sequence[int] = (0, 90, 180, 270), name: str | None = None) -> ClassDataset:

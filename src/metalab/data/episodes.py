@@ -35,7 +35,8 @@ class EpisodeSampler:
     """Samples N-way K-shot tasks with Q queries per class from a :class:`ClassDataset`.
 
     Labels are 0..ways-1 in the order the classes were drawn; support and query items are
-    disjoint. With ``within_group`` all ways come from one group (e.g. one Omniglot alphabet).
+    disjoint. With ``within_group`` all ways come from one group (e.g. one Omniglot alphabet). A dataset with
+    ``held_out`` items per class (:class:`ClassDataset`) gives queries from those only and the support from the rest.
     """
 
     def __init__(
@@ -57,6 +58,13 @@ class EpisodeSampler:
             )
         per_class = shots + queries
         smallest = min(range(dataset.num_classes), key=dataset.items_in)
+        held = dataset.held_out
+        if held and (queries > held or shots > dataset.items_in(smallest) - held):
+            raise ValueError(
+                f"{dataset.name} holds out the first {held} items of each class for queries and adapts on the "
+                f"others ({dataset.items_in(smallest) - held} in its smallest class); {shots} shots and {queries} "
+                f"queries do not fit: use queries <= {held} and shots <= {dataset.items_in(smallest) - held}"
+            )
         if dataset.items_in(smallest) < per_class:
             raise ValueError(
                 f"{shots} shots + {queries} queries need {per_class} items per class but class "
@@ -86,7 +94,13 @@ class EpisodeSampler:
         else:
             classes = rng.choice(self.dataset.num_classes, size=self.ways, replace=False)
         support, query = [], []
+        held = self.dataset.held_out
         for c in classes:
+            if held:  # queries from the held-out items 0..held-1, the support from the others
+                query.append(tuple(int(i) for i in rng.permutation(held)[: self.queries]))
+                others = held + rng.permutation(self.dataset.items_in(int(c)) - held)[: self.shots]
+                support.append(tuple(int(i) for i in others))
+                continue
             order = rng.permutation(self.dataset.items_in(int(c)))[: self.shots + self.queries]
             support.append(tuple(int(i) for i in order[: self.shots]))
             query.append(tuple(int(i) for i in order[self.shots :]))

@@ -15,11 +15,18 @@ Splits:
   ``lake-background-small2``: characters as classes, group = alphabet, no rotations.
 - ``vinyals-train`` / ``-val`` / ``-test`` / ``-trainval`` (4112 / 688 / 1692 / 4800 classes): the
   packaged Vinyals lists over both archives, each rotation by 90 degrees a separate class.
+- ``alphabets-train`` / ``-val`` / ``-test`` (25 / 11 / 10 alphabets): WarpGrad's multi-alphabet protocol
+  (Flennerhag et al. 2020, after Leap, Flennerhag et al. 2019; the authors' code, flennerhag/warpgrad
+  ``src/omniglot/data.py``): the alphabets of both archives with at least :data:`ALPHABET_MIN_CHARACTERS`
+  characters, shuffled by :data:`ALPHABET_SEED`, meta-train / meta-test / meta-validation alphabets cut in that
+  order; characters as classes, no rotations; each character's first :data:`ALPHABET_HELD_OUT` drawings are
+  held out for queries (:attr:`ClassDataset.held_out`), the other 15 are the support.
 """
 from __future__ import annotations
 
 import logging
 import os
+import random
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -63,7 +70,17 @@ LAKE_SPLITS: dict[str, str] = {
     "lake-background-small2": "images_background_small2",
 }
 VINYALS_SPLITS = ("train", "val", "test", "trainval")
-SPLITS: tuple[str, ...] = tuple(f"vinyals-{s}" for s in VINYALS_SPLITS) + tuple(LAKE_SPLITS)
+#: the alphabet splits: (first, stop) positions in the shuffled list of eligible alphabets (the authors' code cuts
+#: train = [:n], test = [n:n + 10], val = the rest; n = 25 meta-training alphabets, the paper's Omniglot table)
+ALPHABET_SPLITS: dict[str, tuple[int, int | None]] = {"train": (0, 25), "test": (25, 35), "val": (35, None)}
+#: alphabets with fewer characters cannot make a 20-way task (the authors' ``num_classes`` filter): 46 of 50 remain
+ALPHABET_MIN_CHARACTERS = 20
+#: seed of the alphabets' shuffle (random.Random, over the sorted names; the authors' default seed)
+ALPHABET_SEED = 8879
+#: drawings per character held out for queries (the authors' HOLD_OUT); each character has 20
+ALPHABET_HELD_OUT = 5
+SPLITS: tuple[str, ...] = (tuple(f"vinyals-{s}" for s in VINYALS_SPLITS) + tuple(LAKE_SPLITS)
+                           + tuple(f"alphabets-{s}" for s in ALPHABET_SPLITS))
 
 _CACHE_VERSION = 1
 
@@ -138,6 +155,8 @@ def load_omniglot(split: str, root: str | Path | None = None, image_size: int = 
     data_root = resolve_data_root(root)
     if split in LAKE_SPLITS:
         return load_archive(LAKE_SPLITS[split], data_root, image_size).as_dataset(f"omniglot/{split}")
+    if split.startswith("alphabets-"):
+        return _alphabets(split.removeprefix("alphabets-"), data_root, image_size)
     return _vinyals(split.removeprefix("vinyals-"), data_root, image_size)
 
 
@@ -212,6 +231,32 @@ def _vinyals(split: str, root: Path, image_size: int) -> ClassDataset:
     base = ClassDataset(torch.cat(images), class_items, names, groups, f"omniglot/vinyals-{split}")
     rotated = base.with_rotations(angles)
     return rotated.subset([rotated.class_index(line) for line in wanted])
+
+
+def alphabet_split(groups: list[str], split: str) -> list[str]:
+    """The alphabets of ``split`` (train / val / test) among those of ``groups`` (one alphabet per character)."""
+    counts = {alphabet: groups.count(alphabet) for alphabet in set(groups)}
+    eligible = sorted(alphabet for alphabet, count in counts.items() if count >= ALPHABET_MIN_CHARACTERS)
+    random.Random(ALPHABET_SEED).shuffle(eligible)
+    start, stop = ALPHABET_SPLITS[split]
+    return eligible[start:stop]
+
+
+def _alphabets(split: str, root: Path, image_size: int) -> ClassDataset:
+    """An alphabet split: the characters of its alphabets from both archives, the first drawings held out."""
+    missing = [a for a in ("images_background", "images_evaluation") if archive_source(root, a) is None]
+    if missing:
+        raise _not_found(root, missing)
+    parts = [load_archive(archive, root, image_size) for archive in ("images_background", "images_evaluation")]
+    offsets = [0, len(parts[0].images)]
+    class_items = [[offset + i for i in items] for part, offset in zip(parts, offsets) for items in part.class_items]
+    names = [name for part in parts for name in part.class_names]
+    groups = [group for part in parts for group in part.groups]
+    wanted = set(alphabet_split(groups, split))
+    keep = [c for c, group in enumerate(groups) if group in wanted]
+    images = torch.cat([part.images for part in parts])
+    return ClassDataset(images, class_items, names, groups, f"omniglot/alphabets-{split}",
+                        held_out=ALPHABET_HELD_OUT).subset(keep)
 
 
 def _decode(source: Path, archive: str, image_size: int) -> dict:

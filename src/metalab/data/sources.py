@@ -80,8 +80,9 @@ def task_source(
     if is_environment(config):
         from metalab.envs.families import environment_tasks
 
+        pool = config.data.get("task_pool") if split == config.data.train_split else None  # training tasks only
         tasks = environment_tasks(config.data.dataset, split, shots=shots, queries=queries, seed=seed,
-                                  horizon=config.data.horizon)
+                                  horizon=config.data.horizon, pool=pool)
         return cast(TaskSource, tasks)  # its batches are EnvTaskBatch, what meta-RL learners take for a Task
     if is_regression(config):
         from metalab.data.regression import regression_source

@@ -47,6 +47,6 @@ def environment_family(name: str, horizon: int | None = None) -> EnvFamily:
 
 
 def environment_tasks(name: str, split: str, shots: int, queries: int, seed: int,
-                      horizon: int | None = None) -> EnvTasks:
-    """The seeded task stream of ``split`` of family ``name``."""
-    return EnvTasks(environment_family(name, horizon), split, shots, queries, seed)
+                      horizon: int | None = None, pool: int | None = None) -> EnvTasks:
+    """The seeded task stream of ``split`` of family ``name`` (cycling through ``pool`` tasks if given)."""
+    return EnvTasks(environment_family(name, horizon), split, shots, queries, seed, pool)

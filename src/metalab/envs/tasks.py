@@ -111,15 +111,24 @@ class EnvTaskBatch:
 
 
 class EnvTasks:
-    """A seeded stream of tasks of one family; ``split`` salts the seed (train, val and test tasks differ)."""
+    """A seeded stream of tasks of one family; ``split`` salts the seed (train, val and test tasks differ).
 
-    def __init__(self, family: EnvFamily, split: str, shots: int, queries: int, seed: int = 0) -> None:
+    ``pool``: the stream cycles through its first ``pool`` tasks (a fixed set of training tasks, as PEARL's);
+    None: every index is a new task.
+    """
+
+    def __init__(self, family: EnvFamily, split: str, shots: int, queries: int, seed: int = 0,
+                 pool: int | None = None) -> None:
+        if pool is not None and pool < 1:
+            raise ValueError(f"data.task_pool must be >= 1 (a fixed set of training tasks) or null (a new task at "
+                             f"every index), got {pool}")
         self.family, self.split = family, split
-        self.shots, self.queries, self.seed = shots, queries, seed
+        self.shots, self.queries, self.seed, self.pool = shots, queries, seed, pool
         self._salt = zlib.crc32(split.encode())
 
     def task(self, index: int) -> tuple[TaskParams, int]:
-        """Task ``index``: its parameters and its environments' seed."""
+        """Task ``index`` (modulo the pool): its parameters and its environments' seed."""
+        index = index % self.pool if self.pool else index
         rng = np.random.default_rng([self.seed, self._salt, index])
         return self.family.sample_task(rng, self.split), int(rng.integers(2**31))
 

@@ -84,6 +84,17 @@ class Execution:
             size = auto_task_chunk(batch.support_x, held_steps)
         return chunks(batch, size)
 
+    def graph_slices(self, tasks: int) -> list[tuple[int, int]]:
+        """(start, stop) of the tasks of one inner-loop slice whose twice-differentiated graph is built together.
+
+        For the algorithms that keep no graph across inner steps but differentiate one support gradient again
+        (iMAML's Hessian-vector products, WarpGrad's warped step): the speed backend builds that graph task by
+        task, so that a slice's peak memory is one task's graph however many tasks the slice's inner loop
+        groups; the reference engine builds it for all T tasks at once.
+        """
+        size = 1 if self.accelerated else max(1, tasks)
+        return [(start, min(start + size, tasks)) for start in range(0, tasks, size)]
+
     def query_slices(self, tasks: int) -> list[tuple[int, int]]:
         """(start, stop) of the tasks whose queries run together in evaluation."""
         size = self.speed.query_chunk if self.accelerated else tasks

@@ -125,6 +125,10 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None,
     """
     path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path)
+    if state.get("online"):
+        raise ValueError(f"{run_dir} is a run of `metalab online` (one learner per method over a task stream): its "
+                         f"results are in {Path(run_dir) / 'results.json'} and efficiency.csv; `metalab plot "
+                         f"{run_dir}` draws them")
     learner, config = learner_of(state, path, overrides)
     return learner, config, state
 

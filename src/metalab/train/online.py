@@ -23,13 +23,15 @@ The baselines of the paper's section 6 share the loop and replace the update and
 
 Accuracy is on the task's held-out queries (its test images), never on D_t. :func:`run_online` returns one
 :class:`TaskRecord` per task; ``events`` (when given a list) receives the order of operations, which the tests
-check against the algorithm box.
+check against the algorithm box. :class:`OnlineMethod` is the same loop one task at a time, with its state saved
+and restored between tasks (``metalab online``, :mod:`metalab.train.online_run`).
 """
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from metalab.algorithms.gradient.base import GradientLearner
+from metalab.data.streams import IndexedTasks
 from metalab.data.task import Task
 
 METHODS = ("ftml", "ftl", "toe", "tfs")
@@ -117,48 +120,97 @@ def joint_step(learner: GradientLearner, optimizer: torch.optim.Optimizer, x: Te
     optimizer.step()
 
 
-def run_online(learner: GradientLearner, stream: Iterable[Task], options: OnlineOptions, method: str = "ftml",
-               events: list[tuple] | None = None) -> list[TaskRecord]:
-    """Algorithm 1 (``ftml``) or a baseline over ``stream`` (tasks with support = the data to reveal, in a fixed
-    random order, and queries = the held-out test set). The learner's weights are trained in place."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    log = events if events is not None else []
-    rng = np.random.default_rng(options.seed)
-    initial = copy.deepcopy(learner.state_dict())
-    optimizer = torch.optim.Adam(learner.parameters(), lr=options.lr)
-    buffer, records = TaskBuffer(), []
-    for t, task in enumerate(stream):
+class OnlineMethod:
+    """One method (``ftml`` or a baseline) over a stream, task by task: the learner, its optimiser, the buffer, the
+    random generator and the records so far. :meth:`state_dict` and :meth:`load_state_dict` save and restore it
+    between two tasks (the buffer as each task's order of datapoints, rebuilt from the stream), so that a resumed
+    stream run goes on exactly as the uninterrupted one would."""
+
+    def __init__(self, learner: GradientLearner, options: OnlineOptions, method: str = "ftml",
+                 events: list[tuple] | None = None) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        self.learner, self.options, self.method = learner, options, method
+        self.log = events if events is not None else []
+        self.rng = np.random.default_rng(options.seed)
+        self.initial = copy.deepcopy(learner.state_dict())
+        self.optimizer = torch.optim.Adam(learner.parameters(), lr=options.lr)
+        self.buffer = TaskBuffer()
+        self.records: list[TaskRecord] = []
+        #: per task seen, the order in which its datapoints were revealed (indices into its support set)
+        self.orders: list[Tensor] = []
+
+    def learn(self, task: Task) -> TaskRecord:
+        """Task T_t of Algorithm 1 (or of the baseline): reveal its data arrival by arrival, score, update."""
+        options, learner, rng, log = self.options, self.learner, self.rng, self.log
+        t, method, adapt = len(self.records), self.method, self.method != "toe"
         if method == "tfs":
-            learner.load_state_dict(initial)
-            optimizer = torch.optim.Adam(learner.parameters(), lr=options.lr)
+            learner.load_state_dict(self.initial)
+            self.optimizer = torch.optim.Adam(learner.parameters(), lr=options.lr)
         order = torch.as_tensor(rng.permutation(len(task.support_x))[: options.max_data])
+        self.orders.append(order)
         pool_x, pool_y = task.support_x[order], task.support_y[order]
-        k = buffer.add(pool_x[:0], pool_y[:0])
-        log.append(("add", t, len(buffer)))
+        k = self.buffer.add(pool_x[:0], pool_y[:0])
+        log.append(("add", t, len(self.buffer)))
         efficiency, accuracies = None, []
         for start in range(0, len(order), options.arrival):
-            buffer.extend(k, pool_x[start : start + options.arrival], pool_y[start : start + options.arrival])
-            seen = len(buffer.data[k][0])
+            self.buffer.extend(k, pool_x[start : start + options.arrival], pool_y[start : start + options.arrival])
+            seen = len(self.buffer.data[k][0])
             log.append(("data", t, seen))
-            accuracies.append(accuracy(learner, *buffer.data[k], task, adapt=method != "toe"))
+            accuracies.append(accuracy(learner, *self.buffer.data[k], task, adapt=adapt))
             log.append(("evaluate", t, seen))
             if efficiency is None and accuracies[-1] >= options.target:
                 efficiency = seen
             for _ in range(options.updates):
-                if method == "ftml":
-                    chosen = [int(rng.integers(len(buffer))) for _ in range(options.meta_batch)]
-                    parts = [buffer.minibatch(j, options.minibatch, rng) for j in chosen]
-                    optimizer.zero_grad()
-                    learner.meta_step(Task(*(torch.stack(part) for part in zip(*parts))))
-                    optimizer.step()
-                    log.append(("meta", t, tuple(chosen)))
-                else:
-                    x, y = buffer.data[k] if method == "tfs" else buffer.everything()
-                    pick = torch.as_tensor(rng.integers(len(x), size=options.meta_batch * options.minibatch))
-                    joint_step(learner, optimizer, x[pick], y[pick])
-                    log.append(("joint", t))
-        records.append(TaskRecord(t, efficiency, accuracy(learner, *buffer.data[k], task, adapt=method != "toe"),
-                                  accuracies))
+                self._update(t, k)
+        record = TaskRecord(t, efficiency, accuracy(learner, *self.buffer.data[k], task, adapt=adapt), accuracies)
+        self.records.append(record)
         log.append(("final", t))
-    return records
+        return record
+
+    def _update(self, t: int, k: int) -> None:
+        """One of the N_meta updates after an arrival: FTML's meta-update on buffer tasks, or a baseline's step."""
+        options, rng = self.options, self.rng
+        if self.method == "ftml":
+            chosen = [int(rng.integers(len(self.buffer))) for _ in range(options.meta_batch)]
+            parts = [self.buffer.minibatch(j, options.minibatch, rng) for j in chosen]
+            self.optimizer.zero_grad()
+            self.learner.meta_step(Task(*(torch.stack(part) for part in zip(*parts))))
+            self.optimizer.step()
+            self.log.append(("meta", t, tuple(chosen)))
+        else:
+            x, y = self.buffer.data[k] if self.method == "tfs" else self.buffer.everything()
+            pick = torch.as_tensor(rng.integers(len(x), size=options.meta_batch * options.minibatch))
+            joint_step(self.learner, self.optimizer, x[pick], y[pick])
+            self.log.append(("joint", t))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to go on with the next task (taken between two tasks)."""
+        return {"method": self.method, "model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "initial": self.initial, "rng": self.rng.bit_generator.state, "orders": list(self.orders),
+                "records": [asdict(record) for record in self.records]}
+
+    def load_state_dict(self, state: dict[str, Any], stream: IndexedTasks) -> None:
+        """Restore :meth:`state_dict`'s state; the buffer is rebuilt from ``stream``'s tasks 0, 1, ... in order."""
+        if state["method"] != self.method:
+            raise ValueError(f"the saved state is {state['method']!r}'s, not {self.method!r}'s")
+        self.learner.load_state_dict(state["model"])
+        self.initial = state["initial"]
+        if self.method == "tfs":  # its optimiser is made afresh for each task, as in learn()
+            self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=self.options.lr)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.bit_generator.state = state["rng"]
+        self.orders = [torch.as_tensor(order) for order in state["orders"]]
+        self.records = [TaskRecord(**record) for record in state["records"]]
+        self.buffer = TaskBuffer()
+        for t, order in enumerate(self.orders):
+            task = stream.task(t)
+            self.buffer.add(task.support_x[order], task.support_y[order])
+
+
+def run_online(learner: GradientLearner, stream: Iterable[Task], options: OnlineOptions, method: str = "ftml",
+               events: list[tuple] | None = None) -> list[TaskRecord]:
+    """Algorithm 1 (``ftml``) or a baseline over ``stream`` (tasks with support = the data to reveal, in a fixed
+    random order, and queries = the held-out test set). The learner's weights are trained in place."""
+    online = OnlineMethod(learner, options, method, events)
+    return [online.learn(task) for task in stream]

@@ -1,7 +1,8 @@
 """Plots of meta-RL runs, drawn by ``metalab plot RUN`` and at the end of training.
 
 - 2D navigation: the trajectories of the first test tasks before adaptation and after each gradient step
-  (MAML-RL) or in the first and last episode of a trial (RL^2), with the goal (the MAML paper's figure 4),
+  (MAML-RL), in the first and last episode of a trial (RL^2) or after each episode of context (PEARL), with the
+  goal (the MAML paper's figure 4),
   ``<run>/trajectories.png``;
 - every run: the test return against the stage of adaptation (steps, or episodes of the trial), mean +- 95% CI,
   from ``results.json``, ``<run>/adaptation.png``.
@@ -21,6 +22,9 @@ from metalab.train.plots import panels, task_panels
 
 def trajectories(learner: Any, batch: EnvTaskBatch) -> list[tuple[str, torch.Tensor]]:
     """(label, positions [T, H, 2] of one episode per task) for each stage of adaptation the learner has."""
+    if hasattr(learner, "context_rollouts"):  # PEARL: after 0, 1, ... episodes of context
+        return [(f"{k} context episode{'s' if k != 1 else ''}", r.observations[:, 0, :, :2])
+                for k, r in enumerate(learner.context_rollouts(batch))]
     if hasattr(learner, "rollouts"):  # gradient-based: after 0, 1, ..., eval_steps steps
         stages = learner.rollouts(batch, learner.options.eval_steps, batch.queries)
         return [(f"{k} step{'s' if k != 1 else ''}" if k else "pre-update", r.observations[:, 0, :, :2])
@@ -57,13 +61,15 @@ def plot_adaptation(run_dir: str | Path, path: str | Path | None = None) -> Path
     if not results.is_file():
         raise FileNotFoundError(f"{results} does not exist: the run has not finished its test yet (metalab train "
                                 f"writes it at the end)")
-    test = json.loads(results.read_text())["test"]
+    summary = json.loads(results.read_text())
+    test = summary["test"]
     stages = {name: values for name, values in test.get("stages", {}).items()}
     steps = sorted((int(name.split("_")[1]), values) for name, values in stages.items() if name.startswith("return_"))
     if steps:  # gradient steps 0 .. K-1, then the headline after K
         labels = [str(k) for k, _ in steps] + [str(len(steps))]
         values = [v for _, v in steps] + [[test["mean"], test["ci95"]]]
-        xlabel = "gradient steps at test"
+        # PEARL adapts by inferring its latent from episodes of context, the others by gradient steps
+        xlabel = "episodes of context at test" if summary.get("learner") == "pearl" else "gradient steps at test"
     else:
         named = [(name.replace("_", " "), values) for name, values in stages.items()]
         labels = [name for name, _ in named] + ["trial"]

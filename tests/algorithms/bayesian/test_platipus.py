@@ -45,11 +45,23 @@ def mse_gradient(weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tor
     return 2 / len(x) * f.T @ (f @ weights - y[:, 0])
 
 
-def closed_form_objective(batch, steps: int) -> float:
+def closed_form_objective(batch, steps: int, noise: float | None = None) -> float:
     """E_q MSE(phi, D^test) + kl_weight KL(q || p), averaged over the tasks. K inner steps map theta to
     phi = A^K theta + c_K with A = I - alpha (2/N) F^T F, so phi ~ N(A^K m_q + c_K, A^K V_q A^K^T) and
-    E MSE(phi) = MSE(E phi) + tr(F_test Cov(phi) F_test^T) / N_test."""
-    total = 0.0
+    E MSE(phi) = MSE(E phi) + tr(F_test Cov(phi) F_test^T) / N_test. With a Gaussian likelihood of std ``noise``
+    the query term is E_q -log N(y; phi^T f, noise^2) per point = E MSE / (2 noise^2) + log noise + log(2 pi) / 2."""
+    return sum(likelihood_term(mse, noise) + KL_WEIGHT * kl for mse, kl in closed_forms(batch, steps)) / len(batch)
+
+
+def likelihood_term(expected_mse: float, noise: float | None) -> float:
+    if noise is None:
+        return expected_mse
+    return expected_mse / (2 * noise**2) + math.log(noise) + 0.5 * math.log(2 * math.pi)
+
+
+def closed_forms(batch, steps: int) -> list[tuple[float, float]]:
+    """(E_q MSE(phi, D^test), KL(q || p)) of each task (see :func:`closed_form_objective`)."""
+    terms = []
     for t in range(len(batch)):
         xs, ys, xq, yq = batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.query_y[t]
         train, test = mse_gradient(MU, xs, ys), mse_gradient(MU, xq, yq)
@@ -64,8 +76,8 @@ def closed_form_objective(batch, steps: int) -> float:
         fq = features(xq)
         expected_mse = ((fq @ mean - yq[:, 0]).pow(2).mean() + torch.trace(fq @ covariance @ fq.T) / len(xq))
         kl = kl_divergence(Normal(q_mean, Q_STD), Normal(p_mean, PRIOR_STD)).sum()
-        total += float(expected_mse + KL_WEIGHT * kl)
-    return total / len(batch)
+        terms.append((float(expected_mse), float(kl)))
+    return terms
 
 
 @pytest.mark.parametrize("steps", [0, 2])
@@ -81,6 +93,32 @@ def test_objective_equals_the_closed_form(steps):
     standard_error = float(per_sample.var(1).sum().sqrt()) / math.sqrt(samples) / len(batch)
     error = abs(float(loss.detach()) - closed_form_objective(batch, steps))
     assert error < 4 * standard_error, (error, standard_error)
+
+
+def test_learned_noise_objective_and_its_gradient_equal_the_closed_form():
+    """learn_noise: the query term is the Gaussian NLL per point with the learned sigma_y, and its derivative in
+    log sigma_y is 1 - E MSE / sigma_y^2 (the closed forms above); the predictive mixture uses that sigma_y."""
+    samples, noise = 20000, 0.7
+    learner = platipus(inner_steps=1, train_samples=samples, learn_noise=True, noise_std=noise)
+    batch = linear_tasks(tasks=2, shots=5, queries=4, seed=7)
+    torch.manual_seed(1)
+    loss, outputs = learner.objective(batch)
+    per_sample = (outputs.detach() - batch.query_y.unsqueeze(1)).pow(2).mean((2, 3)) / (2 * noise**2)  # [T, S]
+    standard_error = float(per_sample.var(1).sum().sqrt()) / math.sqrt(samples) / len(batch)
+    error = abs(float(loss.detach()) - closed_form_objective(batch, 1, noise))
+    assert error < 4 * standard_error, (error, standard_error)
+    loss.backward()
+    expected_mse = sum(mse for mse, _ in closed_forms(batch, 1)) / len(batch)
+    gradient = float(learner.log_noise_std.grad)
+    assert abs(gradient - (1 - expected_mse / noise**2)) < 8 * standard_error, gradient
+    predictive = learner.predictive_distribution(batch)
+    assert torch.allclose(predictive.component_distribution.base_dist.scale,
+                          torch.tensor(noise, dtype=torch.float64))
+
+
+def test_learned_noise_is_refused_for_classification():
+    with pytest.raises(ValueError, match="learner.learn_noise"):
+        PLATIPUS(PLATIPUS.Options(learn_noise=True), (1, 16, 16))
 
 
 def test_meta_test_samples_the_prior_conditioned_on_the_support_set():

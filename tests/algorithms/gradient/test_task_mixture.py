@@ -1,5 +1,6 @@
 """The task mixture's E-step and growth: responsibilities are distributions, a component is added for a clearly
-new family and not for a family an existing component already fits, and each component's meta-gradient is
+new family and not for a family an existing component already fits, nor for a single task that only the candidate
+fitted to it explains, and each component's meta-gradient is
 weighted by its responsibility."""
 from __future__ import annotations
 
@@ -33,11 +34,19 @@ def test_no_component_for_a_fitted_family_and_one_for_a_clearly_new_family():
     learner = mixture()
     learner.meta_step(constant_tasks(0.0))
     assert int(learner.active) == 1  # the fitted family: the CRP prior keeps it in component 0
-    learner.meta_step(constant_tasks(30.0, count=1, seed=1))
-    assert int(learner.active) == 2  # a far new family: a new component
+    learner.meta_step(constant_tasks(30.0, count=2, seed=1))
+    assert int(learner.active) == 2  # a far new family of two tasks: the candidate fitted to one explains the other
     gamma = learner.responsibilities(constant_tasks(30.0, count=3, seed=2))
     torch.testing.assert_close(gamma.sum(-1), torch.ones(3, dtype=torch.float64))
     assert (gamma[:, 1] > 0.99).all() and learner.assignments(constant_tasks(0.0, seed=3)).eq(0).all()
+
+
+def test_a_candidate_needs_evidence_from_a_task_it_was_not_fitted_to():
+    learner = mixture()
+    one_far_task = Task.cat([constant_tasks(30.0, count=1, seed=1), constant_tasks(0.0, count=1, seed=5)])
+    learner.meta_step(one_far_task)
+    # the far task alone proposed the candidate, and the other task is component 0's: nothing held out backs it
+    assert int(learner.active) == 1
 
 
 def test_responsibilities_are_distributions_and_weight_each_components_meta_gradient():

@@ -12,6 +12,7 @@ from torch.func import functional_call
 from metalab.algorithms.gradient.warpgrad import WarpGrad
 from metalab.data.task import Task
 from metalab.nn.execution import SpeedOptions
+from metalab.nn.inner_loop import support_minibatches
 
 TASKS, SHOTS, QUERIES, STEPS, LR = 2, 4, 3, 3, 0.3
 
@@ -39,27 +40,36 @@ def mse(network: nn.Module, params: dict, x: torch.Tensor, y: torch.Tensor) -> t
     return (functional_call(network, params, (x,)) - y).pow(2).mean()
 
 
-def trajectory(learner: WarpGrad, task: int, tasks: Task) -> list[dict]:
-    """theta_0..theta_K of one task: plain SGD on its support MSE w.r.t. the task layers, one task at a time."""
+def support(tasks: Task, task: int, step: int, batches: list[torch.Tensor] | None) -> tuple[torch.Tensor, ...]:
+    """The support examples one task uses at one inner step: all of them, or that step's minibatch."""
+    rows = slice(None) if batches is None else batches[step][task]
+    return tasks.support_x[task][rows], tasks.support_y[task][rows]
+
+
+def trajectory(learner: WarpGrad, task: int, tasks: Task, batches: list[torch.Tensor] | None = None) -> list[dict]:
+    """theta_0..theta_K of one task: plain SGD on its support MSE w.r.t. the task layers, one task at a time
+    (``batches``: per step, each task's support positions [T, B])."""
     params = {name: p.detach() for name, p in learner.network.named_parameters()}
     points = [params]
     names = learner.adapted_names()
-    for _ in range(STEPS):
+    for step in range(STEPS):
         current = {n: (v.clone().requires_grad_() if n in names else v) for n, v in points[-1].items()}
-        grads = torch.autograd.grad(mse(learner.network, current, tasks.support_x[task], tasks.support_y[task]),
+        grads = torch.autograd.grad(mse(learner.network, current, *support(tasks, task, step, batches)),
                                     [current[n] for n in names])
         points.append({**points[-1], **{n: current[n].detach() - LR * g for n, g in zip(names, grads)}})
     return points
 
 
-def objective(learner: WarpGrad, warp: dict, points: list[list[dict]], tasks: Task) -> torch.Tensor:
-    """J(omega) = (1/T) sum_t (1/K) sum_k L_query_t(theta_k - alpha grad L_support_t(theta_k; omega); omega)."""
+def objective(learner: WarpGrad, warp: dict, points: list[list[dict]], tasks: Task,
+              batches: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """J(omega) = (1/T) sum_t (1/K) sum_k L_query_t(theta_k - alpha grad L_support_t(theta_k; omega); omega), the
+    support loss at theta_k on step k's minibatch when ``batches`` are given."""
     total = torch.zeros((), dtype=torch.float64)
     names = learner.adapted_names()
     for task, path in enumerate(points):
-        for point in path[:-1]:
+        for step, point in enumerate(path[:-1]):
             current = {**point, **warp, **{n: point[n].clone().requires_grad_() for n in names}}
-            grads = torch.autograd.grad(mse(learner.network, current, tasks.support_x[task], tasks.support_y[task]),
+            grads = torch.autograd.grad(mse(learner.network, current, *support(tasks, task, step, batches)),
                                         [current[n] for n in names], create_graph=True)
             stepped = {**current, **{n: current[n] - LR * g for n, g in zip(names, grads)}}
             total = total + mse(learner.network, stepped, tasks.query_x[task], tasks.query_y[task])
@@ -82,10 +92,16 @@ def test_the_inner_loop_adapts_task_layers_and_never_the_warp_layers():
     assert all(torch.allclose(phi[n][1], expected[n], atol=1e-12) for n in learner.adapted_names())
 
 
-def test_the_warp_meta_gradient_equals_finite_differences_of_the_trajectory_objective():
-    learner, tasks = smooth_learner(), sine_tasks()
-    points = [trajectory(learner, task, tasks) for task in range(TASKS)]
+@pytest.mark.parametrize("inner_batch", [0, 2])
+def test_the_warp_meta_gradient_equals_finite_differences_of_the_trajectory_objective(inner_batch):
+    """Full-batch inner steps, and minibatches of 2 of the 4 support examples (the multi-alphabet protocol's
+    batches): the learner draws them at the start of its meta-step, so the same seed gives the test the same."""
+    learner, tasks = smooth_learner(inner_batch=inner_batch), sine_tasks()
+    torch.manual_seed(3)
+    batches = support_minibatches(TASKS, SHOTS, inner_batch, STEPS) if inner_batch else None
+    points = [trajectory(learner, task, tasks, batches) for task in range(TASKS)]
     before = {name: p.detach().clone() for name, p in learner.network.named_parameters()}
+    torch.manual_seed(3)
     learner.meta_step(tasks)
     warp = {name: p.detach().clone() for name, p in learner.network.named_parameters()
             if name in learner.warp_names()}
@@ -96,7 +112,8 @@ def test_the_warp_meta_gradient_equals_finite_differences_of_the_trajectory_obje
             shifted = [value.flatten().clone(), value.flatten().clone()]
             shifted[0][index] += eps
             shifted[1][index] -= eps
-            plus, minus = (objective(learner, {**warp, name: s.view_as(value)}, points, tasks) for s in shifted)
+            plus, minus = (objective(learner, {**warp, name: s.view_as(value)}, points, tasks, batches)
+                           for s in shifted)
             difference = float((plus - minus).detach() / (2 * eps))
             assert abs(float(grad.flatten()[index]) - difference) <= 1e-7 + 1e-6 * abs(difference), (name, index)
             checked += abs(difference) > 1e-4

@@ -101,10 +101,12 @@ def repeat_samples(x: Tensor, samples: int) -> Tensor:
     return x.repeat_interleave(samples, dim=0)
 
 
-def gaussian_negative_log_likelihood(predictions: Tensor, targets: Tensor, noise_std: float) -> Tensor:
-    """-log N(y; f, sigma^2) summed over each task's points and outputs: [T, N, D] -> [T]."""
-    residual = (predictions.to(targets.dtype) - targets) / noise_std
-    return (0.5 * residual.pow(2) + math.log(noise_std) + 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
+def gaussian_negative_log_likelihood(predictions: Tensor, targets: Tensor, noise_std: float | Tensor) -> Tensor:
+    """-log N(y; f, sigma^2) summed over each task's points and outputs: [T, N, D] -> [T] (sigma a number, or a
+    scalar tensor to differentiate, e.g. a learned sigma_y)."""
+    std = torch.as_tensor(noise_std, dtype=targets.dtype, device=targets.device)
+    residual = (predictions.to(targets.dtype) - targets) / std
+    return (0.5 * residual.pow(2) + std.log() + 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
 
 
 def categorical_negative_log_likelihood(logits: Tensor, labels: Tensor) -> Tensor:
@@ -216,7 +218,12 @@ class BayesianLearner(GradientLearner):
         """-log p(targets | outputs), summed over each task's points: [T] (categorical or Gaussian, sigma_y)."""
         if self.task_kind == "classification":
             return categorical_negative_log_likelihood(outputs, targets)
-        return gaussian_negative_log_likelihood(outputs, targets, self.options.noise_std)
+        return gaussian_negative_log_likelihood(outputs, targets, self.noise_std())
+
+    def noise_std(self) -> float | Tensor:
+        """sigma_y of the Gaussian likelihood (regression): ``options.noise_std``; a learner that learns it
+        (PLATIPUS with ``learn_noise``) returns its tensor."""
+        return self.options.noise_std
 
     def sampled_forward(self, params: Mapping[str, Tensor], x: Tensor, samples: int, training: bool,
                         record: Record | None = None, inner: bool = False) -> Tensor:
@@ -296,7 +303,7 @@ class BayesianLearner(GradientLearner):
         components = outputs.movedim(1, 2)  # [T, Q, S, D]
         weights = distributions.Categorical(logits=torch.zeros(components.shape[:-1], dtype=components.dtype,
                                                                device=components.device))
-        noise = torch.full_like(components, self.options.noise_std)
+        noise = torch.as_tensor(self.noise_std(), dtype=components.dtype).detach().expand_as(components)
         return distributions.MixtureSameFamily(weights, distributions.Independent(
             distributions.Normal(components, noise), 1))
 

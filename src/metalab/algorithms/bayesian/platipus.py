@@ -14,6 +14,12 @@ Algorithm 1, for each task with support D^tr and query D^test (L: the task loss,
 (the algorithm box writes q's step on D^test alone; section 4's inference network conditions on both sets, as
 here). Meta-testing, Algorithm 2: theta ~ p(theta | D^tr), adapted by the inner loop; S samples give the
 predictive mixture. The meta-gradient flows through the gradient steps (second order unless ``first_order``).
+
+Regression's likelihood: Algorithm 1 scores the queries by the MSE, which says nothing of the observation noise
+sigma_y, so the predictive mixture's components N(f_s(x), sigma_y^2) need a sigma_y from elsewhere (``noise_std``,
+fixed). With ``learn_noise`` the query term is the variational objective's own, -log N(y; f_phi(x), sigma_y^2) per
+point, and sigma_y is a meta-parameter learned with the others, so that the predictive intervals are those of the
+residuals the model actually makes (the inner loop and the gamma steps keep the MSE, as in Algorithm 1).
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from torch import Tensor, nn
 from metalab.algorithms.bayesian.base import (
     BayesianLearner,
     SampledOptions,
+    gaussian_negative_log_likelihood,
     kl_diagonal_gaussians,
     repeat_samples,
     sample_gaussian,
@@ -45,6 +52,10 @@ class PLATIPUSOptions(SampledOptions):
     gamma_init: float = 0.01
     #: the weight of KL(q(theta | D^tr, D^test) || p(theta | D^tr)) in the meta-objective.
     kl_weight: float = 1.0
+    #: regression: learn sigma_y, the likelihood's standard deviation (a meta-parameter from ``noise_std``), and
+    #: score the queries by its Gaussian negative log-likelihood per point instead of the MSE (see the module
+    #: docstring); False: Algorithm 1's MSE, with the fixed ``noise_std`` for the predictive mixture only.
+    learn_noise: bool = False
 
 
 @register("platipus")
@@ -69,6 +80,22 @@ class PLATIPUS(BayesianLearner):
         #: gamma_p and gamma_q, one learned step size per adapted tensor.
         self.prior_step = per_tensor(options.gamma_init, like=False)
         self.posterior_step = per_tensor(options.gamma_init, like=False)
+        if options.learn_noise and options.kind != "regression":
+            raise ValueError("learner.learn_noise applies to regression (sigma_y of a Gaussian likelihood); "
+                             "set it to false for classification")
+        #: log sigma_y, learned when ``learn_noise`` (else None: the fixed ``noise_std``).
+        self.log_noise_std = nn.Parameter(torch.tensor(math.log(options.noise_std))) if options.learn_noise else None
+
+    def noise_std(self) -> float | Tensor:
+        return self.options.noise_std if self.log_noise_std is None else self.log_noise_std.exp()
+
+    def query_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The query term of each sample: the task loss (MSE, cross-entropy), or with ``learn_noise`` the Gaussian
+        negative log-likelihood per query point, -log N(y; f(x), sigma_y^2) averaged over the points and outputs:
+        outputs [R, Q, ...], targets [R, Q(, D)] -> [R]."""
+        if self.log_noise_std is None:
+            return self.loss_fn(outputs, targets)
+        return gaussian_negative_log_likelihood(outputs, targets, self.noise_std()) / targets[0].numel()
 
     def mean_gradients(self, params: Mapping[str, Tensor], x: Tensor, y: Tensor, training: bool,
                        create_graph: bool) -> Params:
@@ -101,7 +128,7 @@ class PLATIPUS(BayesianLearner):
         record = self.batch_norm_record()
         outputs = self.sampled_forward(phi, batch.query_x, samples, training=True, record=record)
         self.record_batch_norm(record, len(batch))
-        query_loss = self.loss_fn(outputs.flatten(0, 1), repeat_samples(batch.query_y, samples))
+        query_loss = self.query_loss(outputs.flatten(0, 1), repeat_samples(batch.query_y, samples))
         kl = kl_diagonal_gaussians(q_mean, q_log_std, p_mean, p_log_std)
         return (query_loss.view(len(batch), samples).mean(1) + self.options.kl_weight * kl).mean(), outputs
 

@@ -11,7 +11,8 @@ loss is (eq. 7, Algorithm 2)
     grad_theta L_query_t(phi_t) = (I + H_t / lambda)^-1 g_t,     g_t = grad_phi L_query_t(phi_t),
 
 solved for each task by conjugate gradients on Hessian-vector products (:mod:`metalab.nn.implicit`, ``cg_steps``
-iterations, Algorithm 2 step 6). Memory is that of one support gradient's graph, whatever the inner steps.
+iterations, Algorithm 2 step 6). Memory is that of one support gradient's graph, whatever the inner steps (on the
+speed backend one task's: :meth:`~metalab.nn.execution.Execution.graph_slices`).
 ``cg_damping`` d solves ((1 + d) I + H / lambda) v = g instead (the authors' code, aravindr93/imaml_dev, adds
 1 to the identity and 10 to lambda in its matrix; the paper's equation is d = 0). ``cg_steps: 0`` takes v = g
 (the first-order approximation (I + H / lambda)^-1 ~ I).
@@ -181,8 +182,11 @@ class IMAML(GradientLearner):
                 query_gradient = dict(zip(adapted, torch.autograd.grad(loss, list(leaves.values()))))
                 if record is not None:
                     records.append((record, len(tasks)))
-                for name, value in self.implicit_gradient(phi, tasks, query_gradient).items():
-                    meta_gradient[name] += value.sum(0)
+                for start, stop in self.execution.graph_slices(len(tasks)):  # the HVPs' graph, task by task
+                    part = {name: value[start:stop] for name, value in query_gradient.items()}
+                    point = {name: phi[name][start:stop] for name in part}
+                    for name, value in self.implicit_gradient(point, tasks[start:stop], part).items():
+                        meta_gradient[name] += value.sum(0)
             outputs.append(out.detach())
         self.update_batch_norm(records)
         for name in adapted:

@@ -11,13 +11,18 @@ K initialisations theta_1..theta_K; task t's parameters come from one of them, z
              n_k <- n_k + sum_t gamma_tk
 
 Growth: in each meta-training batch, the task the mixture explains least (lowest MAP log-posterior) proposes a
-candidate component, its most likely component after ``spawn_steps`` plain gradient steps on its support set; the
-candidate joins the mixture when it is that task's most likely component under the CRP prior (a new family: no
-existing initialisation adapts well to it), up to ``max_components``, once every component holds ``grow_after``
-tasks' worth of responsibility; it starts with the count of that task. The paper instantiates the new cluster from the
-prior and lets the E-step decide; the candidate's warm start here is this file's choice. The likelihood of a
-training task is scored on its query set (data the inner loop did not fit); at test time, on the support set, the
-only labelled data.
+candidate component, its most likely component after ``spawn_steps`` plain gradient steps on its support set. The
+candidate stands for the CRP's new table. In a DP mixture the new table's likelihood is the prior predictive, its
+parameters are not fitted to the datum they score (Neal 2000, "Markov chain sampling methods for Dirichlet process
+mixture models", algorithm 8: the new tables' parameters come from the base measure G0, independently of the
+observation). Scored on the task it was fitted to, the candidate's evidence is inflated by the fit itself, and the
+mixture grew within one family (4 components after a stream stage of sinusoids alone). So the candidate is scored
+on the batch's *other* tasks: it joins the mixture when it is the MAP component (new-table prior
+alpha / (n + alpha) included) of at least a share ``spawn_share`` of them, and of one at least: a family that no
+component adapts to, not one task. Up to ``max_components``, once every component holds ``grow_after`` tasks' worth
+of responsibility; it starts with the count of one task. The warm-started candidate and ``spawn_share`` are this
+file's choices, not the paper's. The likelihood of a training task is scored on its query set after adaptation
+(data the inner loop did not fit); at test time, on the support set, the only labelled data.
 
 Prediction adapts from the task's most likely component (MAP assignment, ``assignments``).
 """
@@ -48,6 +53,9 @@ class TaskMixtureOptions(GradientOptions):
     spawn_lr: float = 0.01
     #: the likelihood's noise standard deviation (regression): log p = -sum squared error / (2 noise^2).
     noise: float = 1.0
+    #: the share of the batch's other tasks (not the one that proposed it) whose MAP component the candidate must be
+    #: to join the mixture (at least one task); 0.5: most of them, a new family that fills the batch (a stream).
+    spawn_share: float = 0.5
     #: tasks' worth of responsibility every component must hold before the mixture may grow (a component is
     #: judged once it has been trained; 0: from the first step).
     grow_after: float = 100.0
@@ -67,6 +75,9 @@ class TaskMixture(GradientLearner):
         if options.max_components < 1 or not options.concentration > 0 or not options.noise > 0:
             raise ValueError(f"learner.max_components must be >= 1, learner.concentration and learner.noise > 0; got "
                              f"{options.max_components}, {options.concentration}, {options.noise}")
+        if not 0 <= options.spawn_share <= 1:
+            raise ValueError(f"learner.spawn_share must be in [0, 1] (a share of the batch's tasks), got "
+                             f"{options.spawn_share}")
         # theta_k for every k, stacked [max_components, ...], all starting at the network's initial weights (which
         # then only give the shapes: every forward pass reads the components)
         self.components = nn.ParameterDict({
@@ -82,17 +93,19 @@ class TaskMixture(GradientLearner):
         """theta_{k_t} for each row t of ``k`` [R] -> adapted names [R, ...]."""
         return {name: self.components[name.replace(".", "_")][k] for name in self.adapted_names()}
 
-    def log_likelihoods(self, batch: Task, components: int, on_query: bool) -> Tensor:
-        """log p(D_t | phi_tk) [T, K] for the first ``components`` components, phi adapted on the support set."""
+    def log_likelihoods(self, batch: Task, components: int | Tensor, on_query: bool) -> Tensor:
+        """log p(D_t | phi_tk) [T, K] for the first ``components`` components (or those a tensor of indices [K]
+        names), phi adapted on the support set."""
         tasks = len(batch)
-        rows = torch.arange(components).repeat_interleave(tasks)
-        repeated = Task.cat([batch] * components)
+        chosen = torch.arange(components) if isinstance(components, int) else components
+        rows = chosen.repeat_interleave(tasks)
+        repeated = Task.cat([batch] * len(chosen))
         phi = self.adapt_from(rows, repeated.support_x, repeated.support_y, False)
         x, y = (repeated.query_x, repeated.query_y) if on_query else (repeated.support_x, repeated.support_y)
         with torch.no_grad():
             losses = self.loss_fn(self.query_outputs_no_grad(phi, x, False), y)      # [K * T] mean losses
         scale = y.shape[1] / (2 * self.options.noise**2 if self.task_kind == "regression" else 1.0)
-        return -(losses * scale).view(components, tasks).T
+        return -(losses * scale).view(len(chosen), tasks).T
 
     def log_prior(self, components: int) -> Tensor:
         """log pi_k [K + 1]: the CRP's existing components, then a new one."""
@@ -133,19 +146,24 @@ class TaskMixture(GradientLearner):
         return {name: fast[name][0].detach() for name in names}
 
     def grow(self, batch: Task) -> None:
-        """Propose a candidate from the batch's least explained task; keep it if it is that task's MAP component."""
-        active = int(self.active)
-        if active >= self.options.max_components or float(self.counts[:active].min()) < self.options.grow_after:
+        """Propose a candidate from the batch's least explained task; keep it if it is the MAP component (new-table
+        prior included) of ``spawn_share`` of the batch's *other* tasks, whose data did not shape it."""
+        active, tasks = int(self.active), len(batch)
+        if (tasks < 2 or active >= self.options.max_components
+                or float(self.counts[:active].min()) < self.options.grow_after):
             return
         log_posterior = self.log_likelihoods(batch, active, on_query=True) + self.log_prior(active)[:active]
-        best, t = log_posterior.max(-1).values.min(), int(log_posterior.max(-1).values.argmin())
+        best = log_posterior.max(-1).values                                               # [T] MAP log-posterior
+        t = int(best.argmin())
         candidate = self.candidate(batch[t], int(log_posterior[t].argmax()))
         with torch.no_grad():
             for name, value in candidate.items():
                 self.components[name.replace(".", "_")][active] = value
-        task = batch[t : t + 1]
-        new = self.log_likelihoods(task, active + 1, on_query=True)[0, active] + self.log_prior(active)[active]
-        if new > best:
+        others = [s for s in range(tasks) if s != t]
+        held_out = Task.cat([batch[s : s + 1] for s in others])
+        new = (self.log_likelihoods(held_out, torch.tensor([active]), on_query=True)[:, 0]
+               + self.log_prior(active)[active])
+        if int((new > best[others]).sum()) >= max(1, math.ceil(self.options.spawn_share * len(others))):
             self.counts[active] = 1.0  # the CRP's new table: the task that opened it
             self.active += 1
 

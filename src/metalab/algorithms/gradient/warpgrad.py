@@ -11,7 +11,8 @@ objective (eq. 9, Algorithm 2): over points theta_k of the tasks' inner trajecto
 
 one warped step from each point, scored on the task's queries (the authors' code, flennerhag/warpgrad, scores it
 on a second batch of the task's data). Each point's term is differentiated as the trajectory passes it and its
-graph freed, so memory does not grow with the inner steps. P: every step 0..K-1, or ``warp_points`` of them drawn
+graph freed, so memory does not grow with the inner steps (on the speed backend the graph is built task by task:
+:meth:`~metalab.nn.execution.Execution.graph_slices`). P: every step 0..K-1, or ``warp_points`` of them drawn
 at random per meta-iteration. The initialisation follows Leap (``init_objective: leap``, Warp-Leap, the paper's
 Omniglot method; the authors' "simplified Leap", without the loss term):
 grad theta_0 = (1/T) sum_t sum_k (theta_t,k - theta_t,k+1) / ||theta_t,k - theta_t,k+1||; or Reptile's
@@ -32,7 +33,7 @@ from metalab.data.task import Task
 from metalab.nn.backbones import conv_block, embedding_dim
 from metalab.nn.batch_norm import Record
 from metalab.nn.execution import SpeedOptions
-from metalab.nn.inner_loop import Params, task_gradient_norms
+from metalab.nn.inner_loop import Params, select_support, support_minibatches, task_gradient_norms
 
 INIT_OBJECTIVES = ("leap", "reptile")
 
@@ -45,6 +46,10 @@ class WarpGradOptions(GradientOptions):
     warp_points: int = 0
     #: the initialisation's meta-objective: "leap" (Warp-Leap) or "reptile" (Warp-Reptile).
     init_objective: str = "leap"
+    #: support examples per inner step in meta-training / evaluation (0 = the whole support set): the
+    #: multi-alphabet protocol's batches of 20 drawings; the warp objective's step from theta_k uses step k's batch.
+    inner_batch: int = 0
+    inner_batch_test: int = 0
 
 
 def warped_network(options: WarpGradOptions, input_shape: tuple[int, ...]) -> nn.Sequential:
@@ -83,6 +88,10 @@ class WarpGrad(GradientLearner):
                              f"got {options.init_objective!r}")
         if options.warp_points < 0:
             raise ValueError(f"learner.warp_points must be >= 0 (0 = every inner step), got {options.warp_points}")
+        for name in ("inner_batch", "inner_batch_test"):
+            if getattr(options, name) < 0:
+                raise ValueError(f"learner.{name} must be >= 0 (support examples per inner step; 0 = all), "
+                                 f"got {getattr(options, name)}")
         if options.first_order:
             raise ValueError("WarpGrad never back-propagates through the inner loop, so learner.first_order does "
                              "not apply; remove it")
@@ -98,13 +107,21 @@ class WarpGrad(GradientLearner):
     def held_steps(self) -> int:
         return 1  # the graph of one warped step at a time, whatever the inner steps
 
+    def support_indices(self, batch: Task, training: bool) -> list[Tensor] | None:
+        """Per inner step, each task's minibatch of support positions [T, B] (``inner_batch``), or None (all)."""
+        size = self.options.inner_batch if training else self.options.inner_batch_test
+        if not size:
+            return None
+        return support_minibatches(len(batch), batch.support_x.shape[1], size, self.inner_steps(training))
+
     def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
                     indices: list[Tensor] | None = None) -> Params:
         """theta_t,K [T, ...]: ``inner_steps`` warped SGD steps of the task layers (detached)."""
         return self.adapt_first_order(support_x, support_y, training, indices)
 
-    def warp_objective(self, point: Params, tasks: Task) -> Tensor:
-        """L_query_t(theta_k - alpha grad L_support_t(theta_k; omega); omega) [T] at a fixed point theta_k [T, ...]."""
+    def warp_objective(self, point: Params, tasks: Task, index: Tensor | None = None) -> Tensor:
+        """L_query_t(theta_k - alpha grad L_support_t(theta_k; omega); omega) [T] at a fixed point theta_k [T, ...];
+        ``index`` [T, B]: the support positions of step k's minibatch (None: the whole support set)."""
         adapted = self.adapted_names()
         leaves = {name: point[name].detach().requires_grad_() for name in adapted}
         params = {**self.parameters_by_name(), **leaves}  # the warp parameters stay live: omega's graph
@@ -113,7 +130,8 @@ class WarpGrad(GradientLearner):
             return self.network_forward(params, x, training=True, inner=True, differentiated_twice=True)
 
         loop = self.inner_loop(training=True)
-        grads = loop.gradients(forward, params, tasks.support_x, tasks.support_y, adapted, self.support_objective(),
+        support_x, support_y = select_support(tasks.support_x, tasks.support_y, index)
+        grads = loop.gradients(forward, params, support_x, support_y, adapted, self.support_objective(),
                                create_graph=True)
         stepped, _ = loop.rule.step(leaves, dict(zip(adapted, grads)), None, 0, loop.rule.tensors())
         return self.loss_fn(self.query_outputs({**params, **stepped}, tasks.query_x, training=True), tasks.query_y)
@@ -127,15 +145,21 @@ class WarpGrad(GradientLearner):
         points = set(range(steps)) if not count or count >= steps else set(torch.randperm(steps)[:count].tolist())
         gradients = {name: torch.zeros_like(p) for name, p in params.items()}
         records: list[tuple[Record, int]] | None = [] if self.options.bn_mode == "running" else None
-        outputs = []
+        outputs, first = [], 0
+        batches = self.support_indices(batch, training=True)  # drawn before slicing: slices never change them
         for tasks in self.execution.task_slices(batch, self.held_steps()):
             previous: list[Params] = []
+            indices = None if batches is None else [index[first:first + len(tasks)] for index in batches]
+            first += len(tasks)
 
-            def visit(k: int, fast: Params, tasks: Task = tasks, previous: list[Params] = previous) -> None:
+            def visit(k: int, fast: Params, tasks: Task = tasks, previous: list[Params] = previous,
+                      indices: list[Tensor] | None = indices) -> None:
                 fast = {name: fast[name].detach() for name in adapted}
-                if k in points:
+                for start, stop in self.execution.graph_slices(len(tasks)) if k in points else []:
+                    point = {name: value[start:stop] for name, value in fast.items()}  # the warped step's graph
+                    index = None if indices is None else indices[k][start:stop]
                     with torch.enable_grad():
-                        loss = self.warp_objective(fast, tasks).sum() / (len(batch) * len(points))
+                        loss = self.warp_objective(point, tasks[start:stop], index).sum() / (len(batch) * len(points))
                         for name, grad in zip(warp, torch.autograd.grad(loss, [params[n] for n in warp])):
                             gradients[name] += grad
                 if previous and self.options.init_objective == "leap":
@@ -145,7 +169,7 @@ class WarpGrad(GradientLearner):
                         gradients[name] += (piece / length.view(-1, *[1] * (piece.dim() - 1))).sum(0) / len(batch)
                 previous[:] = [fast]
 
-            phi = self.adapt_first_order(tasks.support_x, tasks.support_y, training=True, visit=visit)
+            phi = self.adapt_first_order(tasks.support_x, tasks.support_y, training=True, indices=indices, visit=visit)
             if self.options.init_objective == "reptile":
                 for name in adapted:
                     gradients[name] += (params[name].detach() - phi[name]).sum(0) / len(batch)

@@ -60,26 +60,38 @@ def check_rl_options(options: RLOptions) -> None:
         raise ValueError(f"learner.backtrack_ratio must be in (0, 1), got {options.backtrack_ratio}")
 
 
-class RLLearner(MetaLearner):
-    """A meta-RL learner, built for one environment family's observation and action spaces.
+class EnvironmentLearner(MetaLearner):
+    """A learner that acts in environments, built for one environment family's observation and action spaces.
 
     ``Learner(options, input_shape, speed=None, environment=family)``: ``input_shape`` is the observation's
     shape; ``environment`` gives the action space and the episode length.
     """
 
-    options: RLOptions
     task_kind = "reinforcement"
-    divergence_hint = ", or lower learner.max_kl"
 
-    def __init__(self, options: RLOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None,
+    def __init__(self, options: LearnerOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None,
                  environment: EnvFamily | None = None) -> None:
         super().__init__(options, input_shape, speed)
         if environment is None:
             raise ValueError(f"learner {options.name!r} learns on environments: data.dataset must name an "
                              f"environment family (navigation2d, bandit-K, tabular-mdp, cheetah-dir, ...)")
-        check_rl_options(options)
         self.observation_space, self.action_space = environment.spaces
         self.observation_size = int(math.prod(input_shape))
+
+    def predict(self, batch: Task) -> Tensor:
+        raise TypeError(f"{type(self).__name__} acts in environments: score it with scores(batch) (metalab eval)")
+
+
+class RLLearner(EnvironmentLearner):
+    """An on-policy meta-RL learner (policy gradients, TRPO outer step)."""
+
+    options: RLOptions
+    divergence_hint = ", or lower learner.max_kl"
+
+    def __init__(self, options: RLOptions, input_shape: tuple[int, ...], speed: SpeedOptions | None = None,
+                 environment: EnvFamily | None = None) -> None:
+        super().__init__(options, input_shape, speed, environment)
+        check_rl_options(options)
 
     def trpo(self) -> TRPO:
         o = self.options
@@ -99,9 +111,6 @@ class RLLearner(MetaLearner):
                                      returns.flatten(0, 1).unsqueeze(0), rollouts.mask.flatten(0, 1).unsqueeze(0))
             values = values.view_as(returns)
         return normalized(generalized_advantages(rollouts.rewards, values, dones, gamma, lam), rollouts.mask)
-
-    def predict(self, batch: Task) -> Tensor:
-        raise TypeError(f"{type(self).__name__} acts in environments: score it with scores(batch) (metalab eval)")
 
 
 def mean_kl(old: torch.distributions.Distribution, new: torch.distributions.Distribution, mask: Tensor) -> Tensor:

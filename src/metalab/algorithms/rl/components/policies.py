@@ -69,7 +69,10 @@ class MLPPolicy(nn.Module):
 
 def sample(distribution: Distribution, generator: torch.Generator) -> Tensor:
     """An action from a Gaussian or categorical policy, drawn with ``generator`` (rollouts are then a function
-    of the parameters and the generator's seed, not of torch's global state)."""
+    of the parameters and the generator's seed, not of torch's global state). A distribution of its own kind
+    (PEARL's squashed Gaussian) draws with its ``sample_with(generator)``."""
+    if hasattr(distribution, "sample_with"):
+        return distribution.sample_with(generator)
     base = distribution.base_dist if isinstance(distribution, Independent) else distribution
     if isinstance(base, Normal):
         noise = torch.randn(base.loc.shape, generator=generator, dtype=base.loc.dtype, device=base.loc.device)

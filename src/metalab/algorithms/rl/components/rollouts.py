@@ -26,6 +26,9 @@ class Rollouts:
     observations [T, N, H, D]; actions [T, N, H, A] (Box) or [T, N, H] (Discrete); rewards, mask, dones and
     log_probs [T, N, H]. ``dones`` is 1 at the last step of an episode, ``log_probs`` the sampling policy's.
     A trial of RL^2 is one row: its episodes follow each other along H, ``dones`` marking their ends.
+    :func:`collect` also records what off-policy learners store as transitions: ``next_observations``
+    [T, N, H, D] (the episode's last observation where it ends, not the next episode's first) and
+    ``terminals`` [T, N, H] (1 where the environment terminated, not where the time limit cut the episode).
     """
 
     observations: Tensor
@@ -34,6 +37,8 @@ class Rollouts:
     mask: Tensor
     dones: Tensor
     log_probs: Tensor
+    next_observations: Tensor | None = None
+    terminals: Tensor | None = None
 
     def returns(self) -> Tensor:
         """Undiscounted return of each row: [T, N]."""
@@ -66,7 +71,7 @@ def collect(batch: EnvTaskBatch, copies: int, policy: Callable[[Tensor], Distrib
     space = envs.single_action_space
     generator = generator_for(batch, round_)
     records: dict[str, list[Tensor]] = {k: [] for k in ("observations", "actions", "rewards", "mask", "dones",
-                                                         "log_probs")}
+                                                         "log_probs", "next_observations", "terminals")}
     alive = torch.ones(tasks, copies, device=device)
     for t in range(horizon):
         o = torch.as_tensor(obs, dtype=torch.float32, device=device).view(tasks, copies, -1)
@@ -74,13 +79,19 @@ def collect(batch: EnvTaskBatch, copies: int, policy: Callable[[Tensor], Distrib
             distribution = policy(o)
             action = sample(distribution, generator)
             log_prob = distribution.log_prob(action)
-        obs, reward, terminated, truncated, _ = envs.step(to_environment(action.flatten(0, 1), space))
+        obs, reward, terminated, truncated, info = envs.step(to_environment(action.flatten(0, 1), space))
         ended = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device).view(tasks, copies)
         if t == horizon - 1:
             ended = torch.ones_like(ended)
+        following = np.array(obs, dtype=np.float32, copy=True)
+        for i in np.flatnonzero(info.get("_final_obs", ())):  # episodes that ended: the reset replaced their obs
+            following[i] = info["final_obs"][i]
+        next_o = torch.as_tensor(following, device=device).view(tasks, copies, -1)
+        terminal = torch.as_tensor(terminated, dtype=torch.float32, device=device).view(tasks, copies)
         for key, value in (("observations", o), ("actions", action), ("log_probs", log_prob), ("mask", alive),
                            ("rewards", torch.as_tensor(reward, dtype=torch.float32, device=device)
-                            .view(tasks, copies) * alive), ("dones", ended * alive)):
+                            .view(tasks, copies) * alive), ("dones", ended * alive), ("next_observations", next_o),
+                           ("terminals", terminal * alive)):
             records[key].append(value)
         alive = alive * (1 - ended)
         if not bool(alive.any()):

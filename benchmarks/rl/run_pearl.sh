@@ -1,0 +1,14 @@
+#!/bin/sh
+# PEARL on 2D navigation (benchmarks/rl/RESULTS.md, section "2D navigation: PEARL"): one job, niced, one torch thread.
+# Run from the repository root: sh benchmarks/rl/run_pearl.sh  (about 65 minutes wall on 2 shared cores)
+set -e
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=src
+PY=${PYTHON:-python}
+OUT=runs/bench-rl
+# the recipe's networks (300 x 3) and batches (16 tasks x 256) cost about 3 s per gradient step here: smaller ones
+SMALL="learner.hidden=[128,128,128] learner.encoder_hidden=[128,128,128] learner.train_meta_batch=8 learner.batch_size=128 learner.context_batch=32 learner.updates_per_step=50 learner.initial_episodes=2 learner.prior_episodes=1 learner.extra_posterior_episodes=1"
+NAV="eval.episodes=40 eval.val_episodes=20 train.val_every=100 train.steps=100000 train.progress=false speed.threads=1"
+nice -n 10 $PY -m metalab train navigation2d-pearl $SMALL $NAV train.max_minutes=30 run.dir=$OUT/nav-pearl
+nice -n 10 $PY -m metalab train navigation2d-pearl $SMALL $NAV train.max_minutes=30 run.dir=$OUT/nav-pearl --resume
+nice -n 10 $PY -m metalab plot $OUT/nav-pearl --tasks 3 --out benchmarks/rl/navigation-pearl-trajectories.png
+nice -n 10 $PY benchmarks/rl/stay_at_origin.py navigation2d-pearl
