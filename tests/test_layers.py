@@ -23,7 +23,9 @@ FORBIDDEN = {
     "nas": {"cli", "train", "algorithms", "optimizers", "accel", "config"},
     "algorithms": {"cli", "train", "accel", "config"},
     "optimizers": {"cli", "train", "accel", "config", "nas"},
-    "train": {"cli"},
+    "train": {"cli", "zoo"},
+    # the model zoo loads trained learners through train; zoo/cli.py is the `metalab zoo` verbs
+    "zoo": {"cli"},
 }
 
 

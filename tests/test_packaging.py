@@ -1,8 +1,11 @@
 """What a user installs: the dependency lists match the code's imports, and the wheel carries the license,
-the typing marker and the metadata (SPDX license expression, classifiers, torch floor)."""
+the typing marker, the model zoo (manifest and weights) and the metadata (SPDX license expression,
+classifiers, torch floor)."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -55,6 +58,9 @@ def test_the_wheel_carries_the_license_the_typing_marker_the_kernels_sources_and
               "cub/test.txt", "cifar100/cifar-fs/train.txt", "cifar100/fc100/val.txt"}
     assert {f"metalab/splits/{path}" for path in splits} <= set(names)
     assert "metalab/py.typed" in names
+    manifest = json.loads(wheel.read("metalab/zoo/weights/manifest.json"))  # the model zoo: manifest and weights
+    for record in manifest["models"].values():
+        assert hashlib.sha256(wheel.read(f"metalab/zoo/weights/{record['file']}")).hexdigest() == record["sha256"]
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
     assert {"metalab/accel/native/vec.h", "metalab/accel/native/patch_conv_pool.cpp"} <= set(names)
     assert "MIT License" in (ROOT / "LICENSE").read_text()

@@ -1,4 +1,4 @@
-"""The ``metalab`` command: recipes, show, train, online, eval, predict, plot, data, automl, nas.
+"""The ``metalab`` command: recipes, show, train, online, eval, predict, plot, data, automl, nas, zoo.
 
 What a command outputs (listings, configs, scores, predictions, paths) goes to stdout. Its own messages
 (what it is doing, which checkpoint it uses, warnings, errors) go through Python's ``logging`` (the
@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import sys
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -266,17 +267,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import torch
-    from torch.distributions import Categorical
-
-    from metalab.data.folders import image_paths, load_image_files, load_image_folder
-    from metalab.data.task import Task
     from metalab.train.build import EMBEDDING_RECIPE, checkpoint_path, embedding_learner, load_run
+    from metalab.train.predict import check_output, predict_images
 
-    if (args.run is None) == (args.backbone is None) or (args.backbone and args.checkpoint):
-        raise ValueError("give a run directory (and optionally --checkpoint), or --backbone SPEC to predict with a "
-                         "backbone's embedding without training, e.g. --backbone 'timm:resnet18(pretrained=true)'")
-    if args.backbone:
+    given = [source for source, value in (("a run directory", args.run), ("--model", args.model),
+                                          ("--backbone", args.backbone)) if value is not None]
+    if len(given) != 1:
+        raise ValueError("give a run directory, --model NAME (a model of the zoo: `metalab zoo list`) or --backbone "
+                         "SPEC (an untrained embedding, e.g. 'timm:resnet18(pretrained=true)'): "
+                         + (f"only one of them, not {' and '.join(given)}" if given else "one of them"))
+    if args.checkpoint and args.run is None:
+        raise ValueError(f"--checkpoint picks a checkpoint of a run directory; {given[0]} has none to pick")
+    output = check_output(args.output) if args.output else None  # a bad --output fails before any work
+    if args.model is not None:
+        from metalab.zoo import load_model
+
+        learner, config, entry = load_model(args.model)
+        log.info(f"predicting with zoo model {entry.name} (test accuracy {entry.accuracy_text()})")
+    elif args.backbone is not None:
         learner, config = embedding_learner(args.backbone, args.image_size)
         log.info(f"predicting with {EMBEDDING_RECIPE}'s untrained ProtoNet on {args.backbone} "
                  f"({args.image_size}x{args.image_size} RGB)")
@@ -285,35 +293,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
         learner, config, state = load_run(args.run, path)
         log.info(f"predicting with {checkpoint_in_use(path, state, args.checkpoint)}")
     if learner.task_kind != "classification":
-        return predict_points(args, learner)
-    channels, size = learner.input_shape[0], learner.input_shape[1]
-    invert = config.data.invert_user_images
-    support = load_image_folder(args.support, image_size=size, channels=channels, invert=invert)
-    if support.num_classes < 2:
-        raise ValueError(f"--support {args.support} holds one class ({support.class_names[0]!r}): an episode needs at "
-                         f"least two classes to tell apart, and with one every query would be it with probability 1; "
-                         f"add a sub-folder of example images for each other class")
-    support_x = torch.cat([support.get(c, range(support.items_in(c))) for c in range(support.num_classes)])
-    support_y = torch.cat([torch.full((support.items_in(c),), c, dtype=torch.long) for c in range(support.num_classes)])
-    queries = image_paths(args.query)
-    query_x = load_image_files(queries, image_size=size, channels=channels, invert=invert).float() / 255.0
-    # the learner's predictive distribution (the softmax of a point-estimate learner's logits), as the evaluator's
-    task = Task(support_x, support_y, query_x, torch.zeros(len(query_x), dtype=torch.long))
-    distribution = learner.predictive_distribution(Task.stack([task]))
-    if not isinstance(distribution, Categorical):
-        raise ValueError(f"{args.run or args.backbone}'s learner gives no predictive distribution over classes")
-    probabilities = distribution.probs[0].detach()
-    predicted = probabilities.argmax(-1)
-    rows = [
-        {"query": str(query), "class": support.class_names[int(k)], "probability": float(probabilities[i, k])}
-        for i, (query, k) in enumerate(zip(queries, predicted))
-    ]
-    if args.json:
+        return predict_points(args, learner, output)
+    predictions = predict_images(learner, config, args.support, args.query)
+    for words, count in predictions.conversions.items():
+        log.info(f"converted {count} image{'s' if count > 1 else ''} to the learner's input: {words}")
+    show_rows(predictions.rows, args.json, output,
+              lambda row: f"{row['query']}\t{row['class']}\t{row['probability']:.3f}")
+    return 0
+
+
+def show_rows(rows: list[dict[str, Any]], as_json: bool, output: Path | None,
+              line: Callable[[dict[str, Any]], str]) -> None:
+    """``metalab predict``'s results: ``output`` written (atomically) first, then stdout, one JSON list or ``line(row)``
+    per row."""
+    if output is not None:
+        from metalab.train.predict import write_predictions
+
+        write_predictions(rows, output)
+        log.info(f"wrote {len(rows)} prediction{'s' if len(rows) != 1 else ''} to {output}")
+    if as_json:
         print(json.dumps(rows))
     else:
         for row in rows:
-            print(f"{row['query']}\t{row['class']}\t{row['probability']:.3f}")
-    return 0
+            print(line(row))
 
 
 def read_points(path: str, columns: int | None, what: str) -> Any:
@@ -331,7 +333,7 @@ def read_points(path: str, columns: int | None, what: str) -> Any:
     return values
 
 
-def predict_points(args: argparse.Namespace, learner: Any) -> int:
+def predict_points(args: argparse.Namespace, learner: Any, output: Path | None = None) -> int:
     """``metalab predict`` for a regression run: --support a CSV of x..., y... rows, --query CSVs of x... rows; each
     query's prediction and, where the learner has a predictive distribution, its central 95% interval."""
     import torch
@@ -357,14 +359,13 @@ def predict_points(args: argparse.Namespace, learner: Any) -> int:
     rows = [{"x": query_x[i].tolist(), "prediction": prediction[i].tolist(),
              "interval_95": None if low is None or high is None else [low[i].tolist(), high[i].tolist()]}
             for i in range(len(query_x))]
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for row in rows:
-            interval = row["interval_95"]
-            shown = "" if interval is None else "\t" + " ".join(f"[{a:.4g}, {b:.4g}]" for a, b in zip(*interval))
-            print(" ".join(f"{v:.4g}" for v in row["x"]) + "\t" + " ".join(f"{v:.4g}" for v in row["prediction"])
-                  + shown)
+    def line(row: dict[str, Any]) -> str:
+        interval = row["interval_95"]
+        shown = "" if interval is None else "\t" + " ".join(f"[{a:.4g}, {b:.4g}]" for a, b in zip(*interval))
+        return (" ".join(f"{v:.4g}" for v in row["x"]) + "\t" + " ".join(f"{v:.4g}" for v in row["prediction"])
+                + shown)
+
+    show_rows(rows, args.json, output, line)
     return 0
 
 
@@ -498,7 +499,9 @@ def parser() -> argparse.ArgumentParser:
     p = command("predict", "adapt to labelled examples and predict queries: classes of images, each with its "
                            "predictive probability; values of points (regression), each with its central 95%% "
                            "predictive interval")
-    p.add_argument("run", nargs="?", help="run directory (or --backbone)")
+    p.add_argument("run", nargs="?", help="run directory (or --model, or --backbone)")
+    p.add_argument("--model", metavar="NAME", help="a model of the zoo instead of a run: predict without training "
+                                                   "(`metalab zoo list` shows them)")
     p.add_argument("--backbone", help="predict without a run: a ProtoNet with this backbone's embedding, untrained "
                                       "(the 'good embedding' baseline), e.g. 'timm:resnet18(pretrained=true)' or "
                                       "'torchvision:resnet18(weights=PATH)'")
@@ -507,8 +510,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--support", required=True, help="folder with one sub-folder of images per class (two classes "
                                                      "or more); for a regression run, a CSV file of x..., y... rows")
     p.add_argument("--query", required=True, nargs="+", action="extend",
-                   help="image files, or folders of images (each image directly in it, sorted by name), to classify; "
-                        "for a regression run, CSV files of x... rows")
+                   help="image files, or folders of images (searched recursively: image extensions only, sorted by "
+                        "path, hidden files and folders skipped), to classify; for a regression run, CSV files of x... "
+                        "rows")
+    p.add_argument("--output", metavar="FILE", help="also write the predictions to FILE.csv or FILE.json (the "
+                                                    "suffix picks the format), atomically: all of them or nothing")
     p.add_argument("--checkpoint", help="checkpoint file, or its name in the run directory (default: the run's "
                                         "best.pt, else last.pt)")
     p.add_argument("--json", action="store_true", help="print one JSON list of {query, class, probability}: the "
@@ -546,6 +552,10 @@ def parser() -> argparse.ArgumentParser:
     from metalab.nas.cli import add_nas_parser
 
     add_nas_parser(sub)
+
+    from metalab.zoo.cli import add_zoo_parser
+
+    add_zoo_parser(sub)
     return top
 
 

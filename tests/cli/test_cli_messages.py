@@ -44,7 +44,8 @@ def test_every_command_and_option_has_help():
     top = parser()
     commands = next(action for action in top._actions if isinstance(action, argparse._SubParsersAction))
     listed = {choice.dest: choice.help for choice in commands._choices_actions}
-    assert set(listed) == {"recipes", "show", "train", "eval", "predict", "plot", "data", "automl", "nas"}
+    assert set(listed) == {"recipes", "show", "train", "online", "eval", "predict", "plot", "data", "automl", "nas",
+                           "zoo"}
     assert all(listed.values())
     for name, command in [("metalab", top), *commands.choices.items()]:
         for action in command._actions:

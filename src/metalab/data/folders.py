@@ -2,9 +2,11 @@
 image data set uses.
 
 All images become uint8 [C, S, S] (C = 1: Pillow mode "L", C = 3: "RGB"), resized with Lanczos
-to S x S (the aspect ratio is not kept). Grey-scale images are never inverted automatically:
-pass ``invert=True`` for dark strokes on a light background (e.g. raw Omniglot-style drawings),
-so that the strokes become bright as in :func:`metalab.data.omniglot.load_omniglot`.
+to S x S (the aspect ratio is not kept). Transparent pixels (modes RGBA, LA, PA, a palette with a transparent
+colour) are laid on white first, as a viewer shows them; 16-bit grey-scale is scaled to 8 bits. Grey-scale images are
+never inverted automatically: pass ``invert=True`` for dark strokes on a light background (e.g. raw Omniglot-style
+drawings), so that the strokes become bright as in :func:`metalab.data.omniglot.load_omniglot`.
+:func:`conversion_of` says in words what :func:`preprocess_image` does to a given file.
 """
 from __future__ import annotations
 
@@ -22,8 +24,56 @@ from torch import Tensor
 from metalab.data.classes import ClassDataset
 from metalab.data.store import DataNotFoundError
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 _MODES = {1: "L", 3: "RGB"}
+_MODE_NAMES = {"L": "grayscale", "RGB": "RGB", "1": "1-bit", "P": "palette", "PA": "palette+alpha",
+               "LA": "grayscale+alpha", "I;16": "16-bit grayscale", "I": "32-bit grayscale", "F": "float grayscale"}
+#: Pillow modes of 16- and 32-bit integer grey-scale (a 16-bit PNG opens as "I;16" or "I")
+_WIDE_GREY = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+
+def has_transparency(image: Image.Image) -> bool:
+    """Whether ``image`` has an alpha channel or a transparent palette colour."""
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """``image`` in Pillow mode ``mode`` ("L" or "RGB"): transparent pixels on white, 16-bit grey scaled to 8 bits.
+
+    Raises ``ValueError`` when Pillow has no conversion from the image's mode (e.g. "LAB" to "L").
+    """
+    if image.mode in _WIDE_GREY:  # Pillow's own conversion clips every value above 255 to white
+        wide = np.asarray(image, dtype=np.int64)
+        image = Image.fromarray((wide >> (16 if image.mode == "I" and wide.max() > 65535 else 8)).clip(0, 255)
+                                .astype(np.uint8), mode="L")
+    if has_transparency(image):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image.convert(mode)
+
+
+def conversion_of(path: str | Path, image_size: int, channels: int, inverted: str | None = None) -> str | None:
+    """What :func:`preprocess_image` does to the image file ``path``, in words (None: nothing), read from its header
+    only, e.g. ``"RGBA -> grayscale 28x28 (transparent pixels on white), inverted to match Omniglot strokes"``.
+
+    ``inverted``: the reason given for inverting (None: not inverted). Images that differ only in size give the same
+    words, so that a caller can report each kind of conversion once.
+    """
+    with Image.open(path) as image:
+        mode, size = image.mode, image.size
+        transparent = has_transparency(image)
+    target = _MODES[channels]
+    if mode == target and size == (image_size, image_size) and inverted is None:
+        return None
+    notes = [*(["transparent pixels on white"] if transparent else []),
+             *(["scaled to 8 bits"] if mode in _WIDE_GREY else [])]
+    words = f"{_MODE_NAMES.get(mode, mode)} -> {_MODE_NAMES[target]} {image_size}x{image_size}"
+    words += f" ({', '.join(notes)})" if notes else ""
+    return words + (f", inverted {inverted}" if inverted else "")
+
+
+class UnconvertibleImageError(ValueError):
+    """An image decodes, but its mode (channels) has no conversion to what the learner reads."""
 
 
 def preprocess_image(
@@ -39,7 +89,13 @@ def preprocess_image(
     label = label or str(source if not isinstance(source, bytes) else "<image bytes>")
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
-            image = opened.convert(_MODES[channels])
+            try:
+                image = to_mode(opened, _MODES[channels])
+            except ValueError as error:
+                raise UnconvertibleImageError(
+                    f"image {label} has mode {opened.mode} ({len(opened.getbands())} channels), which cannot be "
+                    f"converted to {_MODE_NAMES[_MODES[channels]]} ({error}): save it as an 8-bit grayscale or RGB "
+                    f"PNG or JPEG, or remove it") from None
             if invert:
                 image = ImageOps.invert(image)
             if image.size != (image_size, image_size):
@@ -47,7 +103,7 @@ def preprocess_image(
             array = np.asarray(image, dtype=np.uint8)
     except FileNotFoundError:
         raise DataNotFoundError(f"image file {label} does not exist") from None
-    except PermissionError:
+    except (PermissionError, UnconvertibleImageError):
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(
@@ -57,27 +113,30 @@ def preprocess_image(
     return array[None] if channels == 1 else array.transpose(2, 0, 1).copy()
 
 
-def images_in(folder: Path) -> list[Path]:
-    """The image files directly in ``folder`` (an image extension, any case; hidden files skipped), sorted by name."""
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith("."))
+def images_in(folder: Path, recursive: bool = False) -> list[Path]:
+    """The image files in ``folder`` (an image extension, any case; hidden files skipped), sorted by name; with
+    ``recursive``, those of its sub-folders too (hidden folders skipped), sorted by their path below ``folder``."""
+    found = []
+    for directory, folders, names in os.walk(folder) if recursive else [(str(folder), [], os.listdir(folder))]:
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found += [Path(directory) / name for name in names
+                  if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith(".")]
+    return sorted((p for p in found if p.is_file()), key=lambda p: p.relative_to(folder).parts)
 
 
 def image_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """The image files that ``paths`` name: a file as given, a folder as every image directly in it, sorted by
-    name (as :func:`images_in`); in the order given."""
+    """The image files that ``paths`` name: a file as given, a folder as every image in it and in its sub-folders
+    (:func:`images_in` with ``recursive``); in the order given."""
     files: list[Path] = []
     for given in paths:
         path = Path(os.path.expanduser(given))  # Path.expanduser raises for an unknown ~user
         if not path.is_dir():
             files.append(path)
             continue
-        images = images_in(path)
+        images = images_in(path, recursive=True)
         if not images:
-            nested = " (only sub-folders: images are read from the folder itself, not below it)" if any(
-                p.is_dir() for p in path.iterdir()) else ""
-            raise ValueError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}){nested}; give "
-                             f"image files, or folders that hold images")
+            raise ValueError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}), neither in it "
+                             f"nor in its sub-folders; give image files, or folders that hold images")
         files.extend(images)
     return files
 
@@ -99,7 +158,7 @@ def load_image_folder(
 ) -> ClassDataset:
     """A folder with one sub-folder per class (class name = sub-folder name) as a :class:`ClassDataset`.
 
-    Images: the files with an image extension (png/jpg/jpeg/bmp/gif/webp, any case) directly in each
+    Images: the files with an image extension (png/jpg/jpeg/bmp/gif/webp/tif/tiff, any case) directly in each
     class folder; returned as uint8 [N, channels, image_size, image_size]. Classes are sorted by name.
     """
     folder = Path(os.path.expanduser(path))  # Path.expanduser raises for an unknown ~user

@@ -39,7 +39,7 @@ class DataNotFoundError(FileNotFoundError):
 
 
 class ChecksumError(ValueError):
-    """A downloaded file does not have the expected MD5."""
+    """A downloaded file does not have the expected checksum (MD5 or SHA-256)."""
 
 
 def resolve_data_root(explicit: str | Path | None = None) -> Path:
@@ -128,13 +128,14 @@ def file_md5(path: str | Path) -> str:
 
 
 def download(url: str, destination: Path, md5: str | None, timeout: float = 60,
-             progress: bool | None = None) -> Path:
-    """Download ``url`` to ``destination``, checking its MD5; the file appears only when complete and correct.
+             progress: bool | None = None, sha256: str | None = None) -> Path:
+    """Download ``url`` to ``destination``, checking its MD5 (or its ``sha256``, when given instead); the file
+    appears only when complete and correct.
 
     Streams into ``<destination>.part`` beside it and renames that into place once the MD5 matches. A
     download cut off by the network keeps its ``.part`` file, and the next call resumes it with an HTTP range
     request where the server allows (206 Partial Content), or starts again where it does not. Raises
-    :class:`ChecksumError` (nothing left behind) when the MD5 differs, and :class:`DataNotFoundError`
+    :class:`ChecksumError` (nothing left behind) when the checksum differs, and :class:`DataNotFoundError`
     saying where to put the file by hand when the URL cannot be reached. ``progress``: show a byte counter on
     stderr (default: when stderr is a terminal).
     """
@@ -151,7 +152,8 @@ def download(url: str, destination: Path, md5: str | None, timeout: float = 60,
         ) from error
     have = part.stat().st_size
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    digest = hashlib.md5()
+    algorithm, expected = ("sha256", sha256) if sha256 is not None else ("md5", md5)
+    digest = hashlib.new(algorithm)
     try:
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -181,7 +183,7 @@ def download(url: str, destination: Path, md5: str | None, timeout: float = 60,
             # timeout, reset, a body cut off
             if isinstance(error, urllib.error.HTTPError) and error.code == 416 and have:
                 part.unlink()  # the kept part is not a prefix of the file (416: range not satisfiable): start again
-                return download(url, destination, md5, timeout, progress)
+                return download(url, destination, md5, timeout, progress, sha256)
             if isinstance(error, urllib.error.HTTPError):
                 reason: object = f"HTTP {error.code} {error.reason}"
             else:
@@ -193,11 +195,11 @@ def download(url: str, destination: Path, md5: str | None, timeout: float = 60,
                 f"{url} on a machine with internet access and place it at {destination}"
             ) from error
         actual = digest.hexdigest()
-        if md5 is not None and actual.lower() != md5.lower():
+        if expected is not None and actual.lower() != expected.lower():
             part.unlink(missing_ok=True)
             raise ChecksumError(
-                f"checksum mismatch for {url}: expected MD5 {md5}, got {actual}. The download is corrupt or "
-                f"the file changed upstream; nothing was written to {destination}. "
+                f"checksum mismatch for {url}: expected {algorithm.upper()} {expected}, got {actual}. The download is "
+                f"corrupt or the file changed upstream; nothing was written to {destination}. "
                 f"Retry, or place a good copy there by hand."
             )
         os.replace(part, destination)

@@ -129,6 +129,13 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None,
         raise ValueError(f"{run_dir} is a run of `metalab online` (one learner per method over a task stream): its "
                          f"results are in {Path(run_dir) / 'results.json'} and efficiency.csv; `metalab plot "
                          f"{run_dir}` draws them")
+    learner, config = learner_of(state, path, overrides)
+    return learner, config, state
+
+
+def learner_of(state: dict, path: str | Path, overrides: Sequence[str] = ()) -> tuple[MetaLearner, DictConfig]:
+    """The trained learner (in eval mode) and config of a loaded checkpoint ``state`` (read from ``path``), with
+    ``overrides`` applied as :func:`load_run` applies them."""
     config = compose(config_of(state), list(overrides), origin=str(path))
     try:
         with weights_from_checkpoint():  # the checkpoint's weights replace a backbone's published or local ones
@@ -149,4 +156,4 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None,
                          f"learning rates at test, precision) apply to a trained run. "
                          f"{str(error).splitlines()[0]}") from None
     learner.eval()
-    return learner, config, state
+    return learner, config
