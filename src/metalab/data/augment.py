@@ -60,7 +60,7 @@ def parse_operation(spec: str) -> tuple[str, dict[str, Any]]:
 def build_augmentation(specs: Sequence[str], image_shape: Sequence[int]) -> Callable[[Tensor], Tensor]:
     """The torchvision transform of ``specs`` for images of ``image_shape`` (C, H, W): one image [C, H, W] in
     [0, 1] -> one augmented image of the same shape."""
-    from metalab.nn.torchvision_compat import import_transforms
+    from metalab.utils.torchvision_compat import import_transforms
 
     v2 = import_transforms()
     size = (int(image_shape[1]), int(image_shape[2]))

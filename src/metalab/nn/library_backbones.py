@@ -94,7 +94,7 @@ def check_settings(spec: str, settings: dict[str, Any]) -> None:
 
 
 def _library(library: str, spec: str) -> Any:
-    from metalab.nn.torchvision_compat import import_timm, import_torchvision
+    from metalab.utils.torchvision_compat import import_timm, import_torchvision
 
     try:
         return import_timm() if library == "timm" else import_torchvision()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from metalab.nn.torchvision_compat import import_timm, import_torchvision
+from metalab.utils.torchvision_compat import import_timm, import_torchvision
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -25,7 +25,7 @@ FORCED_FALLBACK = textwrap.dedent("""
         return load_library(path)
     torch.ops.load_library = refuse
 
-    from metalab.nn.torchvision_compat import define_missing_schemas, import_transforms
+    from metalab.utils.torchvision_compat import define_missing_schemas, import_transforms
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         v2 = import_transforms()
