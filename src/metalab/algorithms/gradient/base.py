@@ -54,7 +54,7 @@ class GradientOptions(LearnerOptions):
     inner_lr: float = 0.4
     #: the largest L2 norm of one task's inner gradient (over its adapted parameters); a longer one is scaled down
     #: to it before the step (before Adam's moments with Reptile's inner Adam), so a plain SGD step is at most
-    #: inner_lr * inner_grad_clip long. 0 (default) = no limit. The sinusoid recipes of Reptile and ANIL set it
+    #: inner_lr * inner_grad_clip long. 0 (default) = no limit. The sinusoid recipes of Reptile, ANIL and T-net set it
     #: (benchmarks/gradient/RESULTS.md: without it, one task's inner steps diverged).
     inner_grad_clip: float = 0.0
     first_order: bool = False
