@@ -2,6 +2,7 @@
 recorded statistics go to the set in use, and running estimates move as torch's own do."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -75,6 +76,26 @@ def test_records_go_to_the_set_in_use_and_move_running_estimates_as_torch_does()
     assert torch.allclose(norm.running_var[1], expected.running_var, atol=1e-12)
     assert torch.equal(norm.running_mean[[0, 2]], before[[0, 2]])
     assert norm.num_batches_tracked.tolist() == [0, 1, 0]
+
+
+def test_warmup_takes_the_cumulative_mean_until_the_momentum_takes_over():
+    """momentum 0.25: updates 1-4 average the statistics seen so far (weights 1, 1/2, 1/3, 1/4), update 5 moves by
+    0.25 (max(0.25, 1/5)); the initial estimates drop out at the first update. By hand on constant statistics."""
+    norm = nn.BatchNorm2d(2, momentum=0.25).double()
+    module = nn.Sequential(norm)
+    values = [4.0, 2.0, 6.0, 0.0, 8.0]
+    expected, mean = [], 0.0
+    for n, value in enumerate(values, start=1):
+        mean = sum(values[:n]) / n if n <= 4 else 0.75 * mean + 0.25 * value
+        expected.append(mean)
+    seen = []
+    for value in values:
+        stats = (torch.full((2,), value, dtype=torch.float64), torch.full((2,), value + 1, dtype=torch.float64))
+        update_running_statistics(module, {"0.": stats}, warmup=True)
+        seen.append(norm.running_mean[0].item())
+        assert torch.allclose(norm.running_var, norm.running_mean + 1, atol=1e-12)
+    assert seen == pytest.approx(expected, abs=1e-12) and expected == pytest.approx([4, 3, 4, 3, 4.25])
+    assert int(norm.num_batches_tracked) == 5
 
 
 def test_merged_records_weigh_each_entry_by_the_tasks_that_recorded_it():

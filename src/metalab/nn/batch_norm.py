@@ -141,15 +141,23 @@ def merge_records(records: list[tuple[Record, int]]) -> Record:
 
 
 @torch.no_grad()
-def update_running_statistics(module: nn.Module, record: Mapping[str, tuple[Tensor, Tensor]]) -> None:
-    """Move the running estimates of ``module``'s BatchNorm layers toward recorded batch statistics."""
+def update_running_statistics(module: nn.Module, record: Mapping[str, tuple[Tensor, Tensor]],
+                              warmup: bool = False) -> None:
+    """Move the running estimates of ``module``'s BatchNorm layers toward recorded batch statistics.
+
+    Each set moves by its layer's momentum (as torch's BatchNorm; ``momentum=None``: the cumulative mean). With
+    ``warmup`` it moves by ``max(momentum, 1 / (n + 1))`` after ``n`` earlier updates: the first 1/momentum updates
+    take the cumulative mean of the statistics seen so far (the initial (0, 1) estimates drop out at the first),
+    the later ones the exponential moving average."""
     for name, layer in module.named_modules():
         prefix = f"{name}." if name else ""
         for key, running_mean, running_var, tracked in _running_estimates(layer, prefix):
             if key not in record:
                 continue
             mean, var = record[key]
-            momentum = layer.momentum if layer.momentum is not None else 1.0 / float(tracked + 1)
+            cumulative = 1.0 / float(tracked + 1)
+            momentum = cumulative if layer.momentum is None else (
+                max(layer.momentum, cumulative) if warmup else layer.momentum)
             running_mean.lerp_(mean.to(running_mean.dtype), momentum)
             running_var.lerp_(var.to(running_var.dtype), momentum)
             tracked += 1

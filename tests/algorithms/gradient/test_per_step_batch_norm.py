@@ -76,6 +76,19 @@ def test_meta_training_records_each_step_into_its_own_set():
     assert norm.num_batches_tracked.tolist() == [1, 1, 1]
 
 
+def test_warmup_replaces_the_initial_estimates_at_the_first_meta_step():
+    """bn_warmup: the first meta-step sets set 0 to the support statistics themselves (momentum 1), not 10 % of
+    the way from (0, 1); transductive BatchNorm refuses the option (it has no running estimates to warm up)."""
+    learner, batch = build(MAML, bn_mode="per_step", inner_steps=2, inner_lr=0.3, bn_warmup=True), image_tasks()
+    learner.train()
+    learner.meta_step(batch)
+    conv = learner.network.get_submodule("body.blocks.0.0")
+    features = torch.stack([conv(x) for x in batch.support_x]).detach()  # [T, N, C, H, W]
+    assert torch.allclose(learner.per_step_norms[0].running_mean[0], features.mean((1, 3, 4)).mean(0), atol=1e-12)
+    with pytest.raises(ValueError, match="bn_warmup"):
+        build(MAML, bn_mode="transductive", bn_warmup=True)
+
+
 def with_other_queries(batch: Task) -> Task:
     """The same tasks with every query but the first replaced."""
     query_x = batch.query_x.clone()

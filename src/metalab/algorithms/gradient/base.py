@@ -61,6 +61,10 @@ class GradientOptions(LearnerOptions):
     #: "transductive" (batch statistics of the current set, as in the MAML paper), "running" or "per_step"
     #: (MAML++'s per-step weights, biases and running statistics) (:mod:`metalab.nn.batch_norm`).
     bn_mode: str = "transductive"
+    #: running / per_step BatchNorm: the running estimates take the cumulative mean of the first 1/momentum
+    #: meta-iterations' statistics before moving by the layer's momentum, so that a model evaluated after a few
+    #: meta-iterations is not normalised by the initial (0, 1) estimates (:func:`update_running_statistics`).
+    bn_warmup: bool = False
 
 
 def check_options(options: GradientOptions) -> None:
@@ -87,6 +91,9 @@ def check_options(options: GradientOptions) -> None:
         raise ValueError(f"learner.bn_mode must be one of {', '.join(BN_MODES)}, got {options.bn_mode!r}")
     if not options.inner_grad_clip >= 0:
         raise ValueError(f"learner.inner_grad_clip must be >= 0 (0 = no limit), got {options.inner_grad_clip}")
+    if options.bn_warmup and options.bn_mode == "transductive":
+        raise ValueError("learner.bn_warmup warms up running BatchNorm estimates, which bn_mode=transductive never "
+                         "uses: set learner.bn_mode to running or per_step, or drop bn_warmup")
 
 
 def build_network(options: GradientOptions, input_shape: tuple[int, ...]) -> nn.Sequential:
@@ -278,7 +285,7 @@ class GradientLearner(MetaLearner):
     def update_batch_norm(self, records: list[tuple[Record, int]]) -> None:
         """Running BatchNorm: move the running estimates toward the statistics recorded in meta-training."""
         if records:
-            update_running_statistics(self.network, merge_records(records))
+            update_running_statistics(self.network, merge_records(records), warmup=self.options.bn_warmup)
 
     def metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
         loss = self.loss_fn(outputs, targets).mean()
