@@ -156,6 +156,24 @@ def test_a_seeded_meta_step_and_its_scores_are_reproducible_and_the_pool_cycles(
     assert all(torch.equal(scores_a[k], scores_b[k]) for k in scores_a)
 
 
+def test_the_posterior_episodes_of_a_step_act_with_a_posterior_z_and_the_prior_episodes_with_a_prior_one():
+    # an encoder whose every factor is N(7, ~0): the posterior is z = 7 whatever the context, the prior N(0, I)
+    torch.manual_seed(3)
+    learner = tiny_pearl(updates_per_step=0)
+    last = learner.encoder.net[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([7.0] * 3 + [-40.0] * 3))
+    used: list[torch.Tensor] = []
+    episode = learner._episode
+    learner._episode = lambda batch, z: used.append(z.clone()) or episode(batch, z)
+    tasks = environment_tasks("navigation2d", "train", shots=1, queries=1, seed=0, horizon=6, pool=3)
+    learner.meta_step(tasks.batch(0, 2))  # 1 initial, 1 prior, 1 extra posterior episode
+    assert len(used) == 3
+    assert all((z - 7).abs().max() > 0.5 for z in used[:2])  # the prior's draws
+    assert torch.allclose(used[2], torch.full((2, 3), 7.0), atol=1e-2)  # the posterior's
+
+
 def test_pearl_refuses_discrete_actions_and_impossible_options():
     cls = learner_class("pearl")
     with pytest.raises(ValueError, match="Box"):

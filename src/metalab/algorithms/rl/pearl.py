@@ -10,8 +10,9 @@ recent transitions, which the context is drawn from). One trainer step (an itera
 1. data: for each of the step's ``task.meta_batch`` tasks (a fixed pool, ``data.task_pool``; a task met for the
    first time first gets ``initial_episodes`` with z ~ prior), clear its encoder buffer, then collect
    ``prior_episodes`` with z ~ r(z) and ``posterior_episodes`` with z ~ q(z | c) into both buffers, and
-   ``extra_posterior_episodes`` into the RL buffer only (each phase starts from the prior, the posterior is
-   re-inferred after every episode from ``context_batch`` transitions of the encoder buffer);
+   ``extra_posterior_episodes`` into the RL buffer only (a posterior episode acts with z ~ q(z | c), c being
+   ``context_batch`` transitions of the encoder buffer, re-drawn after every episode; the first acts with z ~ prior
+   only where the encoder buffer is still empty);
 2. ``updates_per_step`` gradient steps, each on ``train_meta_batch`` tasks drawn from the pool: the critic loss
    (Q's Bellman error, eq. 3 of the paper's section 4.2) plus kl_lambda * KL(q(z | c) || N(0, I)) (eq. 2)
    trains the Q networks and the encoder; V and the policy are trained with z detached.
@@ -233,9 +234,15 @@ class PEARL(EnvironmentLearner):
 
     def _collect(self, batch: EnvTaskBatch, keys: list[str], episodes: int, posterior: bool,
                  to_encoder: bool) -> list[Tensor]:
-        """``episodes`` episodes per task, the first with z ~ prior, the next with z from the posterior (if
-        ``posterior``) re-inferred after each; stored in the RL buffer (and the encoder buffer). Their returns [T]."""
-        z = self._noise(len(batch), self.options.latent_size)  # z ~ N(0, I)
+        """``episodes`` episodes per task, stored in the RL buffer (and the encoder buffer); their returns [T].
+
+        ``posterior``: every episode acts with z ~ q(z | c), c drawn from the encoder buffer and re-drawn after each
+        episode; the first acts with z ~ prior only where a task's encoder buffer is empty. (The authors' loop
+        starts every phase from the prior, which with their 5 to 45 episodes per phase costs one; with the
+        scaled-down 1 posterior episode per step it meant that no episode ever acted with a posterior z.)
+        Otherwise every episode acts with z ~ prior."""
+        ready = posterior and all(self.encoder_buffer.size(key) > 0 for key in keys)
+        z = self._posterior_sample(keys) if ready else self._noise(len(batch), self.options.latent_size)
         returns = []
         for _ in range(episodes):
             rollouts = self._episode(batch, z)
