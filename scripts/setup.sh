@@ -18,9 +18,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   # torch==2.13.0, which the CPU wheel above satisfies, so pip keeps that torch and pulls no CUDA packages); an
   # unpinned torchvision would be the newest, which requires a newer torch and would replace the CPU wheel by a
   # multi-GB CUDA build. Its compiled ops are a CUDA build that does not load beside the CPU torch:
-  # metalab/nn/torchvision_compat.py imports the pure-Python rest (models, transforms).
+  # metalab/utils/torchvision_compat.py imports the pure-Python rest (models, transforms).
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,docs,vision]" "torch==2.13.0" \
     "torchvision==0.28.0" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import metalab, torch; from metalab.nn.torchvision_compat import import_timm; import_timm()" 
+  .venv/bin/python -c "import metalab, torch; from metalab.utils.torchvision_compat import import_timm; import_timm()" 
   echo "$wanted" > "$stamp"
 fi
