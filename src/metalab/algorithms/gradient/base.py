@@ -31,7 +31,17 @@ from metalab.nn.batch_norm import (
     use_per_step_batch_norm,
 )
 from metalab.nn.execution import Execution, SpeedOptions
-from metalab.nn.inner_loop import SGD, InnerLoop, Objective, Params, TaskForward, UpdateRule, Visit, task_loss
+from metalab.nn.inner_loop import (
+    SGD,
+    InnerLoop,
+    Objective,
+    Params,
+    TaskForward,
+    UpdateRule,
+    Visit,
+    support_minibatches,
+    task_loss,
+)
 from metalab.nn.losses import classification_losses, regression_losses
 
 
@@ -94,6 +104,20 @@ def check_options(options: GradientOptions) -> None:
     if options.bn_warmup and options.bn_mode == "transductive":
         raise ValueError("learner.bn_warmup warms up running BatchNorm estimates, which bn_mode=transductive never "
                          "uses: set learner.bn_mode to running or per_step, or drop bn_warmup")
+
+
+def check_inner_batches(inner_batch: int, inner_batch_test: int) -> None:
+    """Refuse a negative ``learner.inner_batch`` / ``inner_batch_test`` (support examples per inner step)."""
+    for name, value in (("inner_batch", inner_batch), ("inner_batch_test", inner_batch_test)):
+        if value < 0:
+            raise ValueError(f"learner.{name} must be >= 0 (support examples per inner step; 0 = all), got {value}")
+
+
+def inner_minibatches(batch: Task, size: int, steps: int) -> list[Tensor] | None:
+    """Per inner step, each task's minibatch of ``size`` support positions [T, size], drawn for the whole
+    meta-batch before it is sliced (so slicing never changes which examples a task sees); None when ``size`` is 0
+    (every step sees the whole support set)."""
+    return support_minibatches(len(batch), batch.support_x.shape[1], size, steps) if size else None
 
 
 def build_network(options: GradientOptions, input_shape: tuple[int, ...]) -> nn.Sequential:

@@ -25,12 +25,17 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from metalab.algorithms.gradient.base import GradientLearner, GradientOptions
+from metalab.algorithms.gradient.base import (
+    GradientLearner,
+    GradientOptions,
+    check_inner_batches,
+    inner_minibatches,
+)
 from metalab.algorithms.registry import register
 from metalab.data.task import Task
 from metalab.nn.batch_norm import Record
 from metalab.nn.execution import SpeedOptions
-from metalab.nn.inner_loop import SGD, Adam, AdamState, Params, UpdateRule, support_minibatches
+from metalab.nn.inner_loop import SGD, Adam, AdamState, Params, UpdateRule
 
 INNER_ADAM_STATES = ("carried", "per_task")
 
@@ -71,10 +76,7 @@ class Reptile(GradientLearner):
         betas = list(options.adam_betas)
         if len(betas) != 2 or not all(0.0 <= float(beta) < 1.0 for beta in betas):
             raise ValueError(f"learner.adam_betas must be [beta1, beta2], each in [0, 1), got {betas}")
-        for name in ("inner_batch", "inner_batch_test"):
-            if getattr(options, name) < 0:
-                raise ValueError(f"learner.{name} must be >= 0 (support examples per inner step; 0 = all), "
-                                 f"got {getattr(options, name)}")
+        check_inner_batches(options.inner_batch, options.inner_batch_test)
         super().__init__(options, input_shape, speed)
         carried = options.inner_optimizer == "adam" and options.inner_adam_state == "carried"
         self.adam_moments = CarriedAdamMoments(self.parameters_by_name()) if carried else None
@@ -90,9 +92,7 @@ class Reptile(GradientLearner):
         """Per inner step, each task's minibatch of support positions [T, B] (``inner_batch``), drawn for the
         whole meta-batch before it is sliced, so that slicing never changes which examples a task sees."""
         size = self.options.inner_batch if training else self.options.inner_batch_test
-        if not size:
-            return None
-        return support_minibatches(len(batch), batch.support_x.shape[1], size, self.inner_steps(training))
+        return inner_minibatches(batch, size, self.inner_steps(training))
 
     def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
                     indices: list[Tensor] | None = None) -> Params:

@@ -27,13 +27,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from metalab.algorithms.gradient.base import GradientLearner, GradientOptions
+from metalab.algorithms.gradient.base import (
+    GradientLearner,
+    GradientOptions,
+    check_inner_batches,
+    inner_minibatches,
+)
 from metalab.algorithms.registry import register
 from metalab.data.task import Task
 from metalab.nn.backbones import conv_block, embedding_dim
 from metalab.nn.batch_norm import Record
 from metalab.nn.execution import SpeedOptions
-from metalab.nn.inner_loop import Params, select_support, support_minibatches, task_gradient_norms
+from metalab.nn.inner_loop import Params, select_support, task_gradient_norms
 
 INIT_OBJECTIVES = ("leap", "reptile")
 
@@ -88,10 +93,7 @@ class WarpGrad(GradientLearner):
                              f"got {options.init_objective!r}")
         if options.warp_points < 0:
             raise ValueError(f"learner.warp_points must be >= 0 (0 = every inner step), got {options.warp_points}")
-        for name in ("inner_batch", "inner_batch_test"):
-            if getattr(options, name) < 0:
-                raise ValueError(f"learner.{name} must be >= 0 (support examples per inner step; 0 = all), "
-                                 f"got {getattr(options, name)}")
+        check_inner_batches(options.inner_batch, options.inner_batch_test)
         if options.first_order:
             raise ValueError("WarpGrad never back-propagates through the inner loop, so learner.first_order does "
                              "not apply; remove it")
@@ -110,9 +112,7 @@ class WarpGrad(GradientLearner):
     def support_indices(self, batch: Task, training: bool) -> list[Tensor] | None:
         """Per inner step, each task's minibatch of support positions [T, B] (``inner_batch``), or None (all)."""
         size = self.options.inner_batch if training else self.options.inner_batch_test
-        if not size:
-            return None
-        return support_minibatches(len(batch), batch.support_x.shape[1], size, self.inner_steps(training))
+        return inner_minibatches(batch, size, self.inner_steps(training))
 
     def adapt_tasks(self, support_x: Tensor, support_y: Tensor, training: bool,
                     indices: list[Tensor] | None = None) -> Params:
